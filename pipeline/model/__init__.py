@@ -1,0 +1,1 @@
+"""Self Forcing DiT, UMT5 text encoder and Wan VAE in plain PyTorch."""

@@ -1,0 +1,135 @@
+"""The three networks a render needs, loaded from an official model folder or made with random weights.
+
+A model folder holds the files of the official releases (self_forcing_facts.md §4):
+
+    self_forcing_dmd.pt                     Self Forcing DiT (`generator_ema` / `generator`, `model.` prefix)
+    Wan2.1_VAE.pth                          Wan VAE (we build the decoder; encoder tensors are skipped)
+    models_t5_umt5-xxl-enc-bf16.pth         UMT5-XXL encoder
+    google/umt5-xxl/tokenizer.json          its tokenizer
+
+Each weights file may instead be a `.safetensors` file with the same stem. The folder may be an
+`s3://` URI; it is then downloaded once per node into a cache folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from pipeline.model.checkpoint import CheckpointError, load_strict, read_state_dict, strip_wrapper_prefixes
+from pipeline.model.dit import CausalWanDiT
+from pipeline.model.presets import ModelPreset
+from pipeline.model.random_init import randomize_
+from pipeline.model.t5 import UMT5Encoder
+from pipeline.model.text_encoder import TextEncoder, load_tokenizer, tiny_tokenizer
+from pipeline.model.vae import VAE_IGNORED_PREFIXES, WanVAEDecoder
+
+logger = logging.getLogger(__name__)
+
+DIT_FILE = "self_forcing_dmd.pt"
+VAE_FILE = "Wan2.1_VAE.pth"
+TEXT_ENCODER_FILE = "models_t5_umt5-xxl-enc-bf16.pth"
+TOKENIZER_DIR = "google/umt5-xxl"
+DIT_KEYS = ("generator_ema", "generator")  # EMA weights are the released ones (inference.py --use_ema)
+
+
+def find_weights(model_dir: Path, official_name: str) -> Path:
+    """The official file, or a `.safetensors` file with the same stem."""
+    candidates = [model_dir / official_name, (model_dir / official_name).with_suffix(".safetensors")]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise CheckpointError(
+        f"model folder {model_dir} has neither {candidates[0].name} nor {candidates[1].name}"
+    )
+
+
+def resolve_model_dir(model_dir: str, cache_root: Path | None = None) -> Path:
+    """A local folder as is; an s3:// URI downloaded (once per node) under `cache_root`."""
+    if not model_dir.startswith("s3://"):
+        path = Path(model_dir).expanduser()
+        if not path.is_dir():
+            raise CheckpointError(f"model folder not found: {path}")
+        return path
+    from pipeline.storage import download_tree
+
+    root = (
+        cache_root or Path(os.environ.get("RENDER_MODEL_CACHE", "~/.cache/deepforcing-render")).expanduser()
+    )
+    dest = root / "models" / hashlib.sha256(model_dir.encode()).hexdigest()[:16]
+    logger.info("fetching model folder %s into %s", model_dir, dest)
+    return download_tree(model_dir, dest)
+
+
+@dataclass
+class ModelBundle:
+    preset: ModelPreset
+    dit: CausalWanDiT
+    vae: WanVAEDecoder
+    text_encoder: TextEncoder
+
+    @classmethod
+    def load(
+        cls,
+        preset: ModelPreset,
+        model_dir: Path,
+        device: torch.device | str,
+        dtype: torch.dtype = torch.bfloat16,
+        dit_key: str | None = None,
+        text_device: torch.device | str | None = None,
+    ) -> ModelBundle:
+        """Load all three networks strictly from the official files; `text_device` may differ (e.g. CPU)."""
+        dit_path = find_weights(model_dir, DIT_FILE)
+        state = read_state_dict(dit_path, keys=(dit_key,) if dit_key else DIT_KEYS)
+        with torch.device("meta"):
+            dit = CausalWanDiT(preset.dit)
+        load_strict(dit, strip_wrapper_prefixes(state), dit_path)
+
+        vae_path = find_weights(model_dir, VAE_FILE)
+        with torch.device("meta"):
+            vae = WanVAEDecoder(preset.vae)
+        load_strict(vae, read_state_dict(vae_path), vae_path, ignore_prefixes=VAE_IGNORED_PREFIXES)
+
+        t5_path = find_weights(model_dir, TEXT_ENCODER_FILE)
+        with torch.device("meta"):
+            t5 = UMT5Encoder(preset.text_encoder)
+        load_strict(t5, read_state_dict(t5_path), t5_path)
+        tokenizer = load_tokenizer(model_dir / TOKENIZER_DIR, preset.dit.text_len)
+
+        text_encoder = TextEncoder(t5, tokenizer, preset.dit.text_len)
+        return cls(preset, dit, vae, text_encoder).to(device, dtype, text_device)
+
+    @classmethod
+    def random(
+        cls,
+        preset: ModelPreset,
+        device: torch.device | str,
+        dtype: torch.dtype = torch.bfloat16,
+        seed: int = 0,
+        text_device: torch.device | str | None = None,
+    ) -> ModelBundle:
+        """Seeded random weights for every layer and the built-in tokenizer (tiny preset, benchmarks).
+
+        Built on the meta device and materialised where they will run, in their final dtype.
+        """
+        with torch.device("meta"):
+            dit = CausalWanDiT(preset.dit)
+            vae = WanVAEDecoder(preset.vae)
+            t5 = UMT5Encoder(preset.text_encoder)
+        for offset, (module, where) in enumerate(((dit, device), (vae, device), (t5, text_device or device))):
+            randomize_(module.to_empty(device=where).to(dtype), seed + offset)
+        text_encoder = TextEncoder(t5, tiny_tokenizer(preset.dit.text_len), preset.dit.text_len)
+        return cls(preset, dit, vae, text_encoder).to(device, dtype, text_device)
+
+    def to(
+        self, device: torch.device | str, dtype: torch.dtype, text_device: torch.device | str | None = None
+    ) -> ModelBundle:
+        for module in (self.dit, self.vae):
+            module.to(device=device, dtype=dtype).eval().requires_grad_(False)
+        self.text_encoder.to(device=text_device or device, dtype=dtype).eval().requires_grad_(False)
+        return self

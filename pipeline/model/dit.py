@@ -1,0 +1,334 @@
+"""The Self Forcing causal Wan2.1 DiT (T2V 1.3B), with the official parameter names.
+
+Read top-down: config, norms, attention, block, embeddings/head, model. Numerics follow the Self
+Forcing release: bf16 activations, float32 RMSNorm, float64 RoPE and timestep sinusoids, LayerNorm in
+the activation dtype. Two entry points share every weight and every line of block code:
+
+- `forward_chunk`: one chunk of latent frames attends to itself and to what a KV cache policy keeps
+  (the streaming path).
+- `forward_block_causal`: a whole sequence at once under the block-causal mask (each chunk sees
+  itself and earlier chunks), the training-time view used to check the streaming path.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.model.rope import RotaryEmbedding3D, apply_rotary
+
+
+@dataclass(frozen=True)
+class DiTConfig:
+    in_dim: int = 16  # latent channels
+    out_dim: int = 16
+    dim: int = 1536  # model width
+    ffn_dim: int = 8960
+    freq_dim: int = 256  # sinusoidal timestep embedding size
+    num_heads: int = 12
+    num_layers: int = 30
+    text_len: int = 512  # UMT5 tokens per prompt (padded)
+    text_dim: int = 4096  # UMT5 width
+    patch_size: tuple[int, int, int] = (1, 2, 2)  # (t, h, w)
+    eps: float = 1e-6
+    rope_theta: float = 10000.0
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.num_heads
+
+
+class KeyValueSource(Protocol):
+    """Where self-attention gets its keys and values (a KV cache policy, or the chunk itself)."""
+
+    def keys_values(
+        self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+class OwnKeysValues:
+    """The sequence attends to its own keys and values (the block-causal, whole-sequence path)."""
+
+    def keys_values(
+        self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return k, v
+
+
+# ---------------------------------------------------------------------------------------------------
+# Norms
+
+
+class RMSNorm(nn.Module):
+    """Wan's RMSNorm: normalise in float32, cast back, then scale (SF:wan/modules/model.py)."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+
+
+# ---------------------------------------------------------------------------------------------------
+# Attention
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, config: DiTConfig, layer: int):
+        super().__init__()
+        self.layer = layer  # index handed to the KV source
+        self.num_heads = config.num_heads
+        self.q = nn.Linear(config.dim, config.dim)
+        self.k = nn.Linear(config.dim, config.dim)
+        self.v = nn.Linear(config.dim, config.dim)
+        self.o = nn.Linear(config.dim, config.dim)
+        # q/k norms span all heads (1536 channels), before the split into heads.
+        self.norm_q = RMSNorm(config.dim, config.eps)
+        self.norm_k = RMSNorm(config.dim, config.eps)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope_freqs: torch.Tensor,
+        kv_source: KeyValueSource,
+        attn_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        B, L, C = x.shape  # batch, tokens, channels
+        nh, hd = self.num_heads, C // self.num_heads
+        q = apply_rotary(self.norm_q(self.q(x)).view(B, L, nh, hd), rope_freqs)  # (B, L, nh, hd)
+        k = apply_rotary(self.norm_k(self.k(x)).view(B, L, nh, hd), rope_freqs)  # (B, L, nh, hd)
+        v = self.v(x).view(B, L, nh, hd)  # (B, L, nh, hd)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, nh, L, hd)
+        keys, values = kv_source.keys_values(self.layer, q, k, v)  # (B, nh, L_kv, hd)
+        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=attn_mask)  # (B, nh, L, hd)
+        return self.o(y.transpose(1, 2).reshape(B, L, C))
+
+
+class CrossAttention(nn.Module):
+    """Text cross-attention; the text keys/values are computed once per prompt by `project_text`."""
+
+    def __init__(self, config: DiTConfig):
+        super().__init__()
+        self.num_heads = config.num_heads
+        self.q = nn.Linear(config.dim, config.dim)
+        self.k = nn.Linear(config.dim, config.dim)
+        self.v = nn.Linear(config.dim, config.dim)
+        self.o = nn.Linear(config.dim, config.dim)
+        self.norm_q = RMSNorm(config.dim, config.eps)
+        self.norm_k = RMSNorm(config.dim, config.eps)
+
+    def project_text(self, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        B, T, C = text.shape  # batch, text tokens, channels
+        nh = self.num_heads
+        k = self.norm_k(self.k(text)).view(B, T, nh, C // nh).transpose(1, 2)  # (B, nh, T, hd)
+        v = self.v(text).view(B, T, nh, C // nh).transpose(1, 2)  # (B, nh, T, hd)
+        return k, v
+
+    def forward(self, x: torch.Tensor, text_kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        B, L, C = x.shape
+        nh = self.num_heads
+        q = self.norm_q(self.q(x)).view(B, L, nh, C // nh).transpose(1, 2)  # (B, nh, L, hd)
+        # Every query sees all text_len tokens, padding included (upstream passes no lengths).
+        y = F.scaled_dot_product_attention(q, *text_kv)  # (B, nh, L, hd)
+        return self.o(y.transpose(1, 2).reshape(B, L, C))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Transformer block
+
+
+class DiTBlock(nn.Module):
+    def __init__(self, config: DiTConfig, layer: int):
+        super().__init__()
+        # 1. Self-attention, modulated per frame by the timestep
+        self.norm1 = nn.LayerNorm(config.dim, eps=config.eps, elementwise_affine=False)
+        self.self_attn = SelfAttention(config, layer)
+        # 2. Cross-attention to the prompt (affine norm, no modulation, no gate)
+        self.norm3 = nn.LayerNorm(config.dim, eps=config.eps, elementwise_affine=True)
+        self.cross_attn = CrossAttention(config)
+        # 3. Feed-forward, modulated per frame
+        self.norm2 = nn.LayerNorm(config.dim, eps=config.eps, elementwise_affine=False)
+        self.ffn = nn.Sequential(
+            nn.Linear(config.dim, config.ffn_dim),
+            nn.GELU(approximate="tanh"),
+            nn.Linear(config.ffn_dim, config.dim),
+        )
+        # shift/scale/gate for self-attention then for the FFN, added to the timestep projection
+        self.modulation = nn.Parameter(torch.randn(1, 6, config.dim) / config.dim**0.5)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        time_mod: torch.Tensor,
+        text_kv: tuple[torch.Tensor, torch.Tensor],
+        rope_freqs: torch.Tensor,
+        kv_source: KeyValueSource,
+        attn_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        B, L, C = x.shape
+        num_frames = time_mod.shape[1]  # time_mod: (B, F, 6, C)
+        mod = (self.modulation.unsqueeze(1) + time_mod).chunk(6, dim=2)  # 6 x (B, F, 1, C)
+        shift_sa, scale_sa, gate_sa, shift_ffn, scale_ffn, gate_ffn = mod
+
+        def per_frame(t: torch.Tensor) -> torch.Tensor:
+            return t.unflatten(1, (num_frames, L // num_frames))  # (B, F, tokens_per_frame, C)
+
+        # 1. Self-attention
+        h = (per_frame(self.norm1(x)) * (1 + scale_sa) + shift_sa).flatten(1, 2)
+        y = self.self_attn(h, rope_freqs, kv_source, attn_mask)
+        x = x + (per_frame(y) * gate_sa).flatten(1, 2)
+        # 2. Cross-attention
+        x = x + self.cross_attn(self.norm3(x), text_kv)
+        # 3. Feed-forward
+        h = (per_frame(self.norm2(x)) * (1 + scale_ffn) + shift_ffn).flatten(1, 2)
+        y = self.ffn(h)
+        return x + (per_frame(y) * gate_ffn).flatten(1, 2)
+
+
+class Head(nn.Module):
+    def __init__(self, config: DiTConfig):
+        super().__init__()
+        patch_volume = math.prod(config.patch_size)
+        self.norm = nn.LayerNorm(config.dim, eps=config.eps, elementwise_affine=False)
+        self.head = nn.Linear(config.dim, patch_volume * config.out_dim)
+        self.modulation = nn.Parameter(torch.randn(1, 2, config.dim) / config.dim**0.5)
+
+    def forward(self, x: torch.Tensor, time_emb: torch.Tensor) -> torch.Tensor:
+        B, L, C = x.shape
+        num_frames = time_emb.shape[1]  # time_emb: (B, F, C)
+        shift, scale = (self.modulation.unsqueeze(1) + time_emb.unsqueeze(2)).chunk(2, dim=2)  # (B, F, 1, C)
+        h = self.norm(x).unflatten(1, (num_frames, L // num_frames))  # (B, F, tokens_per_frame, C)
+        return self.head(h * (1 + scale) + shift).flatten(1, 2)  # (B, L, patch_volume*out_dim)
+
+
+def timestep_sinusoid(timesteps: torch.Tensor, dim: int) -> torch.Tensor:
+    """[cos(t*f_k), sin(t*f_k)] with f_k = 10000^(-k/(dim/2)), in float64; t is the raw 0..1000 value."""
+    half = dim // 2
+    freqs = torch.pow(10000.0, -torch.arange(half, dtype=torch.float64, device=timesteps.device) / half)
+    angles = torch.outer(timesteps.to(torch.float64), freqs)  # (N, half)
+    return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)  # (N, dim)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The model
+
+
+@dataclass
+class TextContext:
+    """A prompt prepared for the DiT: per-layer cross-attention keys/values, computed once per clip."""
+
+    kv: list[tuple[torch.Tensor, torch.Tensor]]  # per layer: (B, heads, text_len, head_dim) x 2
+
+
+class CausalWanDiT(nn.Module):
+    def __init__(self, config: DiTConfig):
+        super().__init__()
+        self.config = config
+        c = config
+        self.patch_embedding = nn.Conv3d(c.in_dim, c.dim, kernel_size=c.patch_size, stride=c.patch_size)
+        self.text_embedding = nn.Sequential(
+            nn.Linear(c.text_dim, c.dim), nn.GELU(approximate="tanh"), nn.Linear(c.dim, c.dim)
+        )
+        self.time_embedding = nn.Sequential(nn.Linear(c.freq_dim, c.dim), nn.SiLU(), nn.Linear(c.dim, c.dim))
+        self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(c.dim, 6 * c.dim))
+        self.blocks = nn.ModuleList([DiTBlock(c, layer) for layer in range(c.num_layers)])
+        self.head = Head(c)
+        self.rope = RotaryEmbedding3D(c.head_dim, c.rope_theta)
+
+    # -- prompt -------------------------------------------------------------------------------------
+
+    def prepare_text(self, prompt_embeds: torch.Tensor) -> TextContext:
+        """UMT5 output (B, <=text_len, text_dim) -> per-layer cross-attention keys/values."""
+        B, T, _ = prompt_embeds.shape
+        if self.config.text_len < T:
+            raise ValueError(f"prompt_embeds has {T} tokens, more than text_len={self.config.text_len}")
+        padded = F.pad(prompt_embeds, (0, 0, 0, self.config.text_len - T))  # (B, text_len, text_dim)
+        text = self.text_embedding(padded.to(self.dtype))  # (B, text_len, C)
+        return TextContext([block.cross_attn.project_text(text) for block in self.blocks])
+
+    # -- forwards -----------------------------------------------------------------------------------
+
+    def forward_chunk(
+        self,
+        latents: torch.Tensor,
+        timestep: torch.Tensor,
+        text: TextContext,
+        kv_cache: KeyValueSource,
+        frame_position: int,
+    ) -> torch.Tensor:
+        """Flow prediction for one chunk. latents (B, C, F, H, W); timestep (B,) shared by the chunk.
+
+        `frame_position` is the temporal RoPE position of the chunk's first frame (from the cache).
+        """
+        B, _, num_frames = latents.shape[:3]
+        positions = torch.arange(num_frames, device=latents.device) + frame_position
+        timesteps = timestep.view(B, 1).expand(B, num_frames)
+        return self._run(latents, timesteps, text, positions, kv_cache, attn_mask=None)
+
+    def forward_block_causal(
+        self, latents: torch.Tensor, timesteps: torch.Tensor, text: TextContext, chunk_frames: int
+    ) -> torch.Tensor:
+        """Flow prediction for a whole sequence at once; timesteps (B, F), one per frame.
+
+        Frame f attends to every frame of its own chunk and of earlier chunks, as the streaming path
+        does with an unbounded cache.
+        """
+        num_frames = latents.shape[2]
+        if num_frames % chunk_frames:
+            raise ValueError(f"{num_frames} frames is not a multiple of chunk_frames={chunk_frames}")
+        positions = torch.arange(num_frames, device=latents.device)
+        tokens_per_frame = self._tokens_per_frame(latents)
+        chunk_of_token = (positions // chunk_frames).repeat_interleave(tokens_per_frame)  # (L,)
+        mask = chunk_of_token[None, :] <= chunk_of_token[:, None]  # (L, L): key chunk <= query chunk
+        return self._run(latents, timesteps, text, positions, OwnKeysValues(), attn_mask=mask)
+
+    def _tokens_per_frame(self, latents: torch.Tensor) -> int:
+        _, ph, pw = self.config.patch_size
+        return (latents.shape[3] // ph) * (latents.shape[4] // pw)
+
+    def _run(
+        self,
+        latents: torch.Tensor,
+        timesteps: torch.Tensor,
+        text: TextContext,
+        frame_positions: torch.Tensor,
+        kv_source: KeyValueSource,
+        attn_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        B, _, num_frames, H, W = latents.shape
+        pt, ph, pw = self.config.patch_size
+        grid_h, grid_w = H // ph, W // pw
+        dtype = self.dtype
+
+        # Patchify: (B, C_in, F, H, W) -> (B, F*grid_h*grid_w, C), tokens in (f, h, w) order
+        x = self.patch_embedding(latents.to(dtype)).flatten(2).transpose(1, 2)
+
+        # Timestep embedding per frame, projected to the six block modulations
+        sinusoid = timestep_sinusoid(timesteps.flatten(), self.config.freq_dim).to(dtype)
+        time_emb = self.time_embedding(sinusoid)  # (B*F, C)
+        time_mod = (
+            self.time_projection(time_emb).unflatten(1, (6, -1)).unflatten(0, (B, num_frames))
+        )  # (B,F,6,C)
+        time_emb = time_emb.unflatten(0, (B, num_frames))  # (B, F, C)
+
+        rope_freqs = self.rope(frame_positions, grid_h, grid_w)  # (L, 1, head_dim/2)
+        for block, text_kv in zip(self.blocks, text.kv, strict=True):
+            x = block(x, time_mod, text_kv, rope_freqs, kv_source, attn_mask)
+
+        # Head and unpatchify: each token's outputs are (p_t, p_h, p_w, c) with c fastest
+        out = self.head(x, time_emb)  # (B, L, pt*ph*pw*C_out)
+        out = out.view(B, num_frames // pt, grid_h, grid_w, pt, ph, pw, self.config.out_dim)
+        out = torch.einsum("bfhwpqrc->bcfphqwr", out)  # (B, C_out, F/pt, pt, grid_h, ph, grid_w, pw)
+        return out.reshape(B, self.config.out_dim, num_frames, H, W)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.patch_embedding.weight.dtype

@@ -1,0 +1,316 @@
+"""The Wan2.1 VAE decoder (latents -> pixels), streamed chunk by chunk, with the official parameter names.
+
+We only decode, so only `conv2.*` and `decoder.*` of `Wan2.1_VAE.pth` are built (108 tensors); the
+loader skips the encoder tensors by prefix. Architecture and numerics follow SF:wan/modules/vae.py
+(self_forcing_facts.md §5). Read top-down: config, stream state, causal conv, norm, residual and
+attention blocks, resampling, decoder body, public module.
+
+Time is causal: every 3-tap conv looks only at the current and two earlier frames, so a video can be
+decoded in chunks of latent frames as the DiT produces them. A `DecodeStream` carries, per conv, the last
+input frames the next chunk needs; chunked decoding equals decoding the whole video at once (and upstream's
+one-latent-per-call loop). The first chunk of T latents gives 4T - 3 frames, later chunks 4T.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# The official file also holds the encoder, `encoder.*` and its output conv `conv1.*`; we never build them.
+VAE_IGNORED_PREFIXES = ("encoder.", "conv1.")
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    dim: int = 96  # base width; decoder stage widths are dim * dim_mult, widest first (384,384,384,192,96)
+    z_dim: int = 16  # latent channels
+    dim_mult: tuple[int, ...] = (1, 2, 4, 4)  # encoder order, as in the official config
+    num_res_blocks: int = 2  # the decoder runs num_res_blocks + 1 residual blocks per stage
+    temporal_upsample: tuple[bool, ...] = (True, True, False)  # decoder order: which 2x upsamples double T
+    # Per-channel statistics of the encoder's mu (SF:utils/wan_wrapper.py); the DiT sees (mu - mean) / std.
+    latent_mean: tuple[float, ...] = (
+        -0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
+        0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921,
+    )  # fmt: skip
+    latent_std: tuple[float, ...] = (
+        2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
+        3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160,
+    )  # fmt: skip
+
+    def __post_init__(self) -> None:
+        if len(self.temporal_upsample) != len(self.dim_mult) - 1:
+            raise ValueError(
+                f"temporal_upsample={self.temporal_upsample} needs one flag per upsample, "
+                f"len(dim_mult) - 1 = {len(self.dim_mult) - 1} for dim_mult={self.dim_mult}"
+            )
+        for name in ("latent_mean", "latent_std"):
+            if len(getattr(self, name)) != self.z_dim:
+                raise ValueError(
+                    f"{name} has {len(getattr(self, name))} values; give one per z_dim={self.z_dim}"
+                )
+
+    @property
+    def spatial_stride(self) -> int:
+        """Pixels per latent along height and width: every upsample doubles them (8)."""
+        return 2 ** len(self.temporal_upsample)
+
+    @property
+    def temporal_stride(self) -> int:
+        """Pixel frames per latent frame after the first (4)."""
+        return 2 ** sum(self.temporal_upsample)
+
+
+@dataclass
+class DecodeStream:
+    """Decoding state of one video; get a fresh one from `WanVAEDecoder.start_stream` for each video."""
+
+    latent_mean: torch.Tensor  # (1, z_dim, 1, 1, 1), decoder dtype and device
+    latent_inv_std: torch.Tensor  # (1, z_dim, 1, 1, 1): 1 / std, as upstream un-normalises z / (1/std) + mean
+    conv_inputs: dict[CausalConv3d, torch.Tensor] = field(default_factory=dict)  # last input frames per conv
+    latent_frames_decoded: int = 0
+
+    @property
+    def is_first_chunk(self) -> bool:
+        return self.latent_frames_decoded == 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# 1. Causal convolution and norm
+
+
+class CausalConv3d(nn.Conv3d):
+    """A 3D conv whose output frame t sees input frames t-k+1..t: all temporal padding is in front.
+
+    The front padding is the previous chunk's last k-1 input frames (2 for every decoder conv: upstream's
+    CACHE_T), or zeros at the start of a video. Space is padded symmetrically inside the conv.
+    Only convs with a temporal kernel > 1 are CausalConv3d; 1x1x1 convs are plain nn.Conv3d.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int, int]):
+        kt, kh, kw = kernel_size
+        super().__init__(in_channels, out_channels, kernel_size, padding=(0, kh // 2, kw // 2))
+        self.time_pad = kt - 1
+
+    # The stream argument is the point of this class, hence the override Conv3d's signature cannot express.
+    def forward(self, x: torch.Tensor, stream: DecodeStream) -> torch.Tensor:  # type: ignore[override]
+        B, C, _, H, W = x.shape
+        history = stream.conv_inputs.get(self)
+        if history is None:  # first chunk of the video
+            history = x.new_zeros(B, C, self.time_pad, H, W)
+        x = torch.cat([history, x], dim=2)  # (B, C, time_pad + T, H, W)
+        # clone: a slice would keep the whole concatenated input alive until the next chunk
+        stream.conv_inputs[self] = x[:, :, -self.time_pad :].clone()  # (B, C, time_pad, H, W)
+        return super().forward(x)
+
+
+def run_layers(layers: nn.Sequential, x: torch.Tensor, stream: DecodeStream) -> torch.Tensor:
+    """Apply `layers` in order, handing the stream to the causal convs."""
+    for layer in layers:
+        x = layer(x, stream) if isinstance(layer, CausalConv3d) else layer(x)
+    return x
+
+
+class RMSNorm(nn.Module):
+    """L2-normalise over channels (dim 1), times sqrt(C) and a per-channel gain; no bias, no eps term."""
+
+    def __init__(self, dim: int, trailing_dims: int):
+        super().__init__()
+        self.scale = dim**0.5
+        # (C, 1, 1, 1) for video tensors (B, C, T, H, W), (C, 1, 1) for frames (B, C, H, W)
+        self.gamma = nn.Parameter(torch.ones(dim, *(1,) * trailing_dims))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(x, dim=1) * self.scale * self.gamma
+
+
+# ---------------------------------------------------------------------------------------------------
+# 2. Residual and attention blocks
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        # Indices match the official names: residual.{0,3}.gamma, residual.{2,6}.{weight,bias}.
+        self.residual = nn.Sequential(
+            RMSNorm(in_dim, trailing_dims=3),
+            nn.SiLU(),
+            CausalConv3d(in_dim, out_dim, (3, 3, 3)),
+            RMSNorm(out_dim, trailing_dims=3),
+            nn.SiLU(),
+            nn.Dropout(0.0),  # upstream's dropout is 0; the slot keeps the second conv at index 6
+            CausalConv3d(out_dim, out_dim, (3, 3, 3)),
+        )
+        self.shortcut = nn.Conv3d(in_dim, out_dim, 1) if in_dim != out_dim else nn.Identity()
+
+    def forward(self, x: torch.Tensor, stream: DecodeStream) -> torch.Tensor:
+        return run_layers(self.residual, x, stream) + self.shortcut(x)
+
+
+class AttentionBlock(nn.Module):
+    """Single-head self-attention among the h*w positions of each frame, with a residual."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.norm = RMSNorm(dim, trailing_dims=2)
+        self.to_qkv = nn.Conv2d(dim, 3 * dim, 1)
+        self.proj = nn.Conv2d(dim, dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, T, H, W = x.shape
+        frames = x.transpose(1, 2).reshape(B * T, C, H, W)  # (B*T, C, H, W)
+        qkv = self.to_qkv(self.norm(frames)).view(B * T, 1, 3 * C, H * W)  # (B*T, 1, 3C, H*W)
+        # contiguous: SDPA's fused kernels want channels (the head dim) innermost
+        qkv = qkv.transpose(2, 3).contiguous()  # (B*T, 1, H*W, 3C)
+        q, k, v = qkv.chunk(3, dim=-1)  # 3 x (B*T, 1, H*W, C)
+        out = F.scaled_dot_product_attention(q, k, v)  # (B*T, 1, H*W, C)
+        out = out.squeeze(1).transpose(1, 2).reshape(B * T, C, H, W)  # (B*T, C, H, W)
+        out = self.proj(out).view(B, T, C, H, W).transpose(1, 2)  # (B, C, T, H, W)
+        return x + out
+
+
+# ---------------------------------------------------------------------------------------------------
+# 3. Upsampling
+
+
+class Resample(nn.Module):
+    """2x nearest upsample in space and a 3x3 conv halving the channels; `temporal` also doubles the frames.
+
+    Nearest upsampling only copies values, so unlike upstream (which upsamples in float32 and casts back,
+    an exact round trip) we upsample in the activation dtype and save the float32 copy of the largest maps.
+    """
+
+    def __init__(self, dim: int, temporal: bool):
+        super().__init__()
+        self.resample = nn.Sequential(
+            nn.Upsample(scale_factor=2.0, mode="nearest"), nn.Conv2d(dim, dim // 2, 3, padding=1)
+        )
+        # Each input frame gives two output frames, one per half of time_conv's 2*dim output channels.
+        self.time_conv = CausalConv3d(dim, 2 * dim, (3, 1, 1)) if temporal else None
+
+    def forward(self, x: torch.Tensor, stream: DecodeStream) -> torch.Tensor:
+        if self.time_conv is not None:
+            x = self.double_frames(x, stream)
+        B, C, T, H, W = x.shape
+        frames = self.resample(x.transpose(1, 2).reshape(B * T, C, H, W))  # (B*T, C/2, 2H, 2W)
+        return frames.unflatten(0, (B, T)).transpose(1, 2)  # (B, C/2, T, 2H, 2W)
+
+    def double_frames(self, x: torch.Tensor, stream: DecodeStream) -> torch.Tensor:
+        """(B, C, T, H, W) -> (B, C, 2T, H, W), or 2T - 1 frames in a video's first chunk.
+
+        Upstream decodes one latent per call and marks this module 'Rep' on the first call: the video's
+        first frame skips time_conv and stays a single frame (the causal first frame); the next call
+        runs time_conv with no history, i.e. zero padding. Over a whole chunk that means: frame 0 passes
+        through, and frames 1.. go through time_conv as if they began the video, which equals feeding
+        zeros for frame 0's time_conv input. Later chunks take history from the stream as usual.
+        """
+        if not stream.is_first_chunk:
+            return self.time_doubled(x, stream)
+        first, rest = x[:, :, :1], x[:, :, 1:]
+        if rest.shape[2] == 0:  # a one-latent first chunk: time_conv first runs in the next chunk
+            return first
+        return torch.cat([first, self.time_doubled(rest, stream)], dim=2)  # (B, C, 1 + 2(T-1), H, W)
+
+    def time_doubled(self, x: torch.Tensor, stream: DecodeStream) -> torch.Tensor:
+        assert self.time_conv is not None
+        B, C, T, H, W = x.shape
+        pairs = self.time_conv(x, stream).view(B, 2, C, T, H, W)  # (B, 2, C, T, H, W)
+        # interleave: output frame 2t + j is half j of time_conv's output at frame t
+        return pairs.permute(0, 2, 3, 1, 4, 5).reshape(B, C, 2 * T, H, W)  # (B, C, 2T, H, W)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 4. Decoder body and the public module
+
+
+class Decoder(nn.Module):
+    def __init__(self, config: VAEConfig):
+        super().__init__()
+        mults = (config.dim_mult[-1], *reversed(config.dim_mult))
+        dims = [config.dim * m for m in mults]  # stage widths, widest first: 384, 384, 384, 192, 96
+        # 1. Latent channels to the widest width
+        self.conv1 = CausalConv3d(config.z_dim, dims[0], (3, 3, 3))
+        # 2. Middle: residual, per-frame attention, residual
+        self.middle = nn.ModuleList(
+            [ResidualBlock(dims[0], dims[0]), AttentionBlock(dims[0]), ResidualBlock(dims[0], dims[0])]
+        )
+        # 3. Stages of residual blocks, each but the last followed by a Resample that halves the width
+        upsamples: list[nn.Module] = []
+        in_dim = dims[0]
+        for stage, out_dim in enumerate(dims[1:]):
+            for _ in range(config.num_res_blocks + 1):
+                upsamples.append(ResidualBlock(in_dim, out_dim))
+                in_dim = out_dim
+            if stage < len(config.temporal_upsample):
+                upsamples.append(Resample(out_dim, temporal=config.temporal_upsample[stage]))
+                in_dim = out_dim // 2
+        self.upsamples = nn.ModuleList(upsamples)
+        # 4. Head: norm, SiLU, conv to RGB
+        self.head = nn.Sequential(
+            RMSNorm(in_dim, trailing_dims=3), nn.SiLU(), CausalConv3d(in_dim, 3, (3, 3, 3))
+        )
+
+    def forward(self, x: torch.Tensor, stream: DecodeStream) -> torch.Tensor:
+        # 1. Latent channels to the widest width
+        x = self.conv1(x, stream)
+        # 2. Middle
+        first_block, attention, second_block = self.middle
+        x = second_block(attention(first_block(x, stream)), stream)
+        # 3. Stages
+        for block in self.upsamples:
+            x = block(x, stream)
+        # 4. Head
+        return run_layers(self.head, x, stream)
+
+
+class WanVAEDecoder(nn.Module):
+    """Normalised latents (B, z_dim, T, h, w) -> pixels in [-1, 1], streamed chunk by chunk per video."""
+
+    def __init__(self, config: VAEConfig):
+        super().__init__()
+        self.config = config
+        self.conv2 = nn.Conv3d(config.z_dim, config.z_dim, 1)
+        self.decoder = Decoder(config)
+
+    def start_stream(self) -> DecodeStream:
+        """A fresh, empty feature cache for a new video, on the decoder's current device and dtype.
+
+        Its one small host-to-device copy (mean and std) happens here, once per video, not in `decode`.
+        """
+        weight = self.conv2.weight
+        # float32 first, then the decoder dtype: the same rounding as upstream's float32 tensors cast at use
+        mean = torch.tensor(self.config.latent_mean, device=weight.device).to(weight.dtype)
+        std = torch.tensor(self.config.latent_std, device=weight.device).to(weight.dtype)
+        return DecodeStream(
+            latent_mean=mean.view(1, -1, 1, 1, 1), latent_inv_std=(1.0 / std).view(1, -1, 1, 1, 1)
+        )
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, stream: DecodeStream) -> torch.Tensor:
+        """Decode the next T latent frames of the stream's video into 4T - 3 (first call) or 4T frames.
+
+        latents: (B, z_dim, T, h, w) as the DiT produces them. Returns (B, 3, T_out, 8h, 8w) in the
+        decoder's dtype, clamped to [-1, 1].
+        """
+        weight = self.conv2.weight
+        if latents.ndim != 5 or latents.shape[1] != self.config.z_dim or latents.shape[2] == 0:
+            raise ValueError(
+                f"latents of shape {tuple(latents.shape)} must be (B, {self.config.z_dim}, T, h, w), T >= 1"
+            )
+        if latents.device != weight.device:
+            raise ValueError(
+                f"latents are on {latents.device} but the VAE is on {weight.device}; move them first"
+            )
+        if stream.latent_mean.device != weight.device or stream.latent_mean.dtype != weight.dtype:
+            raise ValueError(
+                f"stream was started for {stream.latent_mean.dtype} on {stream.latent_mean.device}, but the "
+                f"VAE is now {weight.dtype} on {weight.device}; call start_stream() after moving the VAE"
+            )
+        # 1. Un-normalise: z * std + mean, written as upstream's z / (1/std) + mean for the same rounding
+        z = latents.to(weight.dtype) / stream.latent_inv_std + stream.latent_mean
+        # 2. Decode, carrying each causal conv's history in the stream
+        pixels = self.decoder(self.conv2(z), stream)
+        stream.latent_frames_decoded += latents.shape[2]
+        return pixels.clamp_(-1.0, 1.0)

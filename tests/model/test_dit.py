@@ -1,0 +1,177 @@
+"""The causal DiT: official names and shapes, checkpoint formats, and streaming == block-causal."""
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from pipeline.cache.base import ForwardKind
+from pipeline.cache.fifo import FifoCache
+from pipeline.model.bundle import DIT_FILE, find_weights
+from pipeline.model.checkpoint import CheckpointError, load_strict, read_state_dict, strip_wrapper_prefixes
+from pipeline.model.dit import CausalWanDiT, DiTConfig
+from pipeline.model.presets import TINY
+from pipeline.model.random_init import randomize_
+
+
+def official_dit_shapes() -> dict[str, tuple[int, ...]]:
+    """self_forcing_facts.md §1.2: the 825 tensors of the 1.3B generator (without the `model.` prefix)."""
+    d, ffn = 1536, 8960
+    shapes: dict[str, tuple[int, ...]] = {
+        "patch_embedding.weight": (d, 16, 1, 2, 2),
+        "patch_embedding.bias": (d,),
+        "text_embedding.0.weight": (d, 4096),
+        "text_embedding.0.bias": (d,),
+        "text_embedding.2.weight": (d, d),
+        "text_embedding.2.bias": (d,),
+        "time_embedding.0.weight": (d, 256),
+        "time_embedding.0.bias": (d,),
+        "time_embedding.2.weight": (d, d),
+        "time_embedding.2.bias": (d,),
+        "time_projection.1.weight": (6 * d, d),
+        "time_projection.1.bias": (6 * d,),
+        "head.modulation": (1, 2, d),
+        "head.head.weight": (64, d),
+        "head.head.bias": (64,),
+    }
+    for n in range(30):
+        block = f"blocks.{n}"
+        shapes[f"{block}.modulation"] = (1, 6, d)
+        for attn in ("self_attn", "cross_attn"):
+            for proj in "qkvo":
+                shapes[f"{block}.{attn}.{proj}.weight"] = (d, d)
+                shapes[f"{block}.{attn}.{proj}.bias"] = (d,)
+            shapes[f"{block}.{attn}.norm_q.weight"] = (d,)
+            shapes[f"{block}.{attn}.norm_k.weight"] = (d,)
+        shapes[f"{block}.norm3.weight"] = (d,)
+        shapes[f"{block}.norm3.bias"] = (d,)
+        shapes[f"{block}.ffn.0.weight"] = (ffn, d)
+        shapes[f"{block}.ffn.0.bias"] = (ffn,)
+        shapes[f"{block}.ffn.2.weight"] = (d, ffn)
+        shapes[f"{block}.ffn.2.bias"] = (d,)
+    return shapes
+
+
+def test_full_size_dit_has_exactly_the_official_tensor_names_and_shapes():
+    with torch.device("meta"):
+        dit = CausalWanDiT(DiTConfig())
+    built = {name: tuple(t.shape) for name, t in dit.state_dict().items()}
+    assert len(built) == 825
+    assert built == official_dit_shapes()
+    assert sum(t.numel() for t in dit.state_dict().values()) == 1_418_996_800
+
+
+def tiny_dit(seed: int = 0) -> CausalWanDiT:
+    return randomize_(CausalWanDiT(TINY.dit), seed).eval()
+
+
+def run_tiny(dit: CausalWanDiT, seed: int = 1) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    latents = torch.randn(1, 16, 3, TINY.latent_height, TINY.latent_width, generator=gen)
+    prompt = torch.randn(1, 20, TINY.dit.text_dim, generator=gen)
+    cache = FifoCache(TINY.cache_geometry(), dit.rope)
+    with torch.no_grad():
+        position = cache.begin_forward(0, ForwardKind.FIRST_STEP)
+        return dit.forward_chunk(latents, torch.tensor([937.5]), dit.prepare_text(prompt), cache, position)
+
+
+@pytest.mark.parametrize(
+    ("filename", "layout"),
+    [
+        ("self_forcing_dmd.pt", "generator_ema"),  # the released file: nested, `model.` prefix
+        ("self_forcing_dmd.pt", "generator"),
+        ("self_forcing_dmd.pt", "wrapped"),  # torch.compile / FSDP markers left in the names
+        ("self_forcing_dmd.safetensors", "flat"),
+    ],
+)
+def test_checkpoint_in_each_official_format_reproduces_the_in_memory_model(tmp_path, filename, layout):
+    source = tiny_dit()
+    state = {name: t.clone() for name, t in source.state_dict().items()}
+    path = tmp_path / filename
+    if layout == "flat":
+        save_file(state, str(path))
+    elif layout == "wrapped":
+        wrapped = {
+            f"model._orig_mod.{k.replace('blocks.0.', 'blocks.0._fsdp_wrapped_module.')}": v
+            for k, v in state.items()
+        }
+        torch.save({"generator_ema": wrapped}, path)
+    else:
+        other = {f"model.{k}": torch.zeros_like(v) for k, v in state.items()}
+        prefixed = {f"model.{k}": v for k, v in state.items()}
+        torch.save({layout: prefixed, "critic": other} if layout == "generator" else {layout: prefixed}, path)
+
+    found = find_weights(tmp_path, DIT_FILE)
+    with torch.device("meta"):
+        loaded = CausalWanDiT(TINY.dit)
+    keys = ("generator",) if layout == "generator" else ("generator_ema", "generator")
+    load_strict(loaded, strip_wrapper_prefixes(read_state_dict(found, keys=keys)), found)
+    torch.testing.assert_close(run_tiny(loaded.eval()), run_tiny(source), rtol=0, atol=0)
+
+
+def test_checkpoint_missing_a_tensor_names_the_file_and_the_key_and_loads_nothing(tmp_path):
+    state = {f"model.{k}": v for k, v in tiny_dit().state_dict().items()}
+    del state["model.blocks.1.ffn.2.bias"]
+    state["model.blocks.0.self_attn.q.weight"] = torch.zeros(3, 3)
+    path = tmp_path / "self_forcing_dmd.pt"
+    torch.save({"generator_ema": state}, path)
+    with torch.device("meta"):
+        dit = CausalWanDiT(TINY.dit)
+    with pytest.raises(CheckpointError) as err:
+        load_strict(dit, strip_wrapper_prefixes(read_state_dict(path, keys=("generator_ema",))), path)
+    assert str(err.value) == (
+        f"{path} does not match CausalWanDiT (69 tensors expected):\n"
+        "  1 missing: blocks.1.ffn.2.bias\n"
+        "  1 wrong shape: blocks.0.self_attn.q.weight: file (3, 3) vs model (48, 48)"
+    )
+    assert all(p.is_meta for p in dit.parameters())  # nothing was half-loaded
+
+
+def test_checkpoint_without_the_requested_state_dict_lists_what_it_holds(tmp_path):
+    path = tmp_path / "self_forcing_dmd.pt"
+    torch.save({"critic": {"w": torch.zeros(1)}}, path)
+    with pytest.raises(
+        CheckpointError, match=r"has none of the state dicts \['generator_ema'\]; it holds \['critic'\]"
+    ):
+        read_state_dict(path, keys=("generator_ema",))
+
+
+def test_missing_weights_file_is_named(tmp_path):
+    with pytest.raises(
+        CheckpointError, match=r"has neither self_forcing_dmd\.pt nor self_forcing_dmd\.safetensors"
+    ):
+        find_weights(tmp_path, DIT_FILE)
+
+
+def test_streaming_chunks_with_kv_cache_equal_one_block_causal_forward():
+    """Each chunk attends to earlier clean chunks through the cache exactly as under the mask."""
+    torch.manual_seed(0)
+    dit = tiny_dit()
+    chunk, num_chunks = TINY.chunk_frames, 3
+    shape = (1, 16, chunk * num_chunks, TINY.latent_height, TINY.latent_width)
+    clean, noisy = torch.randn(shape), torch.randn(shape)
+    with torch.no_grad():
+        text = dit.prepare_text(torch.randn(1, 30, TINY.dit.text_dim))
+        cache = FifoCache(TINY.cache_geometry(), dit.rope)  # 21-frame window: no eviction for 9 frames
+        noisy_out, clean_out = [], []
+        for c in range(num_chunks):
+            frames = slice(c * chunk, (c + 1) * chunk)
+            pos = cache.begin_forward(c, ForwardKind.FIRST_STEP)
+            noisy_out.append(dit.forward_chunk(noisy[:, :, frames], torch.tensor([937.5]), text, cache, pos))
+            pos = cache.begin_forward(c, ForwardKind.CONTEXT)
+            clean_out.append(dit.forward_chunk(clean[:, :, frames], torch.tensor([0.0]), text, cache, pos))
+
+        all_clean = dit.forward_block_causal(clean, torch.zeros(1, clean.shape[2]), text, chunk)
+        torch.testing.assert_close(torch.cat(clean_out, dim=2), all_clean, rtol=1e-4, atol=1e-5)
+        for c in range(num_chunks):  # chunk c noisy, everything before it clean
+            end = (c + 1) * chunk
+            mixed = torch.cat([clean[:, :, : c * chunk], noisy[:, :, c * chunk : end]], dim=2)
+            t = torch.zeros(1, end)
+            t[:, c * chunk :] = 937.5
+            reference = dit.forward_block_causal(mixed, t, text, chunk)[:, :, c * chunk :]
+            torch.testing.assert_close(noisy_out[c], reference, rtol=1e-4, atol=1e-5)
+
+
+def test_prompt_longer_than_text_len_is_rejected():
+    dit = tiny_dit()
+    with pytest.raises(ValueError, match="prompt_embeds has 513 tokens, more than text_len=512"):
+        dit.prepare_text(torch.zeros(1, 513, TINY.dit.text_dim))

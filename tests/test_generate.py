@@ -1,0 +1,69 @@
+"""The streaming generator on the tiny preset: frame counts, determinism, bounded memory."""
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.cache import make_cache
+from pipeline.generate import ClipGenerator, GenerationConfig, check_latent_frames
+from pipeline.model.bundle import ModelBundle
+from pipeline.model.presets import TINY
+
+
+@pytest.fixture(scope="module")
+def generator() -> ClipGenerator:
+    return ClipGenerator(ModelBundle.random(TINY, "cpu", torch.float32, seed=0))
+
+
+def render(generator: ClipGenerator, prompt: str, seed: int, latent_frames: int, policy: str = "fifo"):
+    cache = make_cache(policy, TINY.cache_geometry(), generator.bundle.dit.rope)
+    return list(generator.stream(prompt, seed, latent_frames, cache))
+
+
+def test_chunks_are_9_then_12_uint8_rgb_frames_at_the_preset_size(generator):
+    chunks = render(generator, "a red fox in the snow", seed=3, latent_frames=9)
+    assert [c.shape for c in chunks] == [(9, 64, 112, 3), (12, 64, 112, 3), (12, 64, 112, 3)]
+    assert all(c.dtype == np.uint8 and c.flags.c_contiguous for c in chunks)
+    assert sum(len(c) for c in chunks) == TINY.pixel_frames(9) == 33
+    assert len(generator.last_stats.dit_s) == len(generator.last_stats.vae_s) == 3
+
+
+def test_same_prompt_seed_and_config_give_the_same_frames_whatever_ran_before(generator):
+    first = render(generator, "a red fox in the snow", seed=7, latent_frames=6)
+    render(generator, "an unrelated prompt", seed=99, latent_frames=9)  # other work in the process
+    again = render(generator, "a red fox in the snow", seed=7, latent_frames=6)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+
+
+def test_different_seeds_or_prompts_give_different_frames(generator):
+    base = np.concatenate(render(generator, "a red fox in the snow", seed=7, latent_frames=3))
+    other_seed = np.concatenate(render(generator, "a red fox in the snow", seed=8, latent_frames=3))
+    other_prompt = np.concatenate(render(generator, "a blue whale", seed=7, latent_frames=3))
+    assert not np.array_equal(base, other_seed)
+    assert not np.array_equal(base, other_prompt)
+
+
+def test_clips_longer_than_the_window_stream_with_constant_cache_memory(generator):
+    cache = make_cache("fifo", TINY.cache_geometry(), generator.bundle.dit.rope)
+    sizes = []
+    for _ in generator.stream("a long walk", seed=1, num_latent_frames=45, cache=cache):
+        sizes.append(sum(k.numel() for k in cache.buffers.keys))
+    assert len(sizes) == 15 and len(set(sizes)) == 1
+    assert cache.telemetry() == {"evicted_frames": 45 - 3 - 18}  # last chunk sees 18 context frames
+
+
+@pytest.mark.parametrize(
+    ("frames", "message"),
+    [
+        (22, "num_latent_frames=22 must be a positive multiple of chunk_frames=3; use 21 or 24"),
+        (0, "num_latent_frames=0 must be a positive multiple of chunk_frames=3; use 3 or 6"),
+    ],
+)
+def test_latent_frame_counts_that_are_not_whole_chunks_are_rejected_before_any_work(frames, message):
+    with pytest.raises(ValueError) as err:
+        check_latent_frames(frames, 3)
+    assert str(err.value) == message
+
+
+def test_default_schedule_is_the_released_warped_four_step_schedule():
+    assert GenerationConfig().timesteps == pytest.approx((1000.0, 937.5, 833.3333, 625.0))

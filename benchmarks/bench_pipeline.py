@@ -1,0 +1,151 @@
+"""GPU benchmark of the whole per-clip pipeline at full size (random weights): text encoding,
+chunk-wise generation with a KV cache policy, streaming VAE decode, and ffmpeg encoding to mp4.
+
+Run on the device machine (see benchmarks/README.md):
+
+    python benchmarks/bench_pipeline.py --latent-frames 240 --policies fifo,deep-forcing --out $OUT/x.json
+
+Timings follow the method in design.md: a warm-up clip per policy first (kernels, cuDNN plans and
+allocator pools for every cache length the policy visits), then the timed clip. Per-chunk DiT and
+VAE times come from CUDA events recorded by the generator; wall time from the host clock around the
+whole clip, ending when the mp4 is verified on disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pipeline.cache import make_cache
+from pipeline.encode import EncoderSettings, VideoEncoder
+from pipeline.generate import ClipGenerator
+from pipeline.model.bundle import ModelBundle
+from pipeline.model.presets import get_preset
+
+PROMPT = (
+    "A stylish woman strolls down a bustling Tokyo street, the warm glow of neon lights and animated "
+    "city signs casting vibrant reflections."
+)
+
+
+def summarize(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "mean": statistics.fmean(values),
+    }
+
+
+def render_clip(
+    generator: ClipGenerator, policy: str, latent_frames: int, encode_dir: Path | None, seed: int
+) -> dict[str, Any]:
+    preset = generator.bundle.preset
+    cache = make_cache(policy, preset.cache_geometry(), generator.bundle.dit.rope)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    encoder = None
+    if encode_dir is not None:
+        path = encode_dir / f"{policy}-{latent_frames}.mp4"
+        encoder = VideoEncoder(path, preset.width, preset.height, preset.fps, EncoderSettings())
+    frames = 0
+    for chunk in generator.stream(PROMPT, seed, latent_frames, cache):
+        frames += chunk.shape[0]
+        if encoder is not None:
+            encoder.write(chunk)
+    generated = time.perf_counter()
+    encoded = encoder.close() if encoder is not None else None
+    wall = time.perf_counter() - start
+    stats = generator.last_stats
+    chunk_s = [d + v for d, v in zip(stats.dit_s, stats.vae_s, strict=True)]
+    return {
+        "policy": policy,
+        "latent_frames": latent_frames,
+        "frames": frames,
+        "wall_s": wall,
+        "fps_end_to_end": frames / wall,
+        "generate_wall_s": generated - start,
+        "encode_tail_s": (time.perf_counter() - generated) if encoded else 0.0,
+        "text_s": stats.text_s,
+        "first_frames_s": stats.first_frames_s,
+        "dit_total_s": sum(stats.dit_s),
+        "vae_total_s": sum(stats.vae_s),
+        "dit_chunk_s": summarize(stats.dit_s[1:]),
+        "dit_steady_chunk_s": summarize(stats.dit_s[8:]),
+        # deep-forcing compresses at odd chunks from 7 on; the even ones only append
+        "dit_odd_chunks_from_7_s": summarize(stats.dit_s[7::2]),
+        "dit_even_chunks_from_8_s": summarize(stats.dit_s[8::2]),
+        "vae_chunk_s": summarize(stats.vae_s[1:]),
+        "chunk_s": summarize(chunk_s[1:]),
+        "first_chunk_dit_s": stats.dit_s[0],
+        "first_chunk_vae_s": stats.vae_s[0],
+        "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30,
+        "peak_reserved_gb": torch.cuda.max_memory_reserved() / 2**30,
+        "mp4_bytes": encoded.bytes if encoded else None,
+        "mp4_frames": encoded.frames if encoded else None,
+        "telemetry": cache.telemetry(),
+        "dit_s": stats.dit_s,
+        "vae_s": stats.vae_s,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="self-forcing-1.3b")
+    parser.add_argument("--latent-frames", type=int, default=240)
+    parser.add_argument("--warmup-frames", type=int, default=36)
+    parser.add_argument("--policies", default="fifo,deep-forcing")
+    parser.add_argument("--no-encode", action="store_true", help="skip ffmpeg (generation + decode only)")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+    preset = get_preset(args.preset)
+    load_start = time.perf_counter()
+    bundle = ModelBundle.random(preset, "cuda", torch.bfloat16, seed=0)
+    torch.cuda.synchronize()
+    load_s = time.perf_counter() - load_start
+    weights_gb = torch.cuda.memory_allocated() / 2**30
+    generator = ClipGenerator(bundle)
+
+    results: dict[str, Any] = {
+        "gpu": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "preset": preset.name,
+        "model_init_s": load_s,
+        "weights_on_gpu_gb": weights_gb,
+        "runs": [],
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        encode_dir = None if args.no_encode else Path(tmp)
+        for policy in args.policies.split(","):
+            render_clip(generator, policy, args.warmup_frames, None, seed=1)  # warm-up
+            run = render_clip(generator, policy, args.latent_frames, encode_dir, seed=2)
+            results["runs"].append(run)
+            print(
+                f"{policy:>14}: {run['frames']} frames in {run['wall_s']:.1f} s = "
+                f"{run['fps_end_to_end']:.2f} FPS | "
+                f"DiT chunk median {run['dit_chunk_s']['median']:.3f} s | VAE chunk median "
+                f"{run['vae_chunk_s']['median']:.3f} s | first frames {run['first_frames_s']:.2f} s | "
+                f"peak {run['peak_mem_gb']:.1f} GB",
+                flush=True,
+            )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

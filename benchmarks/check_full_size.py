@@ -1,0 +1,89 @@
+"""Correctness of the streaming paths at full size on the GPU (random weights, bf16).
+
+1. DiT: two chunks through the KV cache == one block-causal forward of the same frames.
+2. DiT: bf16 vs float32 output of one chunk (the bf16 noise floor the other checks are judged by).
+3. VAE: decoding 6 latent frames in chunks of 3 with the feature cache == one call.
+Prints relative errors ||a - b|| / ||b|| and writes them as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+from pathlib import Path
+
+import torch
+
+from pipeline.cache.base import ForwardKind
+from pipeline.cache.fifo import FifoCache
+from pipeline.model.dit import CausalWanDiT
+from pipeline.model.presets import SELF_FORCING_1_3B as PRESET
+from pipeline.model.random_init import randomize_
+from pipeline.model.vae import WanVAEDecoder
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.float() - b.float()).norm() / b.float().norm()).item()
+
+
+@torch.inference_mode()
+def check_dit(dtype: torch.dtype) -> dict[str, float]:
+    with torch.device("meta"):
+        dit = CausalWanDiT(PRESET.dit)
+    randomize_(dit.to_empty(device="cuda"), seed=0)
+    gen = torch.Generator("cuda").manual_seed(0)
+    shape = (1, 16, 6, PRESET.latent_height, PRESET.latent_width)
+    latents = torch.randn(shape, generator=gen, device="cuda")
+    prompt = torch.randn(1, 512, PRESET.dit.text_dim, generator=gen, device="cuda")
+
+    def streamed(model: CausalWanDiT) -> torch.Tensor:
+        text = model.prepare_text(prompt)
+        cache = FifoCache(PRESET.cache_geometry(), model.rope)
+        outs = []
+        for c in range(2):
+            pos = cache.begin_forward(c, ForwardKind.FIRST_STEP)
+            t = torch.zeros(1, device="cuda")
+            outs.append(model.forward_chunk(latents[:, :, 3 * c : 3 * c + 3], t, text, cache, pos))
+        return torch.cat(outs, dim=2)
+
+    fp32 = streamed(dit)
+    dit.to(dtype)
+    low = streamed(dit)
+    whole = dit.forward_block_causal(latents, torch.zeros(1, 6, device="cuda"), dit.prepare_text(prompt), 3)
+    return {"dit_stream_vs_block_causal": rel_err(low, whole), "dit_bf16_vs_fp32": rel_err(low, fp32)}
+
+
+@torch.inference_mode()
+def check_vae(dtype: torch.dtype) -> dict[str, float]:
+    with torch.device("meta"):
+        vae = WanVAEDecoder(PRESET.vae)
+    randomize_(vae.to_empty(device="cuda"), seed=1)
+    vae.to(dtype)
+    gen = torch.Generator("cuda").manual_seed(1)
+    latents = torch.randn(1, 16, 6, PRESET.latent_height, PRESET.latent_width, generator=gen, device="cuda")
+    whole = vae.decode(latents.to(dtype), vae.start_stream())
+    stream = vae.start_stream()
+    parts = [vae.decode(latents[:, :, i : i + 3].to(dtype), stream) for i in (0, 3)]
+    return {"vae_stream_vs_whole": rel_err(torch.cat(parts, dim=2), whole), "vae_frames": whole.shape[2]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    result = {
+        "gpu": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        **check_dit(torch.bfloat16),
+        **check_vae(torch.bfloat16),
+    }
+    torch.cuda.empty_cache()
+    print(json.dumps(result, indent=1), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -30,6 +30,7 @@ from pipeline.encode import EncoderSettings, VideoEncoder
 from pipeline.generate import ClipGenerator
 from pipeline.model.bundle import ModelBundle
 from pipeline.model.presets import get_preset
+from pipeline.model.speed import SpeedConfig, accelerate
 
 PROMPT = (
     "A stylish woman strolls down a bustling Tokyo street, the warm glow of neon lights and animated "
@@ -101,12 +102,43 @@ def render_clip(
     }
 
 
+# Cumulative optimisation steps (issue 5): each adds one switch to the previous one.
+STEPS: dict[str, tuple[SpeedConfig, bool]] = {  # name -> (speed config to apply, overlap decode)
+    "plain": (SpeedConfig("default", False, "inductor", False, False), False),
+    "cudnn-attention": (SpeedConfig("cudnn", False, "inductor", False, False), False),
+    "compiled-blocks": (SpeedConfig("cudnn", True, "inductor", False, False), False),
+    "vae-channels-last": (SpeedConfig("cudnn", False, "inductor", True, True), False),
+    "overlapped-decode": (SpeedConfig("cudnn", False, "inductor", False, False), True),
+}
+
+
+@torch.inference_mode()
+def measure_text_encoder(bundle: ModelBundle) -> dict[str, float]:
+    """Cost per prompt of each UMT5 placement; leaves the encoder offloaded (pinned host memory)."""
+    out: dict[str, float] = {}
+    for placement in ("device", "offload", "cpu"):
+        bundle.place_text_encoder(placement)
+        bundle.encode_prompt(PROMPT)  # warm-up
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        bundle.encode_prompt(PROMPT)
+        torch.cuda.synchronize()
+        out[f"text_{placement}_s"] = time.perf_counter() - start
+    bundle.place_text_encoder("offload")
+    torch.cuda.empty_cache()
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="self-forcing-1.3b")
     parser.add_argument("--latent-frames", type=int, default=240)
     parser.add_argument("--warmup-frames", type=int, default=36)
     parser.add_argument("--policies", default="fifo,deep-forcing")
+    parser.add_argument("--steps", default="", help=f"comma list of {list(STEPS)} (cumulative), or empty")
+    parser.add_argument("--step-frames", type=int, default=60, help="clip length for each step's run")
+    parser.add_argument("--step-policy", default="fifo")
+    parser.add_argument("--text-placement", default="device", choices=["device", "offload", "cpu"])
     parser.add_argument("--no-encode", action="store_true", help="skip ffmpeg (generation + decode only)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
@@ -116,35 +148,54 @@ def main() -> None:
     load_start = time.perf_counter()
     bundle = ModelBundle.random(preset, "cuda", torch.bfloat16, seed=0)
     torch.cuda.synchronize()
-    load_s = time.perf_counter() - load_start
-    weights_gb = torch.cuda.memory_allocated() / 2**30
-    generator = ClipGenerator(bundle)
-
     results: dict[str, Any] = {
         "gpu": torch.cuda.get_device_name(),
         "torch": torch.__version__,
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "preset": preset.name,
-        "model_init_s": load_s,
-        "weights_on_gpu_gb": weights_gb,
+        "model_init_s": time.perf_counter() - load_start,
+        "weights_on_gpu_gb": torch.cuda.memory_allocated() / 2**30,
+        "steps": [],
         "runs": [],
     }
+    if args.text_placement != "device":
+        results["text_encoder"] = measure_text_encoder(bundle)
+        bundle.place_text_encoder(args.text_placement)
+        torch.cuda.empty_cache()
+        results["weights_on_gpu_without_text_gb"] = torch.cuda.memory_allocated() / 2**30
+        print(results["text_encoder"], flush=True)
+
+    generator = ClipGenerator(bundle)
     with tempfile.TemporaryDirectory() as tmp:
         encode_dir = None if args.no_encode else Path(tmp)
-        for policy in args.policies.split(","):
+        for step in filter(None, args.steps.split(",")):
+            speed, overlap = STEPS[step]
+            accelerate(bundle, speed)
+            generator = ClipGenerator(bundle, overlap_decode=overlap)
+            compile_start = time.perf_counter()
+            render_clip(generator, args.step_policy, args.warmup_frames, None, seed=1)  # warm-up
+            warmup_s = time.perf_counter() - compile_start
+            run = render_clip(generator, args.step_policy, args.step_frames, encode_dir, seed=2)
+            run["step"], run["warmup_s"] = step, warmup_s
+            results["steps"].append(run)
+            report(f"{step} ({args.step_policy})", run)
+        for policy in filter(None, args.policies.split(",")):
             render_clip(generator, policy, args.warmup_frames, None, seed=1)  # warm-up
             run = render_clip(generator, policy, args.latent_frames, encode_dir, seed=2)
             results["runs"].append(run)
-            print(
-                f"{policy:>14}: {run['frames']} frames in {run['wall_s']:.1f} s = "
-                f"{run['fps_end_to_end']:.2f} FPS | "
-                f"DiT chunk median {run['dit_chunk_s']['median']:.3f} s | VAE chunk median "
-                f"{run['vae_chunk_s']['median']:.3f} s | first frames {run['first_frames_s']:.2f} s | "
-                f"peak {run['peak_mem_gb']:.1f} GB",
-                flush=True,
-            )
+            report(policy, run)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1))
+
+
+def report(label: str, run: dict[str, Any]) -> None:
+    print(
+        f"{label:>32}: {run['frames']} frames in {run['wall_s']:.1f} s = {run['fps_end_to_end']:.2f} FPS | "
+        f"DiT chunk median {run['dit_chunk_s']['median']:.3f} s | VAE chunk median "
+        f"{run['vae_chunk_s']['median']:.3f} s | first frames {run['first_frames_s']:.2f} s | "
+        f"peak {run['peak_mem_gb']:.1f} GB",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -16,7 +16,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -66,12 +68,22 @@ def resolve_model_dir(model_dir: str, cache_root: Path | None = None) -> Path:
     return download_tree(model_dir, dest)
 
 
+# Where the 11.4 GB UMT5-XXL lives between prompts (issue 5: generation must fit 20 GB without it):
+TEXT_PLACEMENTS = (
+    "device",  # resident beside the DiT: fastest, costs its full size in GPU memory
+    "cpu",  # runs on the host CPU: no GPU memory, seconds per prompt at full size
+    "offload",  # weights pinned in host memory and lent to the GPU for each prompt
+)
+
+
 @dataclass
 class ModelBundle:
     preset: ModelPreset
     dit: CausalWanDiT
     vae: WanVAEDecoder
     text_encoder: TextEncoder
+    text_placement: str = "device"
+    _pinned_text_weights: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     @classmethod
     def load(
@@ -125,6 +137,44 @@ class ModelBundle:
             randomize_(module.to_empty(device=where).to(dtype), seed + offset)
         text_encoder = TextEncoder(t5, tiny_tokenizer(preset.dit.text_len), preset.dit.text_len)
         return cls(preset, dit, vae, text_encoder).to(device, dtype, text_device)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.dit.parameters()).device
+
+    def place_text_encoder(self, placement: str) -> None:
+        """Move the text encoder to `placement` (one of TEXT_PLACEMENTS)."""
+        if placement not in TEXT_PLACEMENTS:
+            raise ValueError(f"text encoder placement {placement!r}; choose one of {list(TEXT_PLACEMENTS)}")
+        self._pinned_text_weights.clear()
+        if placement == "device":
+            self.text_encoder.to(self.device)
+        else:
+            self.text_encoder.to("cpu")
+        if placement == "offload" and self.device.type == "cuda":
+            for name, param in self.text_encoder.named_parameters():
+                param.data = param.data.pin_memory()
+                self._pinned_text_weights[name] = param.data
+        self.text_placement = placement
+
+    def encode_prompt(self, prompt: str) -> torch.Tensor:
+        """UMT5 embedding of one prompt, (1, text_len, text_dim), on the DiT's device."""
+        with self._text_encoder_on_device():
+            return self.text_encoder.encode([prompt]).to(self.device)
+
+    @contextmanager
+    def _text_encoder_on_device(self) -> Iterator[None]:
+        if not self._pinned_text_weights:  # "device" and "cpu": the encoder runs where it is
+            yield
+            return
+        params = dict(self.text_encoder.named_parameters())
+        for name, pinned in self._pinned_text_weights.items():  # ~0.5 s for 11.4 GB over PCIe
+            params[name].data = pinned.to(self.device, non_blocking=True)
+        try:
+            yield
+        finally:  # the weights never change: dropping the GPU copies is the whole move back
+            for name, pinned in self._pinned_text_weights.items():
+                params[name].data = pinned
 
     def to(
         self, device: torch.device | str, dtype: torch.dtype, text_device: torch.device | str | None = None

@@ -13,14 +13,16 @@ the activation dtype. Two entry points share every weight and every line of bloc
 from __future__ import annotations
 
 import math
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from pipeline.model.rope import RotaryEmbedding3D, apply_rotary
+from pipeline.model.rope import RotaryEmbedding3D, RotaryTables, apply_rotary
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,22 @@ class RMSNorm(nn.Module):
 # Attention
 
 
+@torch.compiler.disable
+def attend_with_cache(
+    kv_source: KeyValueSource,
+    layer: int,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    attn_mask: torch.Tensor | None,
+) -> torch.Tensor:
+    """Cache lookup and self-attention, kept out of compiled graphs: the key count changes from chunk
+    to chunk and the policy's bookkeeping is plain Python, so the compiled parts around this call keep
+    static shapes and compile once."""
+    keys, values = kv_source.keys_values(layer, q, k, v)  # (B, nh, L_kv, hd)
+    return F.scaled_dot_product_attention(q, keys, values, attn_mask=attn_mask)  # (B, nh, L, hd)
+
+
 class SelfAttention(nn.Module):
     def __init__(self, config: DiTConfig, layer: int):
         super().__init__()
@@ -97,18 +115,17 @@ class SelfAttention(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        rope_freqs: torch.Tensor,
+        rope: RotaryTables,
         kv_source: KeyValueSource,
         attn_mask: torch.Tensor | None,
     ) -> torch.Tensor:
         B, L, C = x.shape  # batch, tokens, channels
         nh, hd = self.num_heads, C // self.num_heads
-        q = apply_rotary(self.norm_q(self.q(x)).view(B, L, nh, hd), rope_freqs)  # (B, L, nh, hd)
-        k = apply_rotary(self.norm_k(self.k(x)).view(B, L, nh, hd), rope_freqs)  # (B, L, nh, hd)
+        q = apply_rotary(self.norm_q(self.q(x)).view(B, L, nh, hd), rope)  # (B, L, nh, hd)
+        k = apply_rotary(self.norm_k(self.k(x)).view(B, L, nh, hd), rope)  # (B, L, nh, hd)
         v = self.v(x).view(B, L, nh, hd)  # (B, L, nh, hd)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, nh, L, hd)
-        keys, values = kv_source.keys_values(self.layer, q, k, v)  # (B, nh, L_kv, hd)
-        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=attn_mask)  # (B, nh, L, hd)
+        y = attend_with_cache(kv_source, self.layer, q, k, v, attn_mask)  # (B, nh, L, hd)
         return self.o(y.transpose(1, 2).reshape(B, L, C))
 
 
@@ -169,7 +186,7 @@ class DiTBlock(nn.Module):
         x: torch.Tensor,
         time_mod: torch.Tensor,
         text_kv: tuple[torch.Tensor, torch.Tensor],
-        rope_freqs: torch.Tensor,
+        rope: RotaryTables,
         kv_source: KeyValueSource,
         attn_mask: torch.Tensor | None,
     ) -> torch.Tensor:
@@ -183,7 +200,7 @@ class DiTBlock(nn.Module):
 
         # 1. Self-attention
         h = (per_frame(self.norm1(x)) * (1 + scale_sa) + shift_sa).flatten(1, 2)
-        y = self.self_attn(h, rope_freqs, kv_source, attn_mask)
+        y = self.self_attn(h, rope, kv_source, attn_mask)
         x = x + (per_frame(y) * gate_sa).flatten(1, 2)
         # 2. Cross-attention
         x = x + self.cross_attn(self.norm3(x), text_kv)
@@ -242,6 +259,7 @@ class CausalWanDiT(nn.Module):
         self.blocks = nn.ModuleList([DiTBlock(c, layer) for layer in range(c.num_layers)])
         self.head = Head(c)
         self.rope = RotaryEmbedding3D(c.head_dim, c.rope_theta)
+        self.sdpa_backends: list[SDPBackend] | None = None  # None: PyTorch's own order (see speed.py)
 
     # -- prompt -------------------------------------------------------------------------------------
 
@@ -319,9 +337,11 @@ class CausalWanDiT(nn.Module):
         )  # (B,F,6,C)
         time_emb = time_emb.unflatten(0, (B, num_frames))  # (B, F, C)
 
-        rope_freqs = self.rope(frame_positions, grid_h, grid_w)  # (L, 1, head_dim/2)
-        for block, text_kv in zip(self.blocks, text.kv, strict=True):
-            x = block(x, time_mod, text_kv, rope_freqs, kv_source, attn_mask)
+        # float64 tables, applied in float32 (see apply_rotary); (L, 1, head_dim/2) each
+        rope = self.rope(frame_positions, grid_h, grid_w).to(torch.promote_types(dtype, torch.float32))
+        with self._attention_backends():
+            for block, text_kv in zip(self.blocks, text.kv, strict=True):
+                x = block(x, time_mod, text_kv, rope, kv_source, attn_mask)
 
         # Head and unpatchify: each token's outputs are (p_t, p_h, p_w, c) with c fastest
         out = self.head(x, time_emb)  # (B, L, pt*ph*pw*C_out)
@@ -332,3 +352,8 @@ class CausalWanDiT(nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         return self.patch_embedding.weight.dtype
+
+    def _attention_backends(self) -> AbstractContextManager[None]:
+        if self.sdpa_backends is None:
+            return nullcontext()
+        return sdpa_kernel(self.sdpa_backends, set_priority=True)

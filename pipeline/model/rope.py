@@ -11,6 +11,7 @@ positions, and float64 keeps p * omega exact to ~1e-13 rad even for millions of 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -39,6 +40,16 @@ class RotarySplit:
         return self.head_dim - 2 * self.spatial
 
 
+class RotaryTables(NamedTuple):
+    """cos and sin of every token's rotation angles, (L, 1, head_dim/2), broadcast over heads."""
+
+    cos: torch.Tensor
+    sin: torch.Tensor
+
+    def to(self, dtype: torch.dtype) -> RotaryTables:
+        return RotaryTables(self.cos.to(dtype), self.sin.to(dtype))
+
+
 class RotaryEmbedding3D:
     """Builds the complex rotation factors for a block of latent frames on a token grid.
 
@@ -53,11 +64,10 @@ class RotaryEmbedding3D:
     def _omega(self, dim: int, device: torch.device) -> torch.Tensor:
         return rope_frequencies(dim, self.theta, device)
 
-    def __call__(self, frame_positions: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        """Rotation factors for every token of frames at `frame_positions` on a height x width grid.
+    def __call__(self, frame_positions: torch.Tensor, height: int, width: int) -> RotaryTables:
+        """Rotation tables for every token of frames at `frame_positions` on a height x width grid.
 
-        Returns complex128 of shape (F*height*width, 1, head_dim/2): tokens in (f, h, w) row-major
-        order, broadcast over heads.
+        float64, shape (F*height*width, 1, head_dim/2): tokens in (f, h, w) row-major order.
         """
         device = frame_positions.device
         omega_t = self._omega(self.split.temporal, device)
@@ -74,7 +84,8 @@ class RotaryEmbedding3D:
             ],
             dim=-1,
         )  # (F, H, W, head_dim/2)
-        return torch.polar(torch.ones_like(angles), angles).reshape(-1, 1, angles.shape[-1])
+        angles = angles.reshape(-1, 1, angles.shape[-1])  # (L, 1, head_dim/2)
+        return RotaryTables(torch.cos(angles), torch.sin(angles))
 
     def temporal_phase(self, delta_frames: float, device: torch.device) -> torch.Tensor:
         """exp(i * omega_t * delta): complex128 (t/2,), moves keys by `delta_frames` in time."""
@@ -82,11 +93,19 @@ class RotaryEmbedding3D:
         return torch.polar(torch.ones_like(angles), angles)
 
 
-def apply_rotary(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
-    """Rotate q or k of shape (B, L, heads, head_dim) by `freqs` (L, 1, head_dim/2), in float64."""
-    B, L, nh, hd = x.shape
-    pairs = torch.view_as_complex(x.to(torch.float64).reshape(B, L, nh, hd // 2, 2))  # (B, L, nh, hd/2)
-    return torch.view_as_real(pairs * freqs).reshape(B, L, nh, hd).to(x.dtype)
+def apply_rotary(x: torch.Tensor, tables: RotaryTables) -> torch.Tensor:
+    """Rotate q or k of shape (B, L, heads, head_dim) by `tables`.
+
+    Tables are made in float64 like upstream's; the rotation itself runs in at least float32 (upstream
+    uses float64): for bf16 activations the result differs from upstream's by at most a rounding of
+    the bf16 output, and real arithmetic fuses under torch.compile where complex numbers do not.
+    """
+    compute = torch.promote_types(x.dtype, torch.float32)
+    pairs = x.unflatten(-1, (-1, 2)).to(compute)  # (B, L, nh, hd/2, 2)
+    real, imag = pairs.unbind(-1)  # (B, L, nh, hd/2) each
+    cos, sin = tables.cos.to(compute), tables.sin.to(compute)
+    rotated = torch.stack([real * cos - imag * sin, real * sin + imag * cos], dim=-1)  # (B, L, nh, hd/2, 2)
+    return rotated.flatten(-2).to(x.dtype)
 
 
 def shift_temporal_phase(keys: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:

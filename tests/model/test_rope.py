@@ -3,7 +3,13 @@ import math
 import pytest
 import torch
 
-from pipeline.model.rope import RotaryEmbedding3D, RotarySplit, apply_rotary, shift_temporal_phase
+from pipeline.model.rope import (
+    RotaryEmbedding3D,
+    RotarySplit,
+    RotaryTables,
+    apply_rotary,
+    shift_temporal_phase,
+)
 
 
 def test_head_dim_128_splits_into_44_temporal_42_height_42_width_channels():
@@ -19,9 +25,9 @@ def test_odd_split_is_rejected_with_the_head_dim_in_the_message():
 def test_rotation_factors_use_frame_row_and_column_positions_per_channel_group():
     rope = RotaryEmbedding3D(128)
     freqs = rope(torch.tensor([5, 6]), height=3, width=4)  # (2*3*4, 1, 64)
-    assert freqs.shape == (24, 1, 64) and freqs.dtype == torch.complex128
+    assert freqs.cos.shape == freqs.sin.shape == (24, 1, 64) and freqs.cos.dtype == torch.float64
     token = 1 * 12 + 2 * 4 + 3  # frame index 1 (position 6), row 2, column 3
-    angles = torch.angle(freqs[token, 0])
+    angles = torch.atan2(freqs.sin[token, 0], freqs.cos[token, 0])
     omega_t = 10000.0 ** (-torch.arange(0, 44, 2, dtype=torch.float64) / 44)
     omega_s = 10000.0 ** (-torch.arange(0, 42, 2, dtype=torch.float64) / 42)
 
@@ -36,10 +42,8 @@ def test_rotation_factors_use_frame_row_and_column_positions_per_channel_group()
 def test_rotation_pairs_adjacent_channels_as_real_and_imaginary_parts():
     x = torch.zeros(1, 1, 1, 128, dtype=torch.float64)
     x[..., 0] = 1.0  # pair 0 = 1 + 0i
-    phase = torch.polar(
-        torch.ones(64, dtype=torch.float64), torch.full((64,), math.pi / 2, dtype=torch.float64)
-    )
-    out = apply_rotary(x, phase.view(1, 1, 64))
+    zeros, ones = torch.zeros(1, 1, 64, dtype=torch.float64), torch.ones(1, 1, 64, dtype=torch.float64)
+    out = apply_rotary(x, RotaryTables(cos=zeros, sin=ones))  # a quarter turn
     assert out[0, 0, 0, 0].abs() < 1e-12 and out[0, 0, 0, 1] == pytest.approx(1.0)  # rotated to 0 + 1i
 
 

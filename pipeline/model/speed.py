@@ -1,0 +1,59 @@
+"""Fast execution of a loaded bundle on a GPU; every switch keeps outputs within bf16 tolerance.
+
+Chosen once per process, logged once, never retried per call (style.md habit 7). Measured effects
+are in benchmarks/results/ and the issue notes; gpu_ceilings.md has the kernel rates behind them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from torch.nn.attention import SDPBackend
+
+from pipeline.model.bundle import ModelBundle
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SpeedConfig:
+    attention: str = "cudnn"  # "cudnn": cuDNN > flash > efficient > math; "default": PyTorch's order
+    compile_blocks: bool = True  # torch.compile each DiT block's dense parts (attention stays eager)
+    compile_backend: str = "inductor"  # "aot_eager" traces without code generation (CPU tests)
+    vae_channels_last: bool = True  # Conv3d in channels_last_3d: cuDNN's fastest bf16 kernels
+    cudnn_benchmark: bool = True  # let cuDNN time its conv algorithms once per shape
+
+    def __post_init__(self) -> None:
+        if self.attention not in ATTENTION_ORDERS:
+            raise ValueError(f"attention={self.attention!r}; choose one of {sorted(ATTENTION_ORDERS)}")
+
+
+# On an H100 at our shapes (4680 queries, 16-21 frames of keys, head dim 128) cuDNN attention runs at
+# 515 TFLOP/s against flash's 310 (gpu_ceilings.md); the others are fallbacks for masks and old GPUs.
+ATTENTION_ORDERS: dict[str, list[SDPBackend] | None] = {
+    "cudnn": [
+        SDPBackend.CUDNN_ATTENTION,
+        SDPBackend.FLASH_ATTENTION,
+        SDPBackend.EFFICIENT_ATTENTION,
+        SDPBackend.MATH,
+    ],
+    "default": None,
+}
+
+
+def accelerate(bundle: ModelBundle, config: SpeedConfig = SpeedConfig()) -> ModelBundle:
+    """Apply `config` to `bundle` in place (after loading, before the first clip)."""
+    on_cuda = next(bundle.dit.parameters()).is_cuda
+    bundle.dit.sdpa_backends = ATTENTION_ORDERS[config.attention] if on_cuda else None
+    if config.compile_blocks:
+        for block in bundle.dit.blocks:
+            # Regional compilation: the 30 blocks share one compiled graph (parameters are inputs).
+            block.compile(dynamic=False, backend=config.compile_backend)
+    if config.vae_channels_last and on_cuda:
+        bundle.vae.to(memory_format=torch.channels_last_3d)
+    if config.cudnn_benchmark and on_cuda:
+        torch.backends.cudnn.benchmark = True
+    logger.info("speed settings: %s (cuda=%s)", config, on_cuda)
+    return bundle

@@ -138,6 +138,7 @@ def main() -> None:
     parser.add_argument("--steps", default="", help=f"comma list of {list(STEPS)} (cumulative), or empty")
     parser.add_argument("--step-frames", type=int, default=60, help="clip length for each step's run")
     parser.add_argument("--step-policy", default="fifo")
+    parser.add_argument("--sweep-policies", default="", help="policies run at --step-frames after the steps")
     parser.add_argument("--text-placement", default="device", choices=["device", "offload", "cpu"])
     parser.add_argument("--no-encode", action="store_true", help="skip ffmpeg (generation + decode only)")
     parser.add_argument("--out", type=Path, required=True)
@@ -156,6 +157,7 @@ def main() -> None:
         "model_init_s": time.perf_counter() - load_start,
         "weights_on_gpu_gb": torch.cuda.memory_allocated() / 2**30,
         "steps": [],
+        "sweep": [],
         "runs": [],
     }
     if args.text_placement != "device":
@@ -177,15 +179,28 @@ def main() -> None:
             warmup_s = time.perf_counter() - compile_start
             run = render_clip(generator, args.step_policy, args.step_frames, encode_dir, seed=2)
             run["step"], run["warmup_s"] = step, warmup_s
+            run["dynamo_stats"] = dict(torch._dynamo.utils.counters["stats"])
             results["steps"].append(run)
             report(f"{step} ({args.step_policy})", run)
+            save(args.out, results)
+        for policy in filter(None, args.sweep_policies.split(",")):
+            render_clip(generator, policy, args.warmup_frames, None, seed=1)  # warm-up
+            run = render_clip(generator, policy, args.step_frames, encode_dir, seed=2)
+            results["sweep"].append(run)
+            report(f"{policy} ({args.step_frames} latent frames)", run)
+            save(args.out, results)
         for policy in filter(None, args.policies.split(",")):
             render_clip(generator, policy, args.warmup_frames, None, seed=1)  # warm-up
             run = render_clip(generator, policy, args.latent_frames, encode_dir, seed=2)
             results["runs"].append(run)
             report(policy, run)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1))
+            save(args.out, results)
+
+
+def save(path: Path, results: dict[str, Any]) -> None:
+    """Written after every run, so a run cut short by the lease still leaves its numbers."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1))
 
 
 def report(label: str, run: dict[str, Any]) -> None:

@@ -75,6 +75,11 @@ class _Clock:
             return event
         return time.perf_counter()
 
+    def settle(self) -> None:
+        """Wait for every recorded timestamp (once per clip: the side stream may still be finishing)."""
+        if self.cuda:
+            torch.cuda.synchronize()
+
     def seconds(self, start: Timestamp, end: Timestamp) -> float:
         if isinstance(start, torch.cuda.Event) and isinstance(end, torch.cuda.Event):
             return start.elapsed_time(end) / 1000.0
@@ -156,6 +161,7 @@ class ClipGenerator:
         if pending is not None:
             yield self._wait(pending)
 
+        clock.settle()
         stats.dit_s = [clock.seconds(a, b) for a, b, _, _ in marks]
         stats.vae_s = [clock.seconds(c, d) for _, _, c, d in marks]
         stats.total_s = time.perf_counter() - wall_start

@@ -1,0 +1,82 @@
+"""Self-attention of one chunk at full size, per SDPA backend and tensor layout (H100 ceilings check).
+
+q is 4680 tokens x 12 heads x 128; keys/values hold 16, 19 or 21 frames of 1560 tokens. Layouts:
+`contiguous` (B, H, L, D) tensors, and `ours`: q as the DiT makes it (a transposed view of
+(B, L, H, D)) and keys/values as prefix slices of the cache's (B, H, capacity, D) buffers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+BACKENDS = {
+    "cudnn": SDPBackend.CUDNN_ATTENTION,
+    "flash": SDPBackend.FLASH_ATTENTION,
+    "efficient": SDPBackend.EFFICIENT_ATTENTION,
+}
+
+
+def time_ms(fn, reps: int = 20) -> float:
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return sorted(times)[len(times) // 2]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    B, H, D, Lq, tpf = 1, 12, 128, 4680, 1560
+    rows = []
+    for frames in (16, 19, 21):
+        Lk = frames * tpf
+        q_ours = torch.randn(B, Lq, H, D, device="cuda", dtype=torch.bfloat16).transpose(1, 2)
+        buf_k = torch.randn(B, H, 21 * tpf, D, device="cuda", dtype=torch.bfloat16)
+        buf_v = torch.randn_like(buf_k)
+        layouts = {
+            "contiguous": (q_ours.contiguous(), buf_k[:, :, :Lk].contiguous(), buf_v[:, :, :Lk].contiguous()),
+            "ours": (q_ours, buf_k[:, :, :Lk], buf_v[:, :, :Lk]),
+        }
+        flops = 4 * B * H * Lq * Lk * D
+        for layout, (q, k, v) in layouts.items():
+            for name, backend in [*BACKENDS.items(), ("default", None)]:
+                ctx = sdpa_kernel([backend]) if backend is not None else torch.autograd.no_grad()
+                try:
+                    with ctx:
+                        ms = time_ms(lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v))
+                    rows.append(
+                        {
+                            "frames": frames,
+                            "layout": layout,
+                            "backend": name,
+                            "ms": ms,
+                            "tflops": flops / ms / 1e9,
+                        }
+                    )
+                except RuntimeError as exc:
+                    rows.append(
+                        {"frames": frames, "layout": layout, "backend": name, "error": str(exc)[:120]}
+                    )
+                print(rows[-1], flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps({"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "rows": rows}, indent=1)
+    )
+
+
+if __name__ == "__main__":
+    main()

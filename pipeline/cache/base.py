@@ -94,6 +94,16 @@ class KVCache(ABC):
         return {}
 
 
+def check_int(name: str, value: object, low: int, high: int | None = None, why: str = "") -> int:
+    """Validate a policy parameter: an int in [low, high]; the error names it, its value and the range."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name}={value!r} must be an int")
+    if value < low or (high is not None and value > high):
+        valid = f"{low}..{high}" if high is not None else f">= {low}"
+        raise ValueError(f"{name}={value} is out of range: valid is {valid}{f' ({why})' if why else ''}")
+    return value
+
+
 class FrameBuffers:
     """Per-layer key/value buffers of a fixed number of frames, allocated on first use.
 

@@ -1,0 +1,350 @@
+"""`deep-forcing`: Deep Sink + Participative Compression (Yi et al. 2025, arXiv 2512.05081).
+
+The cache holds at most `window_frames` (21) frames. When a chunk's arrival would overflow it, at the
+chunk's first denoising step (t=1000), each layer compresses its cache to `budget_frames` (N = 16):
+
+    [ sink S=10 | candidates ........................ | recent context ] + new chunk
+    [ sink      | top-C: C=N-S-R frames' worth of tokens | recent R=4 (1 clean frame + the chunk) ]
+
+- Sink: the first S frames, kept for the whole clip; their keys are moved in time (Deep Sink).
+- Recent: the last R frames of [context ‖ chunk], i.e. the previous chunk's last R - 3 frames + the chunk.
+- Top-C: the C·tokens_per_frame candidate tokens (everything between) with the highest score
+  φ_j = <Σ_r q_r, k_j> (paper Eq. 7: raw logits, no softmax), the heads' vectors concatenated, chosen
+  per layer and per batch item. The recent queries q_r are the RoPE'd queries of the clean pass of the
+  previous chunk's last R - 3 frames and the t=1000 queries of the new chunk (release `win_q`, facts
+  §2.4). Kept tokens stay in temporal order. A token picked `max_reuse` (7) times is no longer
+  eligible (release `PC_topc_max_reuse`, not in the paper).
+
+Then the compressed cache (N frames) takes the next chunk without compressing (19 frames), and the one
+after compresses again: every second chunk from chunk 7 on, 37 times in 240 frames (facts §2.6, §2.9).
+The selection is fixed for the rest of the chunk; later steps only rewrite the chunk's own slots.
+
+Layouts (where the kept keys sit in time; recent keys always keep their own positions):
+
+- `reference` (the release, `causal_model.py` @ea9961aa): the sink starts at f - N, f the chunk's first
+  frame (first shift +5, then +6 per compression, facts §1.4); top-C keys keep the positions they were
+  made at (the release's top-C compensation slice is empty, facts §2.7).
+- `paper` (Algorithm 1, §4.3 Eq. 10-11): sink, top-C and recent are contiguous and end with the chunk:
+  sink at [f+3-N, f+3-N+S), top-C at [f+3-R-C, f+3-R), recent at [f+3-R, f+3). The sink is adjacent
+  to the next block (Eq. 5 read literally would overlap one frame, facts §1.4). The i-th top-C token in
+  temporal order sits at f+3-R-C + i // tokens_per_frame (why: `_packed_positions`).
+
+Buffers are allocated once (window_frames per layer); the state per layer is a few small device
+tensors of fixed size (top-C source frames and reuse counts, clean-query sums), and every decision of
+*when* is plain Python ints from the chunk index, so nothing in the forward path waits for the device.
+Everything resets per clip (the release carries the sink base, query window and reuse counts over).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from pipeline.cache.base import CacheGeometry, ForwardKind, FrameBuffers, KVCache, check_int
+from pipeline.cache.phase import PristineShift, shift_tokens_in_time, temporal_frequencies
+from pipeline.model.rope import RotaryEmbedding3D
+
+LAYOUTS = ("reference", "paper")
+AGE_BIN_FRAMES = 4  # telemetry: top-C ages in bins of 4 frames ...
+AGE_BINS = 16  # ... the last bin open-ended (>= 60 frames)
+
+
+@dataclass(frozen=True)
+class CompressionPlan:
+    """What every layer needs to compress at this chunk, decided once per chunk in `_start_chunk`."""
+
+    candidate_end: int  # candidates are the slots [S, candidate_end) (frames)
+    block_frames: int  # the previous top-C block, slots [S, S + block_frames) (0 at the first compression)
+    fresh_first_frame: int  # absolute frame in slot S + block_frames; later slots hold the next frames
+    first_frame: int  # f, the first frame of the chunk being generated
+
+
+class DeepForcingCache(KVCache):
+    name = "deep-forcing"
+
+    def __init__(
+        self,
+        geometry: CacheGeometry,
+        rope: RotaryEmbedding3D,
+        sink_frames: int = 10,  # S (DS_PC_inference.sh: sink10; paper §5.1)
+        budget_frames: int = 16,  # N, frames' worth kept after a compression (`--Budget 16`)
+        recent_frames: int = 4,  # R, the chunk included (`--Recent 4`)
+        window_frames: int = 21,  # compress when a chunk would overflow this (local_attn_size)
+        max_reuse: int = 7,  # a top-C token picked this often is dropped; 0 = no limit
+        layout: str = "reference",  # "reference" (release) or "paper" (Algorithm 1)
+    ):
+        super().__init__(geometry, rope)
+        chunk = geometry.chunk_frames
+        check_int(
+            "window_frames", window_frames, chunk + 1, why=f"one sink frame plus one chunk of {chunk} frames"
+        )
+        check_int(
+            "sink_frames",
+            sink_frames,
+            1,
+            window_frames - chunk,
+            why=f"window_frames={window_frames} less one chunk of {chunk} frames",
+        )
+        check_int(
+            "recent_frames",
+            recent_frames,
+            chunk,
+            window_frames - sink_frames,
+            why=f"the chunk of {chunk} frames up to window_frames - sink_frames",
+        )
+        check_int(
+            "budget_frames",
+            budget_frames,
+            sink_frames + recent_frames,
+            window_frames,
+            why=f"from sink_frames + recent_frames = {sink_frames + recent_frames} to window_frames",
+        )
+        check_int("max_reuse", max_reuse, 0, why="0 means no limit")
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout={layout!r} is not one of {list(LAYOUTS)}")
+        self.sink_frames = sink_frames
+        self.budget_frames = budget_frames
+        self.recent_frames = recent_frames
+        self.window_frames = window_frames
+        self.max_reuse = max_reuse
+        self.layout = layout
+        self.topc_frames = budget_frames - sink_frames - recent_frames  # C, in frames' worth (2)
+        self.topc_tokens = self.topc_frames * geometry.tokens_per_frame
+        # The recent block: the chunk plus this many clean frames of earlier chunks (1)
+        self.recent_context_frames = recent_frames - chunk
+        self.buffers = FrameBuffers(geometry, window_frames)
+        self.sink_shift = PristineShift(rope, geometry.num_layers, sink_frames * geometry.tokens_per_frame)
+        self.omega: torch.Tensor | None = None  # temporal frequencies on the buffers' device (`paper`)
+        self.reset()
+
+    def reset(self) -> None:
+        super().reset()
+        L = self.geometry.num_layers
+        # Slot layout, in frames: [sink | top-C block | frames run_start_frame, run_start_frame+1, ...]
+        self.context_frames = 0  # slots in use before the current chunk
+        self.block_frames = 0  # top-C block size (0 until the first compression)
+        self.run_start_frame = self.sink_frames  # absolute frame in the slot right after the block
+        self.compress_now = False
+        self.plan = CompressionPlan(0, 0, 0, 0)
+        self.sink_start = 0
+        self.compressions = 0
+        self.sink_shifts = 0
+        self.layer_chunk = [-1] * L
+        self.sink_shift.reset()
+        # Per-layer device state, (B, top-C tokens) or (B, H, m, D): fixed size, replaced not grown
+        self.block_source: list[torch.Tensor | None] = [None] * L  # source frame of each top-C token
+        self.block_picks: list[torch.Tensor | None] = [None] * L  # times each top-C token was picked
+        self.block_pristine: list[torch.Tensor | None] = [None] * L  # `paper`: temporal channels as made
+        self.clean_queries: list[torch.Tensor | None] = [None] * L  # per-frame sums of clean-pass queries
+        # Telemetry accumulated on the device, read once in telemetry()
+        self.age_hist: torch.Tensor | None = None
+        self.age_sum: torch.Tensor | None = None
+        self.age_max: torch.Tensor | None = None
+        self.ages_counted = 0
+
+    # -- schedule (plain ints) ---------------------------------------------------------------------
+
+    def _start_chunk(self) -> None:
+        chunk = self.geometry.chunk_frames
+        first = self.chunk_index * chunk
+        if self.chunk_index > 0:  # the previous chunk's clean pass is final: it joins the context
+            self.context_frames += chunk
+        self.compress_now = self.context_frames + chunk > self.window_frames
+        if self.compress_now:
+            m = self.recent_context_frames
+            self.plan = CompressionPlan(
+                candidate_end=self.context_frames - m,  # candidates: slots [S, candidate_end)
+                block_frames=self.block_frames,  # the previous top-C block opens the candidates
+                fresh_first_frame=self.run_start_frame,  # absolute frame of the first slot after it
+                first_frame=first,
+            )
+            self.block_frames = self.topc_frames
+            self.run_start_frame = first - m
+            self.context_frames = self.sink_frames + self.topc_frames + m
+            self.compressions += 1
+            target = self._sink_target(first)
+            if target != self.sink_start:
+                self.sink_start = target
+                self.sink_shifts += 1
+
+    def _sink_target(self, first_frame: int) -> int:
+        if self.layout == "paper":  # [sink ‖ top-C ‖ recent] ends with the chunk
+            return first_frame + self.geometry.chunk_frames - self.budget_frames
+        # Release: P = f - N. Its first delta is hard-coded as 21 - N, which is P - 0 because the
+        # first compression comes at f = 21; P itself is the same for any window.
+        return first_frame - self.budget_frames
+
+    # -- forward path ----------------------------------------------------------------------------
+
+    def keys_values(
+        self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self.buffers.ensure(k)
+        keys, values = self.buffers.keys[layer], self.buffers.values[layer]  # (B, H, window*tpf, D)
+        if self.layer_chunk[layer] != self.chunk_index:  # first forward of the chunk (t=1000)
+            self.layer_chunk[layer] = self.chunk_index
+            if self.compress_now:
+                self._compress(layer, q, keys, values)
+            self.sink_shift.move_to(layer, keys, self.sink_start)
+        if self.kind is ForwardKind.CONTEXT and self.recent_context_frames:
+            self._remember_clean_queries(layer, q)
+        start = self.buffers.tokens(self.context_frames)
+        keys[:, :, start : start + k.shape[2]].copy_(k)
+        values[:, :, start : start + v.shape[2]].copy_(v)
+        return self.buffers.prefix(layer, self.context_frames + self.geometry.chunk_frames)
+
+    def _remember_clean_queries(self, layer: int, q: torch.Tensor) -> None:
+        """Keep the clean-pass query sums of the chunk's last frames, the next compression's past queries."""
+        g = self.geometry
+        B, H, _, D = q.shape  # (B, H, chunk_tokens, D)
+        m = self.recent_context_frames
+        n = min(m, g.chunk_frames)
+        dtype = torch.promote_types(q.dtype, torch.float32)
+        sums = q[:, :, (g.chunk_frames - n) * g.tokens_per_frame :].unflatten(2, (n, g.tokens_per_frame))
+        sums = sums.to(dtype).sum(3)  # (B, H, n, D): one sum per frame
+        ring = self.clean_queries[layer]
+        if ring is None or ring.shape != (B, H, m, D) or ring.device != q.device or ring.dtype != dtype:
+            ring = self.clean_queries[layer] = torch.zeros(B, H, m, D, device=q.device, dtype=dtype)
+        if n == m:
+            ring.copy_(sums)
+        else:  # recent reaches further back than one chunk: a ring indexed by absolute frame
+            first = self.chunk_index * g.chunk_frames + g.chunk_frames - n
+            for j in range(n):
+                ring[:, :, (first + j) % m].copy_(sums[:, :, j])
+
+    def _compress(self, layer: int, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> None:
+        g, plan = self.geometry, self.plan
+        tpf = g.tokens_per_frame
+        B, H, _, D = keys.shape
+        C = self.topc_tokens
+        lo, hi = self.buffers.tokens(self.sink_frames), self.buffers.tokens(plan.candidate_end)
+        candidates = keys[:, :, lo:hi]  # (B, H, Lc, D), a view
+        Lc = hi - lo
+        old = self.buffers.tokens(plan.block_frames)  # the previous top-C block opens the candidates
+
+        # 1. Score: φ_j = <Σ_r q_r, k_j> over the recent queries and all heads (paper Eq. 7)
+        dtype = torch.promote_types(keys.dtype, torch.float32)
+        query = q.to(dtype).sum(2)  # (B, H, D): this chunk's t=1000 queries
+        ring = self.clean_queries[layer]
+        if self.recent_context_frames and ring is not None:
+            query = query + ring.sum(2)  # + the clean-pass queries of the previous frames
+        scores = torch.einsum("bhd,bhld->bl", query, candidates.to(dtype))  # (B, Lc)
+
+        # 2. Candidate bookkeeping: source frame and times picked (fresh frames: never picked)
+        fresh_source = plan.fresh_first_frame + torch.arange(Lc - old, device=keys.device) // tpf
+        source = fresh_source.expand(B, -1)  # (B, Lc - old)
+        picks = torch.zeros(B, Lc - old, device=keys.device, dtype=torch.int32)
+        block_source, block_picks = self.block_source[layer], self.block_picks[layer]
+        if old:
+            assert block_source is not None and block_picks is not None
+            source = torch.cat([block_source, source], dim=1)  # (B, Lc)
+            picks = torch.cat([block_picks, picks], dim=1)
+        if self.max_reuse:
+            # Capped tokens rank last; should fewer than C be eligible, the best of them fill the
+            # block (the release keeps fewer). Impossible unless C exceeds the frames added between
+            # compressions.
+            scores = scores.masked_fill(picks >= self.max_reuse, float("-inf"))
+
+        # 3. Top-C per batch item, back in temporal (slot) order
+        chosen = scores.topk(C, dim=1).indices.sort(dim=1).values  # (B, C)
+        index = chosen[:, None, :, None].expand(B, H, C, D)
+        kept_keys = candidates.gather(2, index)  # (B, H, C, D), new tensors: the slots may overlap
+        kept_values = values[:, :, lo:hi].gather(2, index)
+        kept_source = source.gather(1, chosen)  # (B, C)
+        self.block_source[layer] = kept_source
+        self.block_picks[layer] = picks.gather(1, chosen) + 1
+        if self.layout == "paper":
+            kept_pristine = self._kept_pristine(layer, candidates, chosen, old)
+
+        # 4. Rebuild in place: [sink | top-C | recent context], the chunk is written after it
+        block = slice(lo, lo + C)
+        keys[:, :, block].copy_(kept_keys)
+        values[:, :, block].copy_(kept_values)
+        m_tokens = self.buffers.tokens(self.recent_context_frames)
+        if m_tokens:
+            src, dst = hi, lo + C
+            overlap = dst + m_tokens > src
+            for buf in (keys, values):
+                recent = buf[:, :, src : src + m_tokens]
+                buf[:, :, dst : dst + m_tokens].copy_(recent.clone() if overlap else recent)
+
+        # 5. `paper`: the top-C block takes the C frame positions just before the recent block
+        if self.layout == "paper":
+            keys[:, :, block, : kept_pristine.shape[-1]].copy_(
+                shift_tokens_in_time(
+                    kept_pristine,
+                    self._packed_positions(C, keys.device) - kept_source,
+                    self._omega(keys.device),
+                )
+            )
+            self.block_pristine[layer] = kept_pristine
+
+        # 6. Telemetry: age of the kept tokens, query frame - source frame
+        self._count_ages(plan.first_frame - kept_source)
+
+    def _kept_pristine(
+        self, layer: int, candidates: torch.Tensor, chosen: torch.Tensor, old: int
+    ) -> torch.Tensor:
+        """Temporal channels of the chosen tokens as they were made: fresh tokens are unmoved in the
+        buffer, tokens of the previous block come from its pristine copy."""
+        B, H, _, _ = candidates.shape
+        n_t = self.rope.split.temporal
+        C = chosen.shape[1]
+        fresh = candidates[:, :, old:, :n_t]  # (B, H, Lc - old, n_t)
+        from_fresh = fresh.gather(2, (chosen - old).clamp(min=0)[:, None, :, None].expand(B, H, C, n_t))
+        previous = self.block_pristine[layer]
+        if not old or previous is None:
+            return from_fresh
+        from_block = previous.gather(2, chosen.clamp(max=old - 1)[:, None, :, None].expand(B, H, C, n_t))
+        return torch.where((chosen < old)[:, None, :, None], from_block, from_fresh)  # (B, H, C, n_t)
+
+    def _omega(self, device: torch.device) -> torch.Tensor:
+        if self.omega is None or self.omega.device != device:
+            self.omega = temporal_frequencies(self.rope, device)
+        return self.omega
+
+    def _packed_positions(self, tokens: int, device: torch.device) -> torch.Tensor:
+        """`paper` positions of the top-C block, (tokens,): the i-th kept token in temporal order sits at
+        s_top + i // tokens_per_frame, s_top = f + 3 - R - C.
+
+        Paper §4.3 asks for one "continuous temporal sequence" [sink ‖ top-C ‖ recent] (Eq. 10-11) but
+        does not say where a block of tokens from different frames goes. A common Δ (the release's
+        dead code) keeps their spacing, up to ~48 frames, so the block would overlap the sink; Eq. 10
+        read per key (Δ_j = s_top - s_j) stacks all of them on one position. Packing by rank fills
+        exactly the C frame positions that N = S + C + R reserves, keeps temporal order (a token is
+        never placed after a newer one) and mostly keeps a source frame's tokens together.
+        """
+        first = self.plan.first_frame
+        s_top = first + self.geometry.chunk_frames - self.recent_frames - self.topc_frames
+        return s_top + torch.arange(tokens, device=device) // self.geometry.tokens_per_frame
+
+    def _count_ages(self, ages: torch.Tensor) -> None:
+        if self.age_hist is None or self.age_hist.device != ages.device:
+            self.age_hist = torch.zeros(AGE_BINS, dtype=torch.int64, device=ages.device)
+            self.age_sum = torch.zeros((), dtype=torch.int64, device=ages.device)
+            self.age_max = torch.zeros((), dtype=torch.int64, device=ages.device)
+        assert self.age_sum is not None and self.age_max is not None
+        bins = (ages // AGE_BIN_FRAMES).clamp(0, AGE_BINS - 1).flatten()
+        self.age_hist.index_add_(0, bins, torch.ones_like(bins))
+        self.age_sum += ages.sum()
+        self.age_max = torch.maximum(self.age_max, ages.max())
+        self.ages_counted += ages.numel()
+
+    def telemetry(self) -> dict[str, Any]:
+        """Per clip: compressions, sink shifts and the age (query frame - source frame) of kept top-C
+        tokens, over all layers and batch items, as a fixed histogram of `AGE_BIN_FRAMES`-frame bins."""
+        counted = self.ages_counted
+        hist = self.age_hist.tolist() if self.age_hist is not None else [0] * AGE_BINS
+        return {
+            "compressions": self.compressions,
+            "sink_shifts": self.sink_shifts,
+            "sink_start": self.sink_start,
+            "topc_age_bin_frames": AGE_BIN_FRAMES,
+            "topc_age_hist": hist,
+            "topc_age_mean": (self.age_sum.item() / counted)
+            if counted and self.age_sum is not None
+            else None,
+            "topc_age_max": self.age_max.item() if counted and self.age_max is not None else None,
+        }

@@ -1,0 +1,36 @@
+"""`rolling-sink`: Rolling Forcing's anchor on Self Forcing (deep_forcing_facts.md §5.2, paper App. A).
+
+Rolling Forcing keeps the first chunk's keys un-rotated and re-applies RoPE to them at each call so
+that they sit immediately before the oldest key of the working window. Our keys arrive already
+rotated at the positions they were made at (0..S-1), and a temporal phase shift from that pristine copy
+is the same as re-applying RoPE (spatial channels never change): the sink is placed at [p0 - S, p0),
+p0 being the oldest tail frame in the window, so [sink ‖ tail ‖ chunk] is one contiguous run of
+`window_frames` positions. Before the window first fills, p0 = S and the sink stays at [0, S).
+The tail is the full Self Forcing FIFO (window - S frames), not RF's 3-frame working cache.
+"""
+
+from __future__ import annotations
+
+from pipeline.cache.base import CacheGeometry
+from pipeline.cache.sink_window import SinkWindowCache
+from pipeline.model.rope import RotaryEmbedding3D
+
+
+class RollingSinkCache(SinkWindowCache):
+    name = "rolling-sink"
+
+    def __init__(
+        self,
+        geometry: CacheGeometry,
+        rope: RotaryEmbedding3D,
+        sink_frames: int | None = None,  # None: the first chunk (geometry.chunk_frames), as Rolling Forcing
+        window_frames: int = 21,
+    ):
+        super().__init__(
+            geometry, rope, geometry.chunk_frames if sink_frames is None else sink_frames, window_frames
+        )
+
+    def sink_target(self, first_frame: int) -> int:
+        # The tail holds frames [end - tail_slots, end) once full: the sink goes just before them.
+        end = first_frame + self.geometry.chunk_frames
+        return max(0, end - self.window_frames)

@@ -1,0 +1,145 @@
+"""What every policy owes the generator: registry, per-clip reset, bounded memory, clean context keys."""
+
+import json
+
+import pytest
+import torch
+from cache_driver import CONTEXT, GEOMETRY, SyntheticModel, key_info, stream
+
+from pipeline.cache import POLICIES, make_cache, policy_parameters
+from pipeline.cache.base import CacheGeometry, KVCache
+
+CONFIGS = [
+    ("fifo", {}),
+    ("sink", {}),
+    ("rolling-sink", {}),
+    ("deep-sink", {}),
+    ("deep-forcing", {}),
+    ("deep-forcing", {"layout": "paper"}),
+]
+IDS = ["fifo", "sink", "rolling-sink", "deep-sink", "deep-forcing", "deep-forcing-paper"]
+
+
+def test_registry_holds_every_policy_with_its_parameters():
+    assert sorted(POLICIES) == ["deep-forcing", "deep-sink", "fifo", "rolling-sink", "sink"]
+    assert policy_parameters("deep-forcing") == {
+        "sink_frames": 10,
+        "budget_frames": 16,
+        "recent_frames": 4,
+        "window_frames": 21,
+        "max_reuse": 7,
+        "layout": "reference",
+    }
+    assert policy_parameters("deep-sink") == {"sink_frames": 14, "window_frames": 21}
+    assert policy_parameters("sink") == {"sink_frames": 3, "window_frames": 21}
+    assert policy_parameters("rolling-sink") == {"sink_frames": None, "window_frames": 21}
+
+
+def test_unknown_parameter_is_rejected_naming_what_the_policy_takes():
+    with pytest.raises(ValueError) as err:
+        make_cache("deep-sink", GEOMETRY, SyntheticModel().rope, budget_frames=16)
+    assert str(err.value) == (
+        "cache policy 'deep-sink' has no parameter(s) ['budget_frames']; "
+        "it takes ['sink_frames', 'window_frames']"
+    )
+
+
+def record(cache: KVCache, model: SyntheticModel, num_frames: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    out = []
+    stream(cache, model, num_frames, lambda c, s, lay, k, v: out.append((k.clone(), v.clone())))
+    return out
+
+
+@pytest.mark.parametrize(("name", "params"), CONFIGS, ids=IDS)
+def test_second_clip_with_the_same_cache_equals_a_fresh_cache(name, params):
+    first, second = SyntheticModel(batch=2, seed=1), SyntheticModel(batch=2, seed=2)
+    reused = make_cache(name, GEOMETRY, first.rope, **params)
+    record(reused, first, 60)
+    again = record(reused, second, 45)
+    fresh_cache = make_cache(name, GEOMETRY, second.rope, **params)
+    fresh = record(fresh_cache, second, 45)
+    assert len(again) == len(fresh)
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(again, fresh, strict=True))
+    assert reused.telemetry() == fresh_cache.telemetry()
+
+
+@pytest.mark.parametrize(("name", "params"), CONFIGS, ids=IDS)
+def test_context_keys_come_from_clean_passes_and_the_chunk_from_the_current_pass(name, params):
+    model = SyntheticModel(probe=False)
+
+    def observe(chunk, step, layer, keys, values):
+        infos = key_info(values)
+        f = 3 * chunk
+        assert {i.step for i in infos if i.frame < f} <= {CONTEXT}
+        assert sorted({(i.frame, i.token) for i in infos if i.frame >= f}) == [
+            (f + j, t) for j in range(3) for t in range(GEOMETRY.tokens_per_frame)
+        ]
+        assert {i.step for i in infos if i.frame >= f} == {step}
+        assert {i.layer for i in infos} == {layer}
+        assert len(infos) <= 21 * GEOMETRY.tokens_per_frame
+
+    stream(make_cache(name, GEOMETRY, model.rope, **params), model, 60, observe)
+
+
+def state_size(obj: object, seen: set[int] | None = None) -> tuple[int, int]:
+    """(bytes of tensors, items in containers) reachable from a policy object's attributes."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return 0, 0
+    seen.add(id(obj))
+    if isinstance(obj, torch.Tensor):
+        return obj.untyped_storage().nbytes(), 0
+    if isinstance(obj, dict):
+        items = list(obj.values())
+    elif isinstance(obj, list | tuple | set):
+        items = list(obj)
+    elif type(obj).__module__.startswith("pipeline.cache"):
+        items = list(vars(obj).values()) if hasattr(obj, "__dict__") else []
+    else:
+        return 0, 0
+    size = (0, len(items) if not type(obj).__module__.startswith("pipeline.cache") else 0)
+    for item in items:
+        b, n = state_size(item, seen)
+        size = (size[0] + b, size[1] + n)
+    return size
+
+
+class FixedModel(SyntheticModel):
+    """The same random q/k/v for every forward: cheap enough for a 10-minute clip."""
+
+    def __init__(self, geometry: CacheGeometry):
+        super().__init__(geometry, grid=(1, geometry.tokens_per_frame))
+        g = geometry
+        gen = torch.Generator().manual_seed(0)
+        self.tensors = [
+            torch.randn(1, g.num_heads, g.chunk_tokens, g.head_dim, generator=gen) for _ in range(3)
+        ]
+
+    def qkv(self, layer, chunk, step, position):
+        return tuple(self.tensors)
+
+
+# Chunks in the same phase of every cycle (compress every 2nd chunk, a 7-slot ring for deep-sink's tail):
+# one minute in, ~5 minutes in, the end of a 10-minute clip.
+SAMPLED = (30, 100, 786)
+TINY_GEOMETRY = CacheGeometry(num_layers=2, num_heads=1, head_dim=16, tokens_per_frame=2, chunk_frames=3)
+
+
+@pytest.mark.parametrize(("name", "params"), CONFIGS, ids=IDS)
+def test_memory_and_telemetry_stay_the_same_size_from_300_to_2400_frames(name, params):
+    model = FixedModel(TINY_GEOMETRY)
+    cache = make_cache(name, TINY_GEOMETRY, model.rope, **params)
+    sizes = {}
+    telemetry_shape = {}
+
+    def observe(chunk, step, layer, keys, values):
+        if step == CONTEXT and layer == 1 and chunk in SAMPLED:
+            sizes[chunk] = state_size(cache)
+            t = cache.telemetry()
+            json.dumps(t)
+            telemetry_shape[chunk] = {k: len(v) if isinstance(v, list) else type(v) for k, v in t.items()}
+        assert keys.shape[2] <= 21 * TINY_GEOMETRY.tokens_per_frame
+
+    stream(cache, model, 2400, observe)
+    assert sizes[30] == sizes[100] == sizes[786]
+    assert telemetry_shape[100] == telemetry_shape[786]

@@ -1,0 +1,64 @@
+"""The real generator runs every policy, with no change to the model: the tiny preset, random weights.
+
+36 latent frames (12 chunks) take each policy past the 21-frame window: deep-forcing compresses at
+chunks 7, 9 and 11, the sink policies roll from chunk 7 on. Each policy renders the clip twice with
+the same cache object: the repeat must be identical (determinism, and `reset()` at the clip start).
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.cache import make_cache
+from pipeline.generate import ClipGenerator
+from pipeline.model.bundle import ModelBundle
+from pipeline.model.presets import TINY
+
+PROMPT, SEED, LATENT_FRAMES = "a red fox in the snow", 7, 36
+CONFIGS = [
+    ("fifo", {}),
+    ("sink", {}),
+    ("rolling-sink", {}),
+    ("deep-sink", {}),
+    ("deep-forcing", {}),
+    ("deep-forcing", {"layout": "paper"}),
+]
+IDS = ["fifo", "sink", "rolling-sink", "deep-sink", "deep-forcing", "deep-forcing-paper"]
+Clip = tuple[list[np.ndarray], list[np.ndarray], dict, dict]  # two renders and their telemetry
+
+
+@pytest.fixture(scope="module")
+def generator() -> ClipGenerator:
+    return ClipGenerator(ModelBundle.random(TINY, "cpu", torch.float32))
+
+
+def render_twice(generator: ClipGenerator, name: str, **params) -> Clip:
+    cache = make_cache(name, TINY.cache_geometry(), generator.bundle.dit.rope, **params)
+    first = list(generator.stream(PROMPT, SEED, LATENT_FRAMES, cache))
+    telemetry = cache.telemetry()
+    second = list(generator.stream(PROMPT, SEED, LATENT_FRAMES, cache))
+    return first, second, telemetry, cache.telemetry()
+
+
+@pytest.fixture(scope="module")
+def fifo_clip(generator: ClipGenerator) -> Clip:
+    return render_twice(generator, "fifo")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "params"), CONFIGS, ids=IDS)
+def test_generator_streams_every_policy_past_the_window_reproducibly(generator, fifo_clip, name, params):
+    first, second, telemetry, repeat_telemetry = (
+        fifo_clip if name == "fifo" else render_twice(generator, name, **params)
+    )
+    assert [c.shape for c in first] == [(9, 64, 112, 3)] + [(12, 64, 112, 3)] * 11
+    assert all(c.dtype == np.uint8 for c in first)
+    frames, fifo = np.concatenate(first), np.concatenate(fifo_clip[0])
+    assert frames.shape[0] == TINY.pixel_frames(LATENT_FRAMES) == 141
+    assert np.array_equal(np.concatenate(second), frames) and repeat_telemetry == telemetry
+    if name != "fifo":  # chunks 0-6 see the whole history under every policy; later ones do not
+        before = TINY.pixel_frames(21)
+        assert np.array_equal(frames[:before], fifo[:before])
+        assert not np.array_equal(frames[before:], fifo[before:])
+    if name == "deep-forcing":
+        assert telemetry["compressions"] == 3

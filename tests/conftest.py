@@ -238,6 +238,8 @@ def ray_local(aws_test_env: dict[str, str]) -> Iterator[dict[str, float]]:
     at this checkout so that actors import the same `pipeline`. Auth mode is set explicitly
     (Ray 2.59+ turns token auth on for local clusters by default).
     """
+    import logging
+
     import ray
 
     saved = {name: os.environ.get(name) for name in ("PYTHONPATH", "RAY_AUTH_MODE")}
@@ -248,7 +250,7 @@ def ray_local(aws_test_env: dict[str, str]) -> Iterator[dict[str, float]]:
         num_cpus=RAY_TEST_CPUS,
         num_gpus=RAY_TEST_GPUS,
         include_dashboard=False,
-        logging_level="WARNING",
+        logging_level=logging.WARNING,
     )
     try:
         yield ray.cluster_resources()

@@ -30,6 +30,7 @@ from pipeline.model.random_init import randomize_
 from pipeline.model.t5 import UMT5Encoder
 from pipeline.model.text_encoder import TextEncoder, load_tokenizer, tiny_tokenizer
 from pipeline.model.vae import VAE_IGNORED_PREFIXES, WanVAEDecoder
+from pipeline.storage import S3Settings, download_tree
 
 logger = logging.getLogger(__name__)
 
@@ -51,21 +52,22 @@ def find_weights(model_dir: Path, official_name: str) -> Path:
     )
 
 
-def resolve_model_dir(model_dir: str, cache_root: Path | None = None) -> Path:
-    """A local folder as is; an s3:// URI downloaded (once per node) under `cache_root`."""
+def resolve_model_dir(
+    model_dir: str, cache_root: Path | None = None, settings: S3Settings | None = None
+) -> Path:
+    """A local folder as is; an s3:// URI downloaded (once per node) under `cache_root`, through
+    the run's S3 settings (endpoint, region, checksum mode)."""
     if not model_dir.startswith("s3://"):
         path = Path(model_dir).expanduser()
         if not path.is_dir():
             raise CheckpointError(f"model folder not found: {path}")
         return path
-    from pipeline.storage import download_tree
-
     root = (
         cache_root or Path(os.environ.get("RENDER_MODEL_CACHE", "~/.cache/deepforcing-render")).expanduser()
     )
     dest = root / "models" / hashlib.sha256(model_dir.encode()).hexdigest()[:16]
     logger.info("fetching model folder %s into %s", model_dir, dest)
-    return download_tree(model_dir, dest)
+    return download_tree(model_dir, dest, settings or S3Settings())
 
 
 # Where the 11.4 GB UMT5-XXL lives between prompts (issue 5: generation must fit 20 GB without it):
@@ -93,9 +95,9 @@ class ModelBundle:
         device: torch.device | str,
         dtype: torch.dtype = torch.bfloat16,
         dit_key: str | None = None,
-        text_device: torch.device | str | None = None,
+        text_placement: str = "device",
     ) -> ModelBundle:
-        """Load all three networks strictly from the official files; `text_device` may differ (e.g. CPU)."""
+        """Load all three networks strictly from the official files."""
         dit_path = find_weights(model_dir, DIT_FILE)
         state = read_state_dict(dit_path, keys=(dit_key,) if dit_key else DIT_KEYS)
         with torch.device("meta"):
@@ -114,7 +116,7 @@ class ModelBundle:
         tokenizer = load_tokenizer(model_dir / TOKENIZER_DIR, preset.dit.text_len)
 
         text_encoder = TextEncoder(t5, tokenizer, preset.dit.text_len)
-        return cls(preset, dit, vae, text_encoder).to(device, dtype, text_device)
+        return cls(preset, dit, vae, text_encoder).to(device, dtype, text_placement)
 
     @classmethod
     def random(
@@ -123,7 +125,7 @@ class ModelBundle:
         device: torch.device | str,
         dtype: torch.dtype = torch.bfloat16,
         seed: int = 0,
-        text_device: torch.device | str | None = None,
+        text_placement: str = "device",
     ) -> ModelBundle:
         """Seeded random weights for every layer and the built-in tokenizer (tiny preset, benchmarks).
 
@@ -133,10 +135,11 @@ class ModelBundle:
             dit = CausalWanDiT(preset.dit)
             vae = WanVAEDecoder(preset.vae)
             t5 = UMT5Encoder(preset.text_encoder)
-        for offset, (module, where) in enumerate(((dit, device), (vae, device), (t5, text_device or device))):
+        text_device = device if text_placement == "device" else "cpu"
+        for offset, (module, where) in enumerate(((dit, device), (vae, device), (t5, text_device))):
             randomize_(module.to_empty(device=where).to(dtype), seed + offset)
         text_encoder = TextEncoder(t5, tiny_tokenizer(preset.dit.text_len), preset.dit.text_len)
-        return cls(preset, dit, vae, text_encoder).to(device, dtype, text_device)
+        return cls(preset, dit, vae, text_encoder).to(device, dtype, text_placement)
 
     @property
     def device(self) -> torch.device:
@@ -177,9 +180,11 @@ class ModelBundle:
                 params[name].data = pinned
 
     def to(
-        self, device: torch.device | str, dtype: torch.dtype, text_device: torch.device | str | None = None
+        self, device: torch.device | str, dtype: torch.dtype, text_placement: str = "device"
     ) -> ModelBundle:
-        for module in (self.dit, self.vae):
-            module.to(device=device, dtype=dtype).eval().requires_grad_(False)
-        self.text_encoder.to(device=text_device or device, dtype=dtype).eval().requires_grad_(False)
+        for module in (self.dit, self.vae, self.text_encoder):
+            module.to(dtype=dtype).eval().requires_grad_(False)
+        self.dit.to(device)
+        self.vae.to(device)
+        self.place_text_encoder(text_placement)
         return self

@@ -1,0 +1,365 @@
+"""Prompt files: JSONL in, validated clip specs with deterministic ids out.
+
+One JSON object per line (blank lines are ignored, but still counted for line numbers):
+
+    {"prompt": "A red fox trots through fresh snow at dawn."}
+    {"prompt": "...", "id": "fox-2", "seed": 7, "seconds": 30}
+    {"prompt": "...", "latent_frames": 120, "cache_policy": "fifo", "window_frames": 15}
+
+Fields: `prompt` (required, non-empty), `id`, `seed`, `seconds` or `latent_frames` (not both),
+`cache_policy`, and that policy's parameters as top-level keys (names and types are checked against
+`pipeline.cache.policy_parameters`; values are checked where the cache is built, in the worker, and a
+bad one fails only that clip). Missing fields take the run-wide defaults (`RenderDefaults`, filled from
+the command line).
+
+Every line is checked before anything renders; all problems are reported together with their line
+numbers (`PromptFileError`).
+
+Decisions a user can rely on:
+- Seed: the line's `seed`, else the run-wide `--seed`, else derived from the line itself:
+  sha256("seed", id, prompt) -> 31 bits. The same line always renders the same clip, and lines that
+  repeat a prompt under different ids get different seeds (variants). The seed is in the metrics row.
+- Length: `seconds` becomes the smallest multiple of `chunk_frames` latent frames L with
+  `temporal_stride * L >= seconds * fps`: each latent frame stands for 4 pixel frames (16 fps), the
+  first one decodes to a single frame, so a clip is 3 frames shorter than its nominal length:
+  60 s -> 240 latent frames -> 957 frames (59.8 s), Self Forcing's own long-video setting.
+- Clip id: the line's `id` (`[A-Za-z0-9_.-]+`), else the first 16 hex digits of a sha256 over the
+  model (name, weights source, config hash), the cache policy with all its parameters (defaults
+  filled in, so spelling out a default changes nothing), prompt, seed and latent frames. Encoder
+  settings are not part of it: re-encoding at another CRF needs `--force`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pipeline.cache import POLICIES, policy_parameters
+from pipeline.generate import GenerationConfig, check_latent_frames
+from pipeline.model.presets import ModelPreset
+
+ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
+MAX_ID_CHARS = 128  # ids become object keys: clips/<id>.mp4
+MAX_SEED = 2**63 - 1  # the metrics column is int64
+DERIVED_SEED_BITS = 31  # derived seeds stay small enough to read and retype
+CLIP_ID_HEX = 16  # 64 bits: collisions are negligible for millions of clips
+LINE_FIELDS = ("prompt", "id", "seed", "seconds", "latent_frames", "cache_policy")
+
+
+@dataclass(frozen=True)
+class RenderDefaults:
+    """Run-wide values for fields a line leaves out, and what identifies the model."""
+
+    preset: ModelPreset  # model sizes, fps and chunking
+    model_source: str = "random"  # model folder URI, or "random" (seeded random weights): part of clip ids
+    seed: int | None = None  # None: derived per line (see module docstring)
+    seconds: float | None = 60.0  # used when a line gives neither seconds nor latent_frames
+    latent_frames: int | None = None  # run-wide alternative to seconds; wins over seconds when set
+    cache_policy: str = "deep-forcing"
+    cache_params: Mapping[str, Any] = field(default_factory=dict)  # run-wide policy parameters
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """One validated clip: everything a worker needs to render it, and its deterministic id."""
+
+    line: int  # 1-based line in the prompt file
+    clip_id: str
+    prompt: str
+    seed: int
+    num_latent_frames: int
+    cache_policy: str
+    cache_params: Mapping[str, Any]  # all of the policy's parameters, defaults filled in
+    config_hash: str  # model config + generation config + cache policy and parameters
+
+    def row(self) -> dict[str, Any]:
+        """The Ray Data row for this clip (flat, Arrow-friendly: parameters as a JSON string)."""
+        return {
+            "clip_id": self.clip_id,
+            "line": self.line,
+            "prompt": self.prompt,
+            "seed": self.seed,
+            "num_latent_frames": self.num_latent_frames,
+            "cache_policy": self.cache_policy,
+            "cache_params": json.dumps(dict(self.cache_params), sort_keys=True),
+            "config_hash": self.config_hash,
+        }
+
+
+class PromptFileError(ValueError):
+    """Some lines of a prompt file are invalid; `errors` lists (line, reason) for every one of them."""
+
+    def __init__(self, source: str, errors: list[tuple[int, str]], valid: int):
+        self.source = source
+        self.errors = errors
+        self.valid = valid
+        if not errors:
+            message = f'{source} has no prompts; write one JSON object per line, e.g. {{"prompt": "a fox"}}'
+        else:
+            lines = "\n".join(f"  line {line}: {reason}" for line, reason in errors)
+            fix = (
+                f"fix them, or pass --skip-invalid to render the {valid} valid line(s)"
+                if valid
+                else "no line is valid"
+            )
+            message = f"{source}: {len(errors)} invalid line(s):\n{lines}\n{fix}"
+        super().__init__(message)
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. Hashes and derived values
+# ---------------------------------------------------------------------------------------------
+
+
+def _sha256_json(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def model_config_hash(preset: ModelPreset) -> str:
+    """Hash of the model configuration that shapes frames: preset sizes and the generation schedule."""
+    return _sha256_json({"preset": asdict(preset), "generation": asdict(GenerationConfig())})[:16]
+
+
+def derive_seed(prompt: str, clip_id: str | None) -> int:
+    digest = hashlib.sha256(json.dumps(["seed", clip_id, prompt]).encode()).digest()
+    return int.from_bytes(digest[:8], "big") % 2**DERIVED_SEED_BITS
+
+
+def latent_frames_for_seconds(seconds: float, preset: ModelPreset) -> int:
+    """Smallest multiple of chunk_frames whose nominal length (4 pixel frames each) covers `seconds`."""
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not math.isfinite(seconds):
+        raise ValueError(f"seconds={seconds!r} must be a positive number, e.g. 60")
+    if seconds <= 0:
+        raise ValueError(f"seconds={seconds!r} must be > 0, e.g. 60")
+    per_chunk = preset.vae.temporal_stride * preset.chunk_frames  # pixel frames a chunk stands for (12)
+    chunks = max(1, math.ceil(seconds * preset.fps / per_chunk - 1e-9))
+    return chunks * preset.chunk_frames
+
+
+def clip_id_for(
+    defaults: RenderDefaults, prompt: str, seed: int, num_latent_frames: int, policy: str, params: Mapping
+) -> str:
+    model = [defaults.preset.name, defaults.model_source, model_config_hash(defaults.preset)]
+    return _sha256_json([model, policy, dict(params), prompt, seed, num_latent_frames])[:CLIP_ID_HEX]
+
+
+def config_hash_for(defaults: RenderDefaults, policy: str, params: Mapping) -> str:
+    return _sha256_json([model_config_hash(defaults.preset), policy, dict(params)])[:16]
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. One line
+# ---------------------------------------------------------------------------------------------
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}.get(
+        type(value), "null" if value is None else type(value).__name__
+    )
+
+
+def _check_param_type(policy: str, name: str, value: Any, default: Any) -> str | None:
+    """None if `value` fits the parameter's default type; else the reason."""
+    if default is None:
+        ok = value is None or isinstance(value, str | int | float | bool)
+        expected = "a JSON scalar"
+    elif isinstance(default, bool):
+        ok, expected = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif isinstance(default, float):
+        ok, expected = isinstance(value, int | float) and not isinstance(value, bool), "a number"
+    elif isinstance(default, str):
+        ok, expected = isinstance(value, str), "a string"
+    else:
+        ok, expected = True, ""
+    if ok:
+        return None
+    return (
+        f"cache policy {policy!r} parameter {name!r} must be {expected} "
+        f"(default {default!r}), got {json.dumps(value)}"
+    )
+
+
+def _resolve_policy(policy: Any, params: Mapping[str, Any], fields: str) -> tuple[str, dict[str, Any]] | str:
+    """(policy, all its parameters with defaults filled in) or the reason they are invalid.
+
+    `fields` says where the parameters came from: "line" fields or "--cache-param" options.
+    """
+    if not isinstance(policy, str) or policy not in POLICIES:
+        return f"unknown cache policy {json.dumps(policy)}; choose one of {', '.join(sorted(POLICIES))}"
+    allowed = policy_parameters(policy)
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        takes = f"{policy}: {', '.join(sorted(allowed)) or 'none'}"
+        if fields == "--cache-param":
+            return f"unknown --cache-param {', '.join(unknown)}; the cache policy takes ({takes})"
+        return (
+            f"unknown field(s) {', '.join(unknown)}; a line takes {', '.join(LINE_FIELDS)} "
+            f"and the parameters of its cache policy ({takes})"
+        )
+    for name, value in params.items():
+        if reason := _check_param_type(policy, name, value, allowed[name]):
+            return reason
+    return policy, {**allowed, **params}
+
+
+def check_defaults(defaults: RenderDefaults) -> None:
+    """Run-wide defaults are checked once, up front (a bad --cache-param is a usage error)."""
+    resolved = _resolve_policy(defaults.cache_policy, defaults.cache_params, "--cache-param")
+    if isinstance(resolved, str):
+        raise ValueError(resolved)
+    if defaults.seed is not None and not 0 <= defaults.seed <= MAX_SEED:
+        raise ValueError(f"seed={defaults.seed} must be between 0 and 2**63-1")
+    if defaults.latent_frames is not None:
+        check_latent_frames(defaults.latent_frames, defaults.preset.chunk_frames)
+    elif defaults.seconds is not None:
+        latent_frames_for_seconds(defaults.seconds, defaults.preset)
+    else:
+        raise ValueError("RenderDefaults needs seconds or latent_frames for lines that give neither")
+
+
+def parse_line(text: str, line: int, defaults: RenderDefaults) -> ClipSpec:
+    """One JSONL line -> ClipSpec; ValueError with the reason (all problems of the line, joined by '; ')."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"not valid JSON ({exc.msg} at column {exc.colno}); each line must be one JSON object "
+            'such as {"prompt": "a fox in the snow"}'
+        ) from None
+    if not isinstance(data, dict):
+        raise ValueError(f'expected a JSON object such as {{"prompt": "..."}}, got {_type_name(data)}')
+
+    problems: list[str] = []
+    prompt = data.get("prompt")
+    if "prompt" not in data:
+        problems.append('"prompt" is missing; every line needs a non-empty "prompt" string')
+    elif not isinstance(prompt, str) or not prompt.strip():
+        problems.append(f'"prompt" must be a non-empty string, got {json.dumps(prompt)}')
+
+    clip_id = data.get("id")
+    if clip_id is not None and (
+        not isinstance(clip_id, str)
+        or not ID_PATTERN.fullmatch(clip_id)
+        or clip_id in (".", "..")
+        or len(clip_id) > MAX_ID_CHARS
+    ):
+        problems.append(
+            f'"id" must be 1-{MAX_ID_CHARS} letters, digits, "_", "." or "-" (it names the file '
+            f"clips/<id>.mp4), got {json.dumps(clip_id)}"
+        )
+
+    seed = data.get("seed", defaults.seed)
+    if "seed" in data and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED):
+        problems.append(f'"seed" must be an integer from 0 to 2**63-1, got {json.dumps(data["seed"])}')
+
+    num_latent_frames: int | None = None
+    if "seconds" in data and "latent_frames" in data:
+        problems.append('give "seconds" or "latent_frames", not both')
+    elif "latent_frames" in data:
+        value = data["latent_frames"]
+        if isinstance(value, bool) or not isinstance(value, int):
+            problems.append(f'"latent_frames" must be an integer, got {json.dumps(value)}')
+        else:
+            try:
+                check_latent_frames(value, defaults.preset.chunk_frames)
+                num_latent_frames = value
+            except ValueError as exc:
+                problems.append(f'"latent_frames": {exc}')
+    elif "seconds" in data:
+        try:
+            num_latent_frames = latent_frames_for_seconds(data["seconds"], defaults.preset)
+        except ValueError as exc:
+            problems.append(f'"seconds": {exc}')
+    elif defaults.latent_frames is not None:
+        num_latent_frames = defaults.latent_frames
+    else:
+        assert defaults.seconds is not None  # check_defaults guarantees one of the two
+        num_latent_frames = latent_frames_for_seconds(defaults.seconds, defaults.preset)
+
+    # Other keys are cache policy parameters; run-wide ones apply where the line keeps the run's policy.
+    policy = data.get("cache_policy", defaults.cache_policy)
+    params = {k: v for k, v in data.items() if k not in LINE_FIELDS}
+    if policy == defaults.cache_policy:
+        params = {**defaults.cache_params, **params}
+    resolved = _resolve_policy(policy, params, "line")
+    if isinstance(resolved, str):
+        problems.append(resolved)
+
+    if problems:
+        raise ValueError("; ".join(problems))
+    assert isinstance(prompt, str) and num_latent_frames is not None and not isinstance(resolved, str)
+    policy, params = resolved
+    if seed is None:
+        seed = derive_seed(prompt, clip_id)
+    if clip_id is None:
+        clip_id = clip_id_for(defaults, prompt, seed, num_latent_frames, policy, params)
+    return ClipSpec(
+        line=line,
+        clip_id=clip_id,
+        prompt=prompt,
+        seed=seed,
+        num_latent_frames=num_latent_frames,
+        cache_policy=policy,
+        cache_params=params,
+        config_hash=config_hash_for(defaults, policy, params),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. A whole file
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_prompts(text: str, defaults: RenderDefaults) -> tuple[list[ClipSpec], list[tuple[int, str]]]:
+    """Every line checked: (valid clips in file order, [(line, reason)] for the invalid ones).
+
+    A clip id seen before is an error on the later line (naming the first): two lines may not write
+    the same video.
+    """
+    clips: list[ClipSpec] = []
+    errors: list[tuple[int, str]] = []
+    first_line: dict[str, int] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            clip = parse_line(raw, number, defaults)
+        except ValueError as exc:
+            errors.append((number, str(exc)))
+            continue
+        if clip.clip_id in first_line:
+            first = first_line[clip.clip_id]
+            if '"id"' in raw and json.loads(raw).get("id") is not None:
+                reason = f'duplicate id "{clip.clip_id}" (also on line {first}); ids must be unique'
+            else:
+                reason = (
+                    f"same clip as line {first} (same prompt, seed, length and cache policy, so the same "
+                    f"id {clip.clip_id}); give one of them another seed or an id"
+                )
+            errors.append((number, reason))
+            continue
+        first_line[clip.clip_id] = number
+        clips.append(clip)
+    return clips, errors
+
+
+def load_prompts(
+    text: str, source: str, defaults: RenderDefaults, skip_invalid: bool = False
+) -> tuple[list[ClipSpec], list[tuple[int, str]]]:
+    """(valid clips, [(line, reason)] of the bad lines) of a prompt file.
+
+    Raises PromptFileError listing every bad line, unless `skip_invalid` (then the caller reports
+    them); a file with no valid line is always an error.
+    """
+    check_defaults(defaults)
+    clips, errors = parse_prompts(text, defaults)
+    if (errors and not skip_invalid) or not clips:
+        raise PromptFileError(source, errors, len(clips))
+    return clips, errors

@@ -1,0 +1,526 @@
+"""jobs/render.py end to end: prompt-file validation, then whole runs on a real local Ray with fake GPUs,
+the tiny model, real ffmpeg and a real S3 server (moto, on loopback) or a local folder; finally
+`ray job submit` against a `ray start --head` cluster.
+
+The driver is called through `main(argv)`, exactly as `python jobs/render.py ...` calls it. Faults are
+injected as users meet them: an invalid line, an invalid cache parameter value, an ffmpeg that fails,
+a clip that stalls longer than the hang timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from conftest import REPO_ROOT, S3Server
+
+from pipeline.cache import POLICIES, policy_parameters
+from pipeline.encode import find_ffmpeg, probe_video
+from pipeline.metrics import read_metrics
+from pipeline.model.presets import get_preset
+from pipeline.prompts import (
+    PromptFileError,
+    RenderDefaults,
+    latent_frames_for_seconds,
+    load_prompts,
+    parse_line,
+)
+from pipeline.storage import open_target
+from pipeline.worker import read_fault_record
+
+TINY = get_preset("tiny")
+POLICY_NAMES = ", ".join(sorted(POLICIES))
+
+
+def _load_render_module() -> ModuleType:
+    """jobs/render.py is a script, not a package module: load it from its file."""
+    spec = importlib.util.spec_from_file_location("render_job", REPO_ROOT / "jobs" / "render.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+render = _load_render_module()
+
+
+def write_lines(path: Path, *lines: object) -> Path:
+    """One line per item: strings as they are, anything else as JSON."""
+    path.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines))
+    return path
+
+
+def s3_args(server: S3Server) -> list[str]:
+    return [
+        "--s3-endpoint-url",
+        server.endpoint_url,
+        "--s3-region",
+        "us-east-1",
+        "--s3-addressing-style",
+        "path",
+    ]
+
+
+RAY_CLI = str(Path(sys.executable).parent / "ray")
+# Actors on the fake-GPU test cluster reserve one CPU each (4 logical CPUs, 2 fake GPUs).
+RUN_ARGS = ["--cpus-per-worker", "1", "--progress-interval", "600"]
+
+
+# =============================================================================================
+# 1. Prompt files (no Ray)
+# =============================================================================================
+
+
+def test_every_invalid_line_is_reported_with_its_number_and_nothing_starts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    prompts = write_lines(
+        tmp_path / "prompts.jsonl",
+        {"prompt": "a fox in the snow", "latent_frames": 3},
+        '{"prompt": "an unterminated line"',
+        {"id": "two"},
+        "",  # blank lines are skipped, but still counted
+        {"prompt": "  ", "seed": "7"},
+        {"prompt": "a heron", "seconds": 2, "latent_frames": 6},
+        {"prompt": "a heron", "latent_frames": 7},
+        {"prompt": "a heron", "cache_policy": "deep_forcing"},
+        {"prompt": "a heron", "cache_policy": "fifo", "layout": "paper"},
+        {"prompt": "a heron", "cache_policy": "fifo", "window_frames": "21"},
+        {"prompt": "a heron", "id": "no/slashes"},
+        ["a list"],
+    )
+    out = tmp_path / "out"
+
+    code = render.main([str(prompts), "--out", str(out)])
+
+    assert code == render.EXIT_INVALID
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == [
+        f"{prompts}: 10 invalid line(s):\n"
+        "  line 2: not valid JSON (Expecting ',' delimiter at column 34); each line must be one JSON object "
+        'such as {"prompt": "a fox in the snow"}\n'
+        '  line 3: "prompt" is missing; every line needs a non-empty "prompt" string\n'
+        '  line 5: "prompt" must be a non-empty string, got "  "; '
+        '"seed" must be an integer from 0 to 2**63-1, got "7"\n'
+        '  line 6: give "seconds" or "latent_frames", not both\n'
+        '  line 7: "latent_frames": num_latent_frames=7 must be a positive multiple of chunk_frames=3; '
+        "use 6 or 9\n"
+        f'  line 8: unknown cache policy "deep_forcing"; choose one of {POLICY_NAMES}\n'
+        "  line 9: unknown field(s) layout; a line takes prompt, id, seed, seconds, latent_frames, "
+        "cache_policy and the parameters of its cache policy (fifo: window_frames)\n"
+        "  line 10: cache policy 'fifo' parameter 'window_frames' must be an integer (default 21), "
+        'got "21"\n'
+        '  line 11: "id" must be 1-128 letters, digits, "_", "." or "-" (it names the file clips/<id>.mp4), '
+        'got "no/slashes"\n'
+        '  line 12: expected a JSON object such as {"prompt": "..."}, got a list\n'
+        "fix them, or pass --skip-invalid to render the 1 valid line(s)"
+    ]
+    assert not out.exists() or not any(out.rglob("*.mp4"))
+
+
+def test_duplicate_ids_name_both_lines() -> None:
+    lines = [
+        {"prompt": "a", "id": "intro"},
+        {"prompt": "b"},
+        {"prompt": "c", "id": "intro"},
+        {"prompt": "b"},  # same prompt, seed, length and policy: the same derived id
+    ]
+    text = "\n".join(map(json.dumps, lines))
+    derived = parse_line(json.dumps(lines[1]), 2, RenderDefaults(TINY)).clip_id
+
+    with pytest.raises(PromptFileError) as error:
+        load_prompts(text, "p.jsonl", RenderDefaults(TINY))
+
+    assert str(error.value) == (
+        "p.jsonl: 2 invalid line(s):\n"
+        '  line 3: duplicate id "intro" (also on line 1); ids must be unique\n'
+        "  line 4: same clip as line 2 (same prompt, seed, length and cache policy, "
+        f"so the same id {derived}); give one of them another seed or an id\n"
+        "fix them, or pass --skip-invalid to render the 2 valid line(s)"
+    )
+    clips, errors = load_prompts(text, "p.jsonl", RenderDefaults(TINY), skip_invalid=True)
+    assert [clip.line for clip in clips] == [1, 2] and [line for line, _ in errors] == [3, 4]
+
+
+def test_an_empty_prompt_file_is_an_error() -> None:
+    with pytest.raises(PromptFileError) as error:
+        load_prompts("\n\n", "empty.jsonl", RenderDefaults(TINY), skip_invalid=True)
+    assert (
+        str(error.value)
+        == 'empty.jsonl has no prompts; write one JSON object per line, e.g. {"prompt": "a fox"}'
+    )
+
+
+@pytest.mark.parametrize(
+    ("seconds", "latent_frames", "pixel_frames"),
+    [(60, 240, 957), (30, 120, 477), (10, 42, 165), (2, 9, 33), (1.5, 6, 21), (1, 6, 21), (0.1, 3, 9)],
+)
+def test_seconds_become_the_smallest_whole_chunk_count_covering_them(
+    seconds: float, latent_frames: int, pixel_frames: int
+) -> None:
+    assert latent_frames_for_seconds(seconds, TINY) == latent_frames
+    assert TINY.pixel_frames(latent_frames) == pixel_frames
+
+
+def test_seeds_and_ids_are_derived_from_the_line_deterministically() -> None:
+    defaults = RenderDefaults(TINY, latent_frames=3)
+    plain = parse_line('{"prompt": "a fox"}', 1, defaults)
+    assert parse_line('{"prompt": "a fox"}', 9, defaults).clip_id == plain.clip_id  # same line, same clip
+    assert (plain.seed, len(plain.clip_id)) == (parse_line('{"prompt": "a fox"}', 2, defaults).seed, 16)
+    # Spelling out a default parameter changes nothing; changing it does.
+    window = policy_parameters(plain.cache_policy)["window_frames"]
+    same = parse_line(json.dumps({"prompt": "a fox", "window_frames": window}), 1, defaults)
+    other = parse_line(json.dumps({"prompt": "a fox", "window_frames": window + 3}), 1, defaults)
+    assert same.clip_id == plain.clip_id and other.clip_id != plain.clip_id
+    # Variants: the same prompt under other ids gets other seeds; an explicit seed wins.
+    seeds = {parse_line(json.dumps({"prompt": "a fox", "id": f"v{i}"}), 1, defaults).seed for i in range(4)}
+    assert len(seeds) == 4 and plain.seed not in seeds
+    assert parse_line('{"prompt": "a fox", "seed": 5}', 1, defaults).seed == 5
+    # The run-wide --seed applies to lines without a seed; other weights make other clips.
+    assert parse_line('{"prompt": "a fox"}', 1, RenderDefaults(TINY, seed=5, latent_frames=3)).seed == 5
+    other_weights = RenderDefaults(TINY, model_source="s3://models/other", latent_frames=3)
+    assert parse_line('{"prompt": "a fox"}', 1, other_weights).clip_id != plain.clip_id
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--cache-param", "bogus=1"],
+            "unknown --cache-param bogus; the cache policy takes (deep-forcing: "
+            f"{', '.join(sorted(policy_parameters('deep-forcing')))})",
+        ),
+        (
+            ["--cache-param", "layout"],
+            "--cache-param 'layout' must look like NAME=VALUE, e.g. --cache-param window_frames=15",
+        ),
+        (
+            ["--latent-frames", "4"],
+            "num_latent_frames=4 must be a positive multiple of chunk_frames=3; use 3 or 6",
+        ),
+        (
+            ["--model", "self-forcing-1.3b"],
+            "--model self-forcing-1.3b needs weights: pass --model-dir (a folder or s3:// URI)",
+        ),
+        (
+            ["--model-dir", "/models/sf"],
+            "--model-dir was given but --model tiny uses random weights; add --model "
+            "self-forcing-1.3b to render with the weights in --model-dir",
+        ),
+    ],
+)
+def test_bad_run_wide_options_are_reported_before_anything_starts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, args: list[str], message: str
+) -> None:
+    prompts = write_lines(tmp_path / "prompts.jsonl", {"prompt": "a fox"})
+    assert render.main([str(prompts), "--out", str(tmp_path / "out"), *args]) == render.EXIT_INVALID
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [message]
+
+
+def test_a_prompt_file_on_s3_is_read_and_checked_like_a_local_one(
+    s3_moto: S3Server, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    bucket = s3_moto.make_bucket()
+    body = '{"prompt": "a fox", "latent_frames": 3}\n{"prompt": ""}\n'
+    s3_moto.client().put_object(Bucket=bucket, Key="in/prompts.jsonl", Body=body.encode())
+    uri = f"s3://{bucket}/in/prompts.jsonl"
+
+    code = render.main([uri, "--out", str(tmp_path / "out"), *s3_args(s3_moto)])
+
+    assert code == render.EXIT_INVALID
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
+        f'{uri}: 1 invalid line(s):\n  line 2: "prompt" must be a non-empty string, got ""\n'
+        "fix them, or pass --skip-invalid to render the 1 valid line(s)"
+    ]
+
+
+# =============================================================================================
+# 2. Whole runs on a local Ray with fake GPUs
+# =============================================================================================
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_a_run_to_s3_renders_every_clip_a_rerun_skips_them_and_force_renders_again(
+    ray_local: dict[str, float], s3_moto: S3Server, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert ray_local["GPU"] == 2
+    bucket = s3_moto.make_bucket()
+    client = s3_moto.client()
+    lines = [
+        {"prompt": "A drone view of waves crashing against rugged cliffs.", "latent_frames": 6},
+        {"prompt": "A fluffy monster beside a melting candle.", "id": "monster", "seed": 7},
+        {"prompt": "Two pirate ships in a cup of coffee.", "cache_policy": "sink", "sink_frames": 3},
+    ]
+    client.put_object(Bucket=bucket, Key="prompts.jsonl", Body="\n".join(map(json.dumps, lines)).encode())
+    out = f"s3://{bucket}/renders"
+    args = [
+        f"s3://{bucket}/prompts.jsonl",
+        "--out",
+        out,
+        "--latent-frames",
+        "3",
+        *s3_args(s3_moto),
+        *RUN_ARGS,
+    ]
+    target = open_target(out, s3_moto.settings())
+
+    assert render.main([*args, "--run-id", "first"]) == render.EXIT_OK
+
+    rows = read_metrics(target, "first").to_pylist()
+    assert len(rows) == 3 and {row["status"] for row in rows} == {"ok"}
+    assert {row["num_latent_frames"] for row in rows if row["clip_id"] != "monster"} == {3, 6}
+    for row in rows:
+        key = f"renders/clips/{row['clip_id']}.mp4"
+        obj = client.get_object(Bucket=bucket, Key=key)
+        data = obj["Body"].read()
+        assert row["video_uri"] == f"s3://{bucket}/{key}"
+        assert (
+            (row["bytes"], row["sha256"])
+            == (len(data), sha256_hex(data))
+            == (
+                obj["ContentLength"],
+                obj["Metadata"]["sha256"],
+            )
+        )
+        local = tmp_path / f"{row['clip_id']}.mp4"
+        local.write_bytes(data)
+        info = probe_video(local)
+        assert (info.frames, info.codec, info.pix_fmt) == (row["num_frames"], "h264", "yuv420p")
+        assert row["node"] and row["worker_pid"] > 0 and row["attempt"] == 1
+    assert target.list_keys("metrics/run_id=first/") == ["metrics/run_id=first/compacted-1.parquet"]
+    assert sorted(key.rsplit("/", 1)[1] for key in target.list_keys("clips/")) == sorted(
+        f"{row['clip_id']}.mp4" for row in rows
+    )
+    first_written = {row["clip_id"]: row["finished_at"] for row in rows}
+
+    caplog.clear()
+    assert render.main([*args, "--run-id", "second"]) == render.EXIT_OK
+    assert read_metrics(target, "second").num_rows == 0
+    assert (
+        f"3 of 3 clip(s) already done in {out}, skipped (pass --force to render them again)"
+        in caplog.messages
+    )
+
+    assert render.main([*args, "--run-id", "third", "--force"]) == render.EXIT_OK
+    again = read_metrics(target, "third").to_pylist()
+    assert {row["clip_id"]: row["status"] for row in again} == {clip_id: "ok" for clip_id in first_written}
+    assert all(row["started_at"] > first_written[row["clip_id"]] for row in again)
+
+
+@pytest.fixture
+def failing_ffmpeg(tmp_path: Path) -> str:
+    """An ffmpeg that fails for outputs whose name contains 'broken', and is the real one otherwise."""
+    script = tmp_path / "ffmpeg"
+    script.write_text(
+        "#!/bin/sh\n"
+        'case "$*" in *broken*) echo "simulated encoder crash" >&2; exit 1;; esac\n'
+        f'exec "{find_ffmpeg()}" "$@"\n'
+    )
+    script.chmod(0o755)
+    return str(script)
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_failing_clips_become_failed_rows_the_others_render_and_the_exit_code_says_so(
+    ray_local: dict[str, float], tmp_path: Path, failing_ffmpeg: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    prompts = write_lines(
+        tmp_path / "prompts.jsonl",
+        {"prompt": "A lighthouse on a calm evening.", "id": "fine"},
+        {"prompt": "A lighthouse in a storm.", "id": "bad-layout", "layout": "sideways"},
+        {"prompt": "A kite over the dunes."},  # derived id
+        {"id": "no-prompt"},
+        {"prompt": "A tram in the rain.", "id": "broken-encoder"},
+    )
+    out = tmp_path / "out"
+
+    args = [str(prompts), "--out", str(out), "--latent-frames", "3", "--skip-invalid"]
+    code = render.main([*args, "--ffmpeg", failing_ffmpeg, "--run-id", "faults", *RUN_ARGS])
+
+    assert code == render.EXIT_FAILED
+    rows = {row["clip_id"]: row for row in read_metrics(open_target(str(out)), "faults").to_pylist()}
+    kite = next(clip_id for clip_id in rows if clip_id not in ("fine", "bad-layout", "broken-encoder"))
+    assert {clip_id: (row["status"], row["error_type"]) for clip_id, row in rows.items()} == {
+        "fine": ("ok", None),
+        kite: ("ok", None),
+        "bad-layout": ("failed", "ValueError"),
+        "broken-encoder": ("failed", "EncodeError"),
+    }
+    assert "'sideways'" in rows["bad-layout"]["error"]
+    assert "simulated encoder crash" in rows["broken-encoder"]["error"]
+    assert sorted(p.name for p in (out / "clips").iterdir()) == sorted(["fine.mp4", f"{kite}.mp4"])
+    assert (
+        f'{prompts} line 4 skipped (--skip-invalid): "prompt" is missing; every line needs a non-empty '
+        '"prompt" string' in caplog.messages
+    )
+    summary = next(m for m in caplog.messages if m.startswith("summary\n"))
+    assert "failed: line 2, clip bad-layout: ValueError: " in summary
+    assert "failed: line 5, clip broken-encoder: EncodeError: encoding " in summary
+    assert "rerun the same command to retry failed clips; finished ones are skipped" in summary
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_a_clip_that_stalls_the_device_restarts_the_worker_and_is_failed_after_two_faults(
+    ray_local: dict[str, float], tmp_path: Path
+) -> None:
+    """--hang-timeout far below one chunk's time makes every chunk look like a hung GPU: the worker records
+    the fault and exits, Ray restarts it and retries the clip, and the third try gives up."""
+    prompts = write_lines(
+        tmp_path / "prompts.jsonl", {"prompt": "A clip the GPU never finishes.", "id": "stall"}
+    )
+    out = tmp_path / "out"
+
+    args = [str(prompts), "--out", str(out), "--latent-frames", "3", "--hang-timeout", "0.02"]
+    code = render.main([*args, "--run-id", "hang", *RUN_ARGS])
+
+    assert code == render.EXIT_FAILED
+    target = open_target(str(out))
+    [row] = read_metrics(target, "hang").to_pylist()
+    assert (row["status"], row["error_type"], row["attempt"]) == ("failed", "DeviceFaultError", 2)
+    assert row["error"].startswith(
+        "clip stall took the device down 2 time(s) in run hang (last: no frames for "
+    )
+    record = read_fault_record(target, "hang", "stall")
+    assert (record.attempts, record.device_faults) == (2, 2)
+    assert not (out / "clips").exists()
+
+
+# =============================================================================================
+# 3. `ray job submit` against `ray start --head`
+# =============================================================================================
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _session_pids(session: int) -> list[int]:
+    """Live (non-zombie) processes of a session, from /proc."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            if os.getsid(int(entry)) == session and stat.rsplit(")", 1)[1].split()[0] != "Z":
+                pids.append(int(entry))
+        except OSError:  # it exited meanwhile
+            continue
+    return pids
+
+
+def _stop_session(leader: subprocess.Popen[bytes]) -> None:
+    """What `ray stop` does, but only to the processes of the session this test started.
+
+    `ray stop` signals every Ray process on the machine (the session's `ray_local`, other developers'
+    clusters), and a SIGTERM to `ray start --block` alone drains for 30 s first.
+    """
+    for sig, wait_s in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 10.0)):
+        for pid in _session_pids(leader.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + wait_s
+        while _session_pids(leader.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if not _session_pids(leader.pid):
+            break
+    leader.wait(timeout=10)
+
+
+@pytest.fixture
+def ray_head(aws_test_env: dict[str, str]) -> Iterator[tuple[str, dict[str, str]]]:
+    """`ray start --head --block` in its own session, token auth on; yields (dashboard URL, env for the CLI).
+
+    RAY_AUTH_MODE and RAY_AUTH_TOKEN are set identically for `ray start` and `ray job submit`: a mismatch
+    is rejected. The fake AWS credentials are node environment, as an instance profile would be.
+    """
+    temp_dir = Path(tempfile.mkdtemp(prefix="rayhead-", dir="/tmp"))  # short: Unix socket paths are limited
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
+    env.pop("RAY_ADDRESS", None)
+    # Every port explicit: a second Ray on the machine (the session's `ray_local`) holds the defaults,
+    # and a dashboard agent that cannot bind 52365 leaves the job server with "No available agent".
+    ports = [_free_port() for _ in range(7)]
+    gcs_port, dashboard_port, client_port, agent_port, agent_grpc_port, metrics_port, env_agent_port = ports
+    log = temp_dir / "ray-start.log"
+    with log.open("wb") as log_file:
+        leader = subprocess.Popen(
+            [
+                RAY_CLI,
+                *("start", "--head", "--block", f"--temp-dir={temp_dir}", f"--port={gcs_port}"),
+                *(f"--dashboard-port={dashboard_port}", f"--ray-client-server-port={client_port}"),
+                *(
+                    f"--dashboard-agent-listen-port={agent_port}",
+                    f"--dashboard-agent-grpc-port={agent_grpc_port}",
+                ),
+                *(f"--metrics-export-port={metrics_port}", f"--runtime-env-agent-port={env_agent_port}"),
+                *("--dashboard-host=127.0.0.1", "--num-cpus=4", "--num-gpus=2", "--disable-usage-stats"),
+            ],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 90
+        while b"will now block forever" not in log.read_bytes():
+            if leader.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"ray start did not come up:\n{log.read_text(errors='replace')[-3000:]}")
+            time.sleep(0.5)
+        yield f"http://127.0.0.1:{dashboard_port}", env
+    finally:
+        _stop_session(leader)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_ray_job_submit_renders_the_example_prompts_on_a_ray_start_cluster(
+    ray_head: tuple[str, dict[str, str]], s3_moto: S3Server
+) -> None:
+    address, env = ray_head
+    bucket = s3_moto.make_bucket()
+    out = f"s3://{bucket}/job"
+
+    command = [RAY_CLI, "job", "submit", "--address", address, "--working-dir", "."]
+    command += ["--", "python", "jobs/render.py", "examples/prompts.jsonl", "--out", out, "--run-id", "job"]
+    command += [*s3_args(s3_moto), *RUN_ARGS]
+
+    done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240)
+
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert "rendering 4 clip(s) on 2 worker(s) (1 GPU, 1.0 CPU each)" in done.stdout
+    rows = read_metrics(open_target(out, s3_moto.settings()), "job").to_pylist()
+    assert sorted((row["status"], row["num_frames"]) for row in rows) == [
+        ("ok", 21),
+        ("ok", 21),
+        ("ok", 33),
+        ("ok", 33),
+    ]
+    assert "big-sur-waves" in {row["clip_id"] for row in rows}
+    keys = open_target(out, s3_moto.settings()).list_keys("clips/")
+    assert sorted(keys) == sorted(f"clips/{row['clip_id']}.mp4" for row in rows)

@@ -1,0 +1,238 @@
+"""pipeline/worker.py in-process: the real tiny model, real ffmpeg, a real local folder as the target.
+
+RenderWorker is a plain callable class that Ray only constructs, so these tests call it directly and
+control each clip exactly. Faults are injected the way a user would meet them: an ffmpeg binary that
+fails (a shell script handed to the worker), a store path that cannot be written, a fault record left
+by an earlier crash. The Ray side (actor restarts, the driver) is in test_render_job.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from pipeline.encode import find_ffmpeg, probe_video
+from pipeline.metrics import METRICS_SCHEMA, read_metrics
+from pipeline.model.presets import get_preset
+from pipeline.prompts import ClipSpec, RenderDefaults, parse_line
+from pipeline.storage import open_target
+from pipeline.worker import FaultRecord, RenderWorker, WorkerConfig, read_fault_record, write_fault_record
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+TINY = get_preset("tiny")
+RUN_ID = "worker-test"
+
+
+def make_clip(prompt: str, line: int = 1, **fields: Any) -> ClipSpec:
+    """A clip exactly as the driver would build it from a prompt-file line."""
+    return parse_line(json.dumps({"prompt": prompt, **fields}), line, RenderDefaults(TINY, latent_frames=3))
+
+
+def batch_of(*clips: ClipSpec) -> dict[str, np.ndarray]:
+    """The numpy batch Ray Data hands to map_batches for these rows."""
+    rows = [clip.row() for clip in clips]
+    return {name: np.array([row[name] for row in rows]) for name in rows[0]}
+
+
+WorkerFactory = Callable[..., RenderWorker]
+
+
+@pytest.fixture
+def make_worker(tmp_path: Path) -> Iterator[WorkerFactory]:
+    workers: list[RenderWorker] = []
+
+    def factory(**overrides: Any) -> RenderWorker:
+        config = WorkerConfig(out=str(tmp_path / "out"), run_id=RUN_ID, tmp_dir=str(tmp_path), **overrides)
+        workers.append(RenderWorker(config))
+        return workers[-1]
+
+    yield factory
+    for worker in workers:
+        worker.close()
+
+
+def render_one(worker: RenderWorker, clip: ClipSpec) -> dict[str, Any]:
+    table = worker(batch_of(clip))
+    assert isinstance(table, pa.Table) and table.schema == METRICS_SCHEMA and table.num_rows == 1
+    return table.to_pylist()[0]
+
+
+def test_a_clip_becomes_a_playable_mp4_and_a_complete_metrics_row(
+    make_worker: WorkerFactory, tmp_path: Path
+) -> None:
+    worker = make_worker()
+    clip = make_clip("a red fox trots through fresh snow", latent_frames=6, id="fox")
+
+    row = render_one(worker, clip)
+
+    video = tmp_path / "out" / "clips" / "fox.mp4"
+    info = probe_video(video)
+    assert (info.frames, info.codec, info.width, info.height, info.fps) == (21, "h264", 112, 64, 16.0)
+    data = video.read_bytes()
+    assert row["status"] == "ok" and row["error"] is None
+    assert (row["bytes"], row["sha256"], row["video_uri"]) == (
+        len(data),
+        hashlib.sha256(data).hexdigest(),
+        str(video),
+    )
+    assert (row["clip_id"], row["run_id"], row["attempt"], row["seed"]) == ("fox", RUN_ID, 1, clip.seed)
+    assert (row["num_latent_frames"], row["num_frames"], row["model"], row["model_sha"]) == (
+        6,
+        21,
+        "tiny",
+        None,
+    )
+    assert (row["cache_policy"], row["config_hash"]) == ("deep-forcing", clip.config_hash)
+    assert row["prompt_sha256"] == hashlib.sha256(clip.prompt.encode()).hexdigest()
+    assert isinstance(json.loads(row["cache_telemetry"]), dict)
+    assert row["gen_fps"] == pytest.approx(21 / (row["t_generate_s"] + row["t_decode_s"]))
+    assert row["t_load_s"] > 0 and row["t_total_s"] >= row["t_encode_s"] + row["t_upload_s"]
+    assert row["peak_gpu_mem_gb"] is None and row["gpu"] is None  # CPU
+    assert read_metrics(open_target(str(tmp_path / "out")), RUN_ID).to_pylist() == [row]
+    assert list(worker.tmp.iterdir()) == []  # the local mp4 is gone after the upload
+
+    second = render_one(worker, make_clip("a heron wades in the shallows"))
+    assert second["status"] == "ok" and second["t_load_s"] is None  # the load is charged to the first clip
+
+
+def test_a_clip_past_its_deadline_fails_with_a_clear_error_and_the_next_clip_renders(
+    make_worker: WorkerFactory, tmp_path: Path
+) -> None:
+    worker = make_worker(clip_timeout_s=0.2)  # the deadline is checked between chunks
+    late = make_clip("a long slow pan over a city at night", latent_frames=9, id="late")
+
+    row = render_one(worker, late)
+
+    assert (row["status"], row["error_type"]) == ("failed", "ClipTimeoutError")
+    assert re.fullmatch(
+        r"clip late ran past its deadline: [12] of 3 chunks in \d+\.\d s, over clip_timeout_s=0\.2; "
+        r"raise --clip-timeout or render fewer than 9 latent frames",
+        row["error"],
+    ), row["error"]
+    assert not (tmp_path / "out" / "clips" / "late.mp4").exists()
+    # A one-chunk clip has no "between chunks": it finishes whatever the deadline.
+    after = render_one(worker, make_clip("a paper boat on a puddle", id="after"))
+    assert after["status"] == "ok" and probe_video(tmp_path / "out" / "clips" / "after.mp4").frames == 9
+    rows = {r["clip_id"]: r["status"] for r in read_metrics(open_target(str(tmp_path / "out"))).to_pylist()}
+    assert rows == {"late": "failed", "after": "ok"}
+
+
+def test_an_invalid_cache_parameter_value_fails_only_that_clip(make_worker: WorkerFactory) -> None:
+    worker = make_worker()
+    bad = make_clip("a lighthouse in a storm", cache_policy="deep-forcing", layout="sideways")
+    good = make_clip("a lighthouse on a calm evening", cache_policy="deep-forcing", layout="paper")
+
+    table = worker(batch_of(bad, good))
+
+    rows = table.to_pylist()
+    assert [r["status"] for r in rows] == ["failed", "ok"]
+    assert rows[0]["error_type"] == "ValueError" and "'sideways'" in rows[0]["error"]
+
+
+@pytest.fixture
+def failing_ffmpeg(tmp_path: Path) -> str:
+    """An ffmpeg that fails for outputs whose name contains 'broken', and is the real one otherwise."""
+    script = tmp_path / "ffmpeg"
+    script.write_text(
+        "#!/bin/sh\n"
+        'case "$*" in *broken*) echo "simulated encoder crash" >&2; exit 1;; esac\n'
+        f'exec "{find_ffmpeg()}" "$@"\n'
+    )
+    script.chmod(0o755)
+    return str(script)
+
+
+def test_an_encoder_failure_becomes_a_failed_row_with_ffmpeg_output(
+    make_worker: WorkerFactory, failing_ffmpeg: str, tmp_path: Path
+) -> None:
+    worker = make_worker(ffmpeg=failing_ffmpeg)
+
+    rows = worker(batch_of(make_clip("x", id="broken"), make_clip("y", id="fine"))).to_pylist()
+
+    assert [(r["clip_id"], r["status"], r["error_type"]) for r in rows] == [
+        ("broken", "failed", "EncodeError"),
+        ("fine", "ok", None),
+    ]
+    assert "simulated encoder crash" in rows[0]["error"]
+    assert sorted(p.name for p in (tmp_path / "out" / "clips").iterdir()) == ["fine.mp4"]
+    assert list(worker.tmp.iterdir()) == []
+
+
+def test_a_store_that_rejects_the_video_gives_a_failed_row(
+    make_worker: WorkerFactory, tmp_path: Path
+) -> None:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "clips").write_text("a file where the clips folder should be")
+    worker = make_worker()
+
+    row = render_one(worker, make_clip("a kite over the dunes", id="kite"))
+
+    assert (row["status"], row["error_type"], row["video_uri"]) == ("failed", "FileExistsError", None)
+    assert read_metrics(open_target(str(tmp_path / "out"))).column("status").to_pylist() == ["failed"]
+    assert list(worker.tmp.iterdir()) == []
+
+
+def test_a_clip_that_took_the_device_down_twice_is_not_tried_again(
+    make_worker: WorkerFactory, tmp_path: Path
+) -> None:
+    worker = make_worker()
+    target = open_target(str(tmp_path / "out"))
+    write_fault_record(target, RUN_ID, "poison", FaultRecord(2, 2, "no frames for 901 s"))
+
+    row = render_one(worker, make_clip("a clip that hangs the GPU", id="poison"))
+
+    assert (row["status"], row["error_type"], row["attempt"]) == ("failed", "DeviceFaultError", 2)
+    assert row["error"] == (
+        f"clip poison took the device down 2 time(s) in run {RUN_ID} (last: no frames for 901 s); "
+        "max_device_faults=2, so it is not tried again in this run. Check the GPU (nvidia-smi, Xid "
+        "errors in dmesg); a new run tries the clip again"
+    )
+    assert read_fault_record(target, RUN_ID, "poison") == FaultRecord(2, 2, "no frames for 901 s")  # not run
+
+
+def test_two_concurrent_calls_share_the_model_and_both_render(
+    make_worker: WorkerFactory, tmp_path: Path
+) -> None:
+    """Ray runs two calls per actor at once (one generating, one finalising): nothing may be shared."""
+    worker = make_worker()
+    clips = [make_clip("a tram in the rain", latent_frames=6, id="a"), make_clip("a tram in the sun", id="b")]
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        rows = [t.to_pylist()[0] for t in pool.map(lambda c: worker(batch_of(c)), clips)]
+
+    assert [(r["clip_id"], r["status"], r["num_frames"]) for r in rows] == [("a", "ok", 21), ("b", "ok", 9)]
+    for name, frames in (("a", 21), ("b", 9)):
+        assert probe_video(tmp_path / "out" / "clips" / f"{name}.mp4").frames == frames
+    assert sum(r["t_load_s"] is not None for r in rows) == 1
+
+
+def test_a_new_worker_removes_temp_folders_of_workers_that_were_killed(
+    make_worker: WorkerFactory, tmp_path: Path
+) -> None:
+    dead = tmp_path / "render-4294967-x1"  # above Linux's pid_max: no such process
+    (dead / "partial.mp4").parent.mkdir()
+    (dead / "partial.mp4").write_bytes(b"half a clip")
+    alive = tmp_path / f"render-{os.getpid()}-x2"
+    alive.mkdir()
+
+    worker = make_worker()
+
+    assert not dead.exists() and alive.exists()
+    assert worker.tmp.parent == tmp_path and worker.tmp.name.startswith(f"render-{os.getpid()}-")
+
+
+def test_worker_config_rejects_a_non_positive_timeout() -> None:
+    with pytest.raises(ValueError) as error:
+        WorkerConfig(out="x", run_id="r", clip_timeout_s=0)
+    assert str(error.value) == "WorkerConfig.clip_timeout_s=0 must be > 0 seconds"

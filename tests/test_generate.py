@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from pipeline.cache import make_cache
+from pipeline.cache.fifo import FifoCache
 from pipeline.generate import ClipGenerator, GenerationConfig, check_latent_frames
 from pipeline.model.bundle import ModelBundle
 from pipeline.model.presets import TINY
@@ -44,7 +45,7 @@ def test_different_seeds_or_prompts_give_different_frames(generator):
 
 
 def test_clips_longer_than_the_window_stream_with_constant_cache_memory(generator):
-    cache = make_cache("fifo", TINY.cache_geometry(), generator.bundle.dit.rope)
+    cache = FifoCache(TINY.cache_geometry(), generator.bundle.dit.rope)
     sizes = []
     for _ in generator.stream("a long walk", seed=1, num_latent_frames=45, cache=cache):
         sizes.append(sum(k.numel() for k in cache.buffers.keys))

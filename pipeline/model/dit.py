@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 import torch
 import torch.nn.functional as F
@@ -270,7 +270,8 @@ class CausalWanDiT(nn.Module):
             raise ValueError(f"prompt_embeds has {T} tokens, more than text_len={self.config.text_len}")
         padded = F.pad(prompt_embeds, (0, 0, 0, self.config.text_len - T))  # (B, text_len, text_dim)
         text = self.text_embedding(padded.to(self.dtype))  # (B, text_len, C)
-        return TextContext([block.cross_attn.project_text(text) for block in self.blocks])
+        blocks = cast(list[DiTBlock], list(self.blocks))  # ModuleList items are typed as Module
+        return TextContext([block.cross_attn.project_text(text) for block in blocks])
 
     # -- forwards -----------------------------------------------------------------------------------
 

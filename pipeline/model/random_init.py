@@ -7,14 +7,17 @@ tensor gets random values at a scale that keeps activations finite through deep 
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import torch
 from torch import nn
 
 _NORM_MARKERS = ("norm", "gamma")
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 @torch.no_grad()
-def randomize_(module: nn.Module, seed: int) -> nn.Module:
+def randomize_(module: ModuleT, seed: int) -> ModuleT:
     """Fill every parameter in place, drawing on the parameters' device (a 5.7B-parameter encoder
     is filled on the GPU in a second). The same seed on the same device type gives the same weights.
     """

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -30,7 +31,9 @@ from pipeline.model.random_init import randomize_
 from pipeline.model.t5 import UMT5Encoder
 from pipeline.model.text_encoder import TextEncoder, load_tokenizer, tiny_tokenizer
 from pipeline.model.vae import VAE_IGNORED_PREFIXES, WanVAEDecoder
-from pipeline.storage import S3Settings, download_tree
+
+if TYPE_CHECKING:
+    from pipeline.storage import S3Settings
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +70,8 @@ def resolve_model_dir(
     )
     dest = root / "models" / hashlib.sha256(model_dir.encode()).hexdigest()[:16]
     logger.info("fetching model folder %s into %s", model_dir, dest)
+    from pipeline.storage import S3Settings, download_tree  # boto3 only where a folder is on S3
+
     return download_tree(model_dir, dest, settings or S3Settings())
 
 

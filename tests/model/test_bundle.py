@@ -1,0 +1,91 @@
+"""A whole model folder in the official formats, local or on S3, loads and renders like the original."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.cache import make_cache
+from pipeline.generate import ClipGenerator
+from pipeline.model.bundle import (
+    DIT_FILE,
+    TEXT_ENCODER_FILE,
+    TOKENIZER_DIR,
+    VAE_FILE,
+    ModelBundle,
+    resolve_model_dir,
+)
+from pipeline.model.checkpoint import CheckpointError
+from pipeline.model.presets import TINY
+from pipeline.model.text_encoder import tiny_tokenizer
+
+
+@pytest.fixture(scope="module")
+def source() -> ModelBundle:
+    bundle = ModelBundle.random(TINY, "cpu", torch.float32, seed=11)
+    with torch.no_grad():  # the official UMT5 file is bf16: keep only values it can hold
+        for param in bundle.text_encoder.parameters():
+            param.copy_(param.bfloat16().float())
+    return bundle
+
+
+def write_official_folder(bundle: ModelBundle, folder: Path) -> Path:
+    """The released layouts: nested `generator_ema` with `model.` prefix, a VAE file that also holds
+    the encoder, a bf16 UMT5 state dict, and the tokenizer folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    dit = {f"model.{k}": v.clone() for k, v in bundle.dit.state_dict().items()}
+    torch.save(
+        {"generator": {k: torch.zeros_like(v) for k, v in dit.items()}, "generator_ema": dit},
+        folder / DIT_FILE,
+    )
+    vae = dict(bundle.vae.state_dict())
+    vae |= {"encoder.conv1.weight": torch.randn(4, 3, 3, 3, 3), "conv1.weight": torch.randn(32, 32, 1, 1, 1)}
+    torch.save(vae, folder / VAE_FILE)
+    torch.save(
+        {k: v.bfloat16() for k, v in bundle.text_encoder.encoder.state_dict().items()},
+        folder / TEXT_ENCODER_FILE,
+    )
+    (folder / TOKENIZER_DIR).mkdir(parents=True)
+    tiny_tokenizer().save(str(folder / TOKENIZER_DIR / "tokenizer.json"))
+    return folder
+
+
+def render(bundle: ModelBundle) -> np.ndarray:
+    cache = make_cache("deep-forcing", TINY.cache_geometry(), bundle.dit.rope)
+    return np.concatenate(list(ClipGenerator(bundle).stream("a kite over the dunes", 3, 9, cache)))
+
+
+def test_local_model_folder_renders_exactly_like_the_weights_it_was_written_from(source, tmp_path):
+    folder = write_official_folder(source, tmp_path / "model")
+    loaded = ModelBundle.load(TINY, resolve_model_dir(str(folder)), "cpu", torch.float32)
+    np.testing.assert_array_equal(render(loaded), render(source))
+
+
+def test_s3_model_folder_is_downloaded_once_and_renders_the_same(source, tmp_path, s3_moto):
+    folder = write_official_folder(source, tmp_path / "model")
+    bucket, client = s3_moto.make_bucket("models"), s3_moto.client()
+    for path in folder.rglob("*"):
+        if path.is_file():
+            client.upload_file(str(path), bucket, f"self-forcing/{path.relative_to(folder)}")
+    uri = f"s3://{bucket}/self-forcing"
+    local = resolve_model_dir(uri, cache_root=tmp_path / "cache", settings=s3_moto.settings())
+    assert resolve_model_dir(uri, cache_root=tmp_path / "cache", settings=s3_moto.settings()) == local
+    loaded = ModelBundle.load(TINY, local, "cpu", torch.float32)
+    np.testing.assert_array_equal(render(loaded), render(source))
+
+
+def test_missing_text_encoder_file_names_both_accepted_names(source, tmp_path):
+    folder = write_official_folder(source, tmp_path / "model")
+    (folder / TEXT_ENCODER_FILE).unlink()
+    with pytest.raises(CheckpointError) as err:
+        ModelBundle.load(TINY, folder, "cpu", torch.float32)
+    assert str(err.value) == (
+        f"model folder {folder} has neither models_t5_umt5-xxl-enc-bf16.pth "
+        "nor models_t5_umt5-xxl-enc-bf16.safetensors"
+    )
+
+
+def test_missing_local_model_folder_is_named(tmp_path):
+    with pytest.raises(CheckpointError, match="model folder not found: "):
+        resolve_model_dir(str(tmp_path / "nowhere"))

@@ -99,18 +99,24 @@ def attend_with_cache(
     return F.scaled_dot_product_attention(q, keys, values, attn_mask=attn_mask)  # (B, nh, L, hd)
 
 
-class SelfAttention(nn.Module):
-    def __init__(self, config: DiTConfig, layer: int):
+class AttentionProjections(nn.Module):
+    """q/k/v/o projections with q/k RMSNorms spanning all heads (1536 channels, before the head split)."""
+
+    def __init__(self, config: DiTConfig):
         super().__init__()
-        self.layer = layer  # index handed to the KV source
         self.num_heads = config.num_heads
         self.q = nn.Linear(config.dim, config.dim)
         self.k = nn.Linear(config.dim, config.dim)
         self.v = nn.Linear(config.dim, config.dim)
         self.o = nn.Linear(config.dim, config.dim)
-        # q/k norms span all heads (1536 channels), before the split into heads.
         self.norm_q = RMSNorm(config.dim, config.eps)
         self.norm_k = RMSNorm(config.dim, config.eps)
+
+
+class SelfAttention(AttentionProjections):
+    def __init__(self, config: DiTConfig, layer: int):
+        super().__init__(config)
+        self.layer = layer  # index handed to the KV source
 
     def forward(
         self,
@@ -129,18 +135,8 @@ class SelfAttention(nn.Module):
         return self.o(y.transpose(1, 2).reshape(B, L, C))
 
 
-class CrossAttention(nn.Module):
+class CrossAttention(AttentionProjections):
     """Text cross-attention; the text keys/values are computed once per prompt by `project_text`."""
-
-    def __init__(self, config: DiTConfig):
-        super().__init__()
-        self.num_heads = config.num_heads
-        self.q = nn.Linear(config.dim, config.dim)
-        self.k = nn.Linear(config.dim, config.dim)
-        self.v = nn.Linear(config.dim, config.dim)
-        self.o = nn.Linear(config.dim, config.dim)
-        self.norm_q = RMSNorm(config.dim, config.eps)
-        self.norm_k = RMSNorm(config.dim, config.eps)
 
     def project_text(self, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         B, T, C = text.shape  # batch, text tokens, channels

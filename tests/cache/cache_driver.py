@@ -17,6 +17,17 @@ import torch
 from pipeline.cache.base import CacheGeometry, ForwardKind, KVCache
 from pipeline.model.rope import RotaryEmbedding3D, apply_rotary, rope_frequencies
 
+# Every policy the renderer offers, with the parameters that select its variants (test ids beside them)
+POLICY_CONFIGS = [
+    ("fifo", {}),
+    ("sink", {}),
+    ("rolling-sink", {}),
+    ("deep-sink", {}),
+    ("deep-forcing", {}),
+    ("deep-forcing", {"layout": "paper"}),
+]
+POLICY_IDS = ["fifo", "sink", "rolling-sink", "deep-sink", "deep-forcing", "deep-forcing-paper"]
+
 # 2 layers, 2 heads of 16 channels (8 temporal = 4 complex pairs, 4 + 4 spatial), 2x2 tokens a frame
 GEOMETRY = CacheGeometry(num_layers=2, num_heads=2, head_dim=16, tokens_per_frame=4, chunk_frames=3)
 GRID = (2, 2)  # token rows x columns of a latent frame

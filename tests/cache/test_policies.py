@@ -4,20 +4,10 @@ import json
 
 import pytest
 import torch
-from cache_driver import CONTEXT, GEOMETRY, SyntheticModel, key_info, stream
+from cache_driver import CONTEXT, GEOMETRY, POLICY_CONFIGS, POLICY_IDS, SyntheticModel, key_info, stream
 
 from pipeline.cache import POLICIES, make_cache, policy_parameters
 from pipeline.cache.base import CacheGeometry, KVCache
-
-CONFIGS = [
-    ("fifo", {}),
-    ("sink", {}),
-    ("rolling-sink", {}),
-    ("deep-sink", {}),
-    ("deep-forcing", {}),
-    ("deep-forcing", {"layout": "paper"}),
-]
-IDS = ["fifo", "sink", "rolling-sink", "deep-sink", "deep-forcing", "deep-forcing-paper"]
 
 
 def test_registry_holds_every_policy_with_its_parameters():
@@ -50,7 +40,7 @@ def record(cache: KVCache, model: SyntheticModel, num_frames: int) -> list[tuple
     return out
 
 
-@pytest.mark.parametrize(("name", "params"), CONFIGS, ids=IDS)
+@pytest.mark.parametrize(("name", "params"), POLICY_CONFIGS, ids=POLICY_IDS)
 def test_second_clip_with_the_same_cache_equals_a_fresh_cache(name, params):
     first, second = SyntheticModel(batch=2, seed=1), SyntheticModel(batch=2, seed=2)
     reused = make_cache(name, GEOMETRY, first.rope, **params)
@@ -63,7 +53,7 @@ def test_second_clip_with_the_same_cache_equals_a_fresh_cache(name, params):
     assert reused.telemetry() == fresh_cache.telemetry()
 
 
-@pytest.mark.parametrize(("name", "params"), CONFIGS, ids=IDS)
+@pytest.mark.parametrize(("name", "params"), POLICY_CONFIGS, ids=POLICY_IDS)
 def test_context_keys_come_from_clean_passes_and_the_chunk_from_the_current_pass(name, params):
     model = SyntheticModel(probe=False)
 
@@ -125,7 +115,7 @@ SAMPLED = (30, 100, 786)
 TINY_GEOMETRY = CacheGeometry(num_layers=2, num_heads=1, head_dim=16, tokens_per_frame=2, chunk_frames=3)
 
 
-@pytest.mark.parametrize(("name", "params"), CONFIGS, ids=IDS)
+@pytest.mark.parametrize(("name", "params"), POLICY_CONFIGS, ids=POLICY_IDS)
 def test_memory_and_telemetry_stay_the_same_size_from_300_to_2400_frames(name, params):
     model = FixedModel(TINY_GEOMETRY)
     cache = make_cache(name, TINY_GEOMETRY, model.rope, **params)

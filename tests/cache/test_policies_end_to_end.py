@@ -8,6 +8,7 @@ the same cache object: the repeat must be identical (determinism, and `reset()` 
 import numpy as np
 import pytest
 import torch
+from cache_driver import POLICY_CONFIGS, POLICY_IDS
 
 from pipeline.cache import make_cache
 from pipeline.generate import ClipGenerator
@@ -15,15 +16,6 @@ from pipeline.model.bundle import ModelBundle
 from pipeline.model.presets import TINY
 
 PROMPT, SEED, LATENT_FRAMES = "a red fox in the snow", 7, 36
-CONFIGS = [
-    ("fifo", {}),
-    ("sink", {}),
-    ("rolling-sink", {}),
-    ("deep-sink", {}),
-    ("deep-forcing", {}),
-    ("deep-forcing", {"layout": "paper"}),
-]
-IDS = ["fifo", "sink", "rolling-sink", "deep-sink", "deep-forcing", "deep-forcing-paper"]
 Clip = tuple[list[np.ndarray], list[np.ndarray], dict, dict]  # two renders and their telemetry
 
 
@@ -46,7 +38,7 @@ def fifo_clip(generator: ClipGenerator) -> Clip:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("name", "params"), CONFIGS, ids=IDS)
+@pytest.mark.parametrize(("name", "params"), POLICY_CONFIGS, ids=POLICY_IDS)
 def test_generator_streams_every_policy_past_the_window_reproducibly(generator, fifo_clip, name, params):
     first, second, telemetry, repeat_telemetry = (
         fifo_clip if name == "fifo" else render_twice(generator, name, **params)

@@ -6,6 +6,7 @@ nonzero, boolean-mask indexing, ...) into an error. Run on the device machine; s
 
 import pytest
 import torch
+from cache_driver import POLICY_CONFIGS, POLICY_IDS
 
 from pipeline.cache import make_cache
 from pipeline.cache.base import CacheGeometry, ForwardKind
@@ -19,20 +20,11 @@ pytestmark = [
 
 # Full-size layers (12 heads x 128, 1560 tokens a frame), two of them to keep the test short.
 GEOMETRY = CacheGeometry(num_layers=2, num_heads=12, head_dim=128, tokens_per_frame=1560, chunk_frames=3)
-CONFIGS = [
-    ("fifo", {}),
-    ("sink", {}),
-    ("rolling-sink", {}),
-    ("deep-sink", {}),
-    ("deep-forcing", {}),
-    ("deep-forcing", {"layout": "paper"}),
-]
-IDS = ["fifo", "sink", "rolling-sink", "deep-sink", "deep-forcing", "deep-forcing-paper"]
 STEPS = [ForwardKind.FIRST_STEP, ForwardKind.STEP, ForwardKind.STEP, ForwardKind.STEP, ForwardKind.CONTEXT]
 
 
 @pytest.mark.parametrize("batch", [1, 2])
-@pytest.mark.parametrize(("name", "params"), CONFIGS, ids=IDS)
+@pytest.mark.parametrize(("name", "params"), POLICY_CONFIGS, ids=POLICY_IDS)
 def test_forward_path_never_synchronises_with_the_host(name, params, batch):
     cache = make_cache(name, GEOMETRY, RotaryEmbedding3D(GEOMETRY.head_dim), **params)
     gen = torch.Generator("cuda").manual_seed(0)

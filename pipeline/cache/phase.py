@@ -15,18 +15,11 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.model.rope import RotaryEmbedding3D, rope_frequencies
+from pipeline.model.rope import RotaryEmbedding3D, rope_frequencies, rotate_pairs
 
 
 def complex_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.complex128 if dtype == torch.float64 else torch.complex64
-
-
-def rotate_pairs(x: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
-    """x (..., 2n) as n complex pairs (2i, 2i+1), times `phase` (broadcast to (..., n)); dtype of x."""
-    compute = torch.float64 if x.dtype == torch.float64 else torch.float32
-    pairs = torch.view_as_complex(x.to(compute).unflatten(-1, (-1, 2)))  # (..., n)
-    return torch.view_as_real(pairs * phase).flatten(-2).to(x.dtype)  # (..., 2n)
 
 
 class PristineShift:

@@ -133,18 +133,6 @@ class FrameBuffers:
     def tokens(self, frames: int) -> int:
         return frames * self.geometry.tokens_per_frame
 
-    def write(self, layer: int, start_frame: int, k: torch.Tensor, v: torch.Tensor) -> None:
-        """Write a chunk's k/v (B, H, L, D) at frame slot `start_frame`."""
-        start = self.tokens(start_frame)
-        self.keys[layer][:, :, start : start + k.shape[2]].copy_(k)
-        self.values[layer][:, :, start : start + v.shape[2]].copy_(v)
-
     def prefix(self, layer: int, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
         end = self.tokens(frames)
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
-
-    def move_frames(self, layer: int, src_frame: int, dst_frame: int, frames: int) -> None:
-        """Move `frames` frames of slots from src to dst (dst < src), as when evicting the oldest."""
-        src, dst, n = self.tokens(src_frame), self.tokens(dst_frame), self.tokens(frames)
-        for buf in (self.keys[layer], self.values[layer]):
-            buf[:, :, dst : dst + n] = buf[:, :, src : src + n].clone()

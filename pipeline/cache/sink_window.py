@@ -25,18 +25,20 @@ from pipeline.model.rope import RotaryEmbedding3D
 class SinkWindowCache(KVCache):
     """Sink of `sink_frames` + FIFO tail, `window_frames` in all (the current chunk included)."""
 
+    min_sink_frames = 1  # fifo is the window with no sink
+
     def __init__(
         self, geometry: CacheGeometry, rope: RotaryEmbedding3D, sink_frames: int, window_frames: int
     ):
         super().__init__(geometry, rope)
         chunk = geometry.chunk_frames
-        check_int(
-            "window_frames", window_frames, chunk + 1, why=f"one sink frame plus one chunk of {chunk} frames"
-        )
+        least = self.min_sink_frames
+        room = f"one sink frame plus one chunk of {chunk} frames" if least else f"one chunk of {chunk} frames"
+        check_int("window_frames", window_frames, least + chunk, why=room)
         check_int(
             "sink_frames",
             sink_frames,
-            1,
+            least,
             window_frames - chunk,
             why=f"window_frames={window_frames} less one chunk of {chunk} frames; fifo has no sink",
         )

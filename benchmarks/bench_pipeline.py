@@ -92,7 +92,7 @@ def render_clip(
         "chunk_s": summarize(chunk_s[1:]),
         "first_chunk_dit_s": stats.dit_s[0],
         "first_chunk_vae_s": stats.vae_s[0],
-        "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30,
+        "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30,  # GiB
         "peak_reserved_gb": torch.cuda.max_memory_reserved() / 2**30,
         "mp4_bytes": encoded.bytes if encoded else None,
         "mp4_frames": encoded.frames if encoded else None,

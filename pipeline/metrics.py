@@ -47,7 +47,7 @@ from pipeline.storage import OutputTarget
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1  # bump when columns are added; old files stay readable (missing columns read as null)
+SCHEMA_VERSION = 2  # bump when columns are added; old files stay readable (missing columns read as null)
 PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
 STATUSES = ("ok", "failed", "skipped")
 _READ_THREADS = 8  # parallel GETs when reading many small part files
@@ -99,6 +99,10 @@ METRICS_SCHEMA = pa.schema(
         pa.field("worker_pid", pa.int32(), nullable=False),
         pa.field("started_at", pa.timestamp("us", tz="UTC"), nullable=False),
         pa.field("finished_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        # 7. Quality telemetry on downsampled frames (pipeline/quality.py), 0-255 luma; added in v2
+        pa.field("motion_mean", pa.float32()),  # mean step between frames: ~0 means frozen
+        pa.field("motion_max", pa.float32()),  # largest step: spikes far above the mean = flicker
+        pa.field("luma_drift", pa.float32()),  # last 5 s vs first 5 s mean brightness
     ],
     metadata={"schema_version": str(SCHEMA_VERSION)},
 )

@@ -61,6 +61,7 @@ from pipeline.model.bundle import (
 )
 from pipeline.model.presets import get_preset
 from pipeline.model.speed import SpeedConfig, accelerate
+from pipeline.quality import QualityMeter
 from pipeline.storage import OutputTarget, S3Settings, open_target
 
 logger = logging.getLogger(__name__)
@@ -298,12 +299,15 @@ class RenderWorker:
                     self.config.encoder,
                     binary=self.config.ffmpeg,
                 )
+                quality = QualityMeter(self.preset.fps)
                 self._current = (clip.clip_id, started)
                 try:
-                    stats = self._generate(clip, cache, encoder)
+                    stats = self._generate(clip, cache, encoder, quality)
                 finally:
                     self._current = None
                 row.update(self._generation_columns(stats, cache))
+                if (measured := quality.result()) is not None:
+                    row.update(dataclasses.asdict(measured))
             # 2. Finalise outside the lock, while the next clip generates.
             t0 = time.perf_counter()
             video = encoder.close(timeout_s=self.config.encode_timeout_s)
@@ -339,7 +343,9 @@ class RenderWorker:
         row["finished_at"] = _now()
         return self._record(row)
 
-    def _generate(self, clip: ClipTask, cache: KVCache, encoder: VideoEncoder) -> ClipStats:
+    def _generate(
+        self, clip: ClipTask, cache: KVCache, encoder: VideoEncoder, quality: QualityMeter
+    ) -> ClipStats:
         """Stream the clip's chunks into the encoder, checking the deadline between chunks."""
         num_chunks = clip.num_latent_frames // self.preset.chunk_frames
         deadline = time.monotonic() + self.config.clip_timeout_s
@@ -353,6 +359,7 @@ class RenderWorker:
             for done, frames in enumerate(chunks, start=1):
                 self._watchdog.beat()
                 encoder.write(frames)
+                quality.update(frames)
                 if done < num_chunks and time.monotonic() > deadline:
                     raise ClipTimeoutError(
                         f"clip {clip.clip_id} ran past its deadline: {done} of {num_chunks} chunks in "

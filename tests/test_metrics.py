@@ -237,7 +237,7 @@ def test_each_part_file_is_zstd_parquet_carrying_the_schema_version(target: Outp
 
     assert uri == target.url_for("metrics/run_id=run-1/part-clip-a.parquet")
     file = pq.ParquetFile(io.BytesIO(target.read_bytes("metrics/run_id=run-1/part-clip-a.parquet")))
-    assert file.schema_arrow.metadata[b"schema_version"] == b"1"
+    assert file.schema_arrow.metadata[b"schema_version"] == str(SCHEMA_VERSION).encode()
     assert file.metadata.row_group(0).column(0).compression == "ZSTD"
 
 

@@ -99,6 +99,7 @@ def test_a_clip_becomes_a_playable_mp4_and_a_complete_metrics_row(
     assert row["gen_fps"] == pytest.approx(21 / (row["t_generate_s"] + row["t_decode_s"]))
     assert row["t_load_s"] > 0 and row["t_total_s"] >= row["t_encode_s"] + row["t_upload_s"]
     assert row["peak_gpu_mem_gb"] is None and row["gpu"] is None  # CPU
+    assert row["motion_mean"] > 0 and row["motion_max"] >= row["motion_mean"] and row["luma_drift"] >= 0
     assert read_metrics(open_target(str(tmp_path / "out")), RUN_ID).to_pylist() == [row]
     assert list(worker.tmp.iterdir()) == []  # the local mp4 is gone after the upload
 

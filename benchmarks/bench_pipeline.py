@@ -183,18 +183,16 @@ def main() -> None:
             results["steps"].append(run)
             report(f"{step} ({args.step_policy})", run)
             save(args.out, results)
-        for policy in filter(None, args.sweep_policies.split(",")):
-            render_clip(generator, policy, args.warmup_frames, None, seed=1)  # warm-up
-            run = render_clip(generator, policy, args.step_frames, encode_dir, seed=2)
-            results["sweep"].append(run)
-            report(f"{policy} ({args.step_frames} latent frames)", run)
-            save(args.out, results)
-        for policy in filter(None, args.policies.split(",")):
-            render_clip(generator, policy, args.warmup_frames, None, seed=1)  # warm-up
-            run = render_clip(generator, policy, args.latent_frames, encode_dir, seed=2)
-            results["runs"].append(run)
-            report(policy, run)
-            save(args.out, results)
+        for group, policies, frames in (
+            ("sweep", args.sweep_policies, args.step_frames),
+            ("runs", args.policies, args.latent_frames),
+        ):
+            for policy in filter(None, policies.split(",")):
+                render_clip(generator, policy, args.warmup_frames, None, seed=1)  # warm-up
+                run = render_clip(generator, policy, frames, encode_dir, seed=2)
+                results[group].append(run)
+                report(f"{policy} ({frames} latent frames)", run)
+                save(args.out, results)
 
 
 def save(path: Path, results: dict[str, Any]) -> None:

@@ -261,3 +261,23 @@ def ray_local(aws_test_env: dict[str, str]) -> Iterator[dict[str, float]]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+# ---------------------------------------------------------------------------------------------
+# ffmpeg that fails on demand (for failed-clip tests of the worker and the driver)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def failing_ffmpeg(tmp_path: Path) -> str:
+    """An ffmpeg that fails for outputs whose name contains 'broken', and is the real one otherwise."""
+    from pipeline.encode import find_ffmpeg
+
+    script = tmp_path / "ffmpeg"
+    script.write_text(
+        "#!/bin/sh\n"
+        'case "$*" in *broken*) echo "simulated encoder crash" >&2; exit 1;; esac\n'
+        f'exec "{find_ffmpeg()}" "$@"\n'
+    )
+    script.chmod(0o755)
+    return str(script)

@@ -30,7 +30,7 @@ import pytest
 from conftest import REPO_ROOT, S3Server
 
 from pipeline.cache import POLICIES, policy_parameters
-from pipeline.encode import find_ffmpeg, probe_video
+from pipeline.encode import probe_video
 from pipeline.metrics import read_metrics
 from pipeline.model.presets import get_preset
 from pipeline.prompts import (
@@ -326,19 +326,6 @@ def test_a_run_to_s3_renders_every_clip_a_rerun_skips_them_and_force_renders_aga
     again = read_metrics(target, "third").to_pylist()
     assert {row["clip_id"]: row["status"] for row in again} == {clip_id: "ok" for clip_id in first_written}
     assert all(row["started_at"] > first_written[row["clip_id"]] for row in again)
-
-
-@pytest.fixture
-def failing_ffmpeg(tmp_path: Path) -> str:
-    """An ffmpeg that fails for outputs whose name contains 'broken', and is the real one otherwise."""
-    script = tmp_path / "ffmpeg"
-    script.write_text(
-        "#!/bin/sh\n"
-        'case "$*" in *broken*) echo "simulated encoder crash" >&2; exit 1;; esac\n'
-        f'exec "{find_ffmpeg()}" "$@"\n'
-    )
-    script.chmod(0o755)
-    return str(script)
 
 
 @pytest.mark.integration

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipeline.encode import find_ffmpeg, probe_video
+from pipeline.encode import probe_video
 from pipeline.metrics import METRICS_SCHEMA, read_metrics
 from pipeline.model.presets import get_preset
 from pipeline.prompts import ClipSpec, RenderDefaults, parse_line
@@ -139,19 +139,6 @@ def test_an_invalid_cache_parameter_value_fails_only_that_clip(make_worker: Work
     rows = table.to_pylist()
     assert [r["status"] for r in rows] == ["failed", "ok"]
     assert rows[0]["error_type"] == "ValueError" and "'sideways'" in rows[0]["error"]
-
-
-@pytest.fixture
-def failing_ffmpeg(tmp_path: Path) -> str:
-    """An ffmpeg that fails for outputs whose name contains 'broken', and is the real one otherwise."""
-    script = tmp_path / "ffmpeg"
-    script.write_text(
-        "#!/bin/sh\n"
-        'case "$*" in *broken*) echo "simulated encoder crash" >&2; exit 1;; esac\n'
-        f'exec "{find_ffmpeg()}" "$@"\n'
-    )
-    script.chmod(0o755)
-    return str(script)
 
 
 def test_an_encoder_failure_becomes_a_failed_row_with_ffmpeg_output(

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:  # imported lazily so test sessions that never touch S3 skip boto3/pyarrow imports
-    from pipeline.storage import S3Client, S3Settings
+    from pipeline.storage import OutputTarget, S3Client, S3Settings
 
 # =============================================================================================
 # S3 servers on loopback: moto (fast, no checksum validation) and SeaweedFS (real, validates)
@@ -261,6 +261,17 @@ def ray_local(aws_test_env: dict[str, str]) -> Iterator[dict[str, float]]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+@pytest.fixture(params=["local", "s3"])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> OutputTarget:
+    """The same behaviour is expected of a local folder and of an S3 prefix (moto)."""
+    from pipeline.storage import LocalTarget, S3Target
+
+    if request.param == "local":
+        return LocalTarget(tmp_path / "out")
+    s3_moto = request.getfixturevalue("s3_moto")
+    return S3Target(s3_moto.make_bucket(), "renders/run1", s3_moto.settings())
 
 
 # ---------------------------------------------------------------------------------------------

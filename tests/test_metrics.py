@@ -29,7 +29,7 @@ from pipeline.metrics import (
     video_key,
     write_clip_metrics,
 )
-from pipeline.storage import LocalTarget, OutputTarget, S3Target
+from pipeline.storage import LocalTarget, OutputTarget
 
 T0 = dt.datetime(2026, 11, 21, 12, 0, tzinfo=dt.UTC)
 
@@ -79,14 +79,6 @@ def make_row(clip_id: str, status: str = "ok", run_id: str = "run-1", **override
     elif status == "failed":
         row |= {"error_type": "RuntimeError", "error": "CUDA error: an illegal memory access was encountered"}
     return row | overrides
-
-
-@pytest.fixture(params=["local", "s3"])
-def target(request: pytest.FixtureRequest, tmp_path: Path) -> OutputTarget:
-    if request.param == "local":
-        return LocalTarget(tmp_path / "out")
-    s3_moto = request.getfixturevalue("s3_moto")
-    return S3Target(s3_moto.make_bucket(), "renders", s3_moto.settings())
 
 
 def three_clips(target: OutputTarget, run_id: str = "run-1") -> list[dict[str, Any]]:

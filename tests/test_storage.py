@@ -44,15 +44,6 @@ def write_file(path: Path, data: bytes) -> Path:
     return path
 
 
-@pytest.fixture(params=["local", "s3"])
-def target(request: pytest.FixtureRequest, tmp_path: Path) -> OutputTarget:
-    """The same behaviour is expected of a local folder and of an S3 prefix (moto)."""
-    if request.param == "local":
-        return LocalTarget(tmp_path / "out")
-    s3_moto = request.getfixturevalue("s3_moto")
-    return S3Target(s3_moto.make_bucket(), "renders/run1", s3_moto.settings())
-
-
 # ---------------------------------------------------------------------------------------------
 # Round trips common to both targets
 # ---------------------------------------------------------------------------------------------

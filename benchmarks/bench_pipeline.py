@@ -20,6 +20,7 @@ import logging
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -103,12 +104,14 @@ def render_clip(
 
 
 # Cumulative optimisation steps (issue 5): each adds one switch to the previous one.
+PLAIN = SpeedConfig("default", False, vae_channels_last=False, compile_vae=False, cudnn_benchmark=False)
 STEPS: dict[str, tuple[SpeedConfig, bool]] = {  # name -> (speed config to apply, overlap decode)
-    "plain": (SpeedConfig("default", False, "inductor", False, False), False),
-    "cudnn-attention": (SpeedConfig("cudnn", False, "inductor", False, False), False),
-    "compiled-blocks": (SpeedConfig("cudnn", True, "inductor", False, False), False),
-    "vae-channels-last": (SpeedConfig("cudnn", False, "inductor", True, True), False),
-    "overlapped-decode": (SpeedConfig("cudnn", False, "inductor", False, False), True),
+    "plain": (PLAIN, False),
+    "cudnn-attention": (replace(PLAIN, attention="cudnn"), False),
+    "compiled-blocks": (replace(PLAIN, attention="cudnn", compile_blocks=True), False),
+    "vae-channels-last": (SpeedConfig(compile_vae=False), False),
+    "compiled-vae": (SpeedConfig(), False),  # the shipped settings
+    "overlapped-decode": (SpeedConfig(), True),
 }
 
 

@@ -3,6 +3,8 @@
 1. DiT: two chunks through the KV cache == one block-causal forward of the same frames.
 2. DiT: bf16 vs float32 output of one chunk (the bf16 noise floor the other checks are judged by).
 3. VAE: decoding 6 latent frames in chunks of 3 with the feature cache == one call.
+4. VAE: the shipped fast path (channels-last activations, compiled residual blocks) == the plain one,
+   and every causal conv really receives channels-last input.
 Prints relative errors ||a - b|| / ||b|| and writes them as JSON.
 """
 
@@ -20,7 +22,8 @@ from pipeline.cache.fifo import FifoCache
 from pipeline.model.dit import CausalWanDiT
 from pipeline.model.presets import SELF_FORCING_1_3B as PRESET
 from pipeline.model.random_init import randomize_
-from pipeline.model.vae import WanVAEDecoder
+from pipeline.model.speed import SpeedConfig, accelerate_vae
+from pipeline.model.vae import CausalConv3d, WanVAEDecoder
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -68,6 +71,31 @@ def check_vae(dtype: torch.dtype) -> dict[str, float]:
     return {"vae_stream_vs_whole": rel_err(torch.cat(parts, dim=2), whole), "vae_frames": whole.shape[2]}
 
 
+@torch.inference_mode()
+def check_vae_fast_path(dtype: torch.dtype) -> dict[str, float | bool]:
+    with torch.device("meta"):
+        vae = WanVAEDecoder(PRESET.vae)
+    randomize_(vae.to_empty(device="cuda"), seed=1)
+    vae.to(dtype)
+    gen = torch.Generator("cuda").manual_seed(2)
+    latents = torch.randn(1, 16, 9, PRESET.latent_height, PRESET.latent_width, generator=gen, device="cuda")
+
+    def chunked() -> torch.Tensor:
+        stream = vae.start_stream()
+        return torch.cat([vae.decode(latents[:, :, i : i + 3].to(dtype), stream) for i in (0, 3, 6)], dim=2)
+
+    plain = chunked()
+    accelerate_vae(vae, SpeedConfig())
+    layouts: list[bool] = []
+    for module in vae.modules():
+        if isinstance(module, CausalConv3d):
+            module.register_forward_pre_hook(
+                lambda _, args: layouts.append(args[0].is_contiguous(memory_format=torch.channels_last_3d))
+            )
+    fast = chunked()
+    return {"vae_fast_vs_plain": rel_err(fast, plain), "vae_fast_convs_channels_last": all(layouts)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
@@ -78,6 +106,7 @@ def main() -> None:
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         **check_dit(torch.bfloat16),
         **check_vae(torch.bfloat16),
+        **check_vae_fast_path(torch.bfloat16),
     }
     torch.cuda.empty_cache()
     print(json.dumps(result, indent=1), flush=True)

@@ -1,8 +1,10 @@
 """Where one steady chunk's time goes: torch.profiler over a few chunks of a warmed-up clip.
 
-Prints the operators and kernels with the most device time, and writes the table as JSON. Used to
-find what is left above the attention + GEMM floor (benchmarks/README.md). Runs on the GPU machine
-with the shipped settings, or anywhere with `--device cpu --preset tiny` to check the script.
+Prints the operators and kernels with the most device time, the kernel time per kind (attention,
+GEMM, conv, fused Triton, copies, other elementwise) and how busy the device was, then does the same
+for the VAE decoding steady chunks on its own. Writes both as JSON. Used to find what is left above
+the attention + GEMM floor (benchmarks/README.md). Runs on the GPU machine with the shipped settings,
+or anywhere with `--device cpu --preset tiny` to check the script.
 
     python benchmarks/profile_chunk.py --out $OUT/profile.json
 """
@@ -11,9 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
+from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 from pipeline.cache import make_cache
@@ -25,6 +31,66 @@ from pipeline.model.speed import SpeedConfig, accelerate
 PROMPT = "A drone view of waves crashing against the rugged cliffs along Big Sur's Garay Point beach."
 
 
+# First match wins: cuDNN's attention kernels contain "sdpa", its convs "fprop", cuBLAS's "gemm"/"nvjet".
+KERNEL_KINDS = [
+    ("attention", ("sdpa", "fmha", "flash", "attention")),
+    ("conv", ("fprop", "conv", "dgrad")),
+    ("gemm", ("gemm", "nvjet", "cutlass")),
+    ("triton", ("triton",)),
+    ("copy", ("copy", "memcpy", "cat", "memset")),
+]
+
+
+def kernel_kind(name: str) -> str:
+    lowered = name.lower()
+    for kind, needles in KERNEL_KINDS:
+        if any(needle in lowered for needle in needles):
+            return kind
+    return "other"
+
+
+def profile_region(
+    run: Callable[[], object], on_gpu: bool, rows: int, stacks: bool = False
+) -> dict[str, Any]:
+    """Profile `run`; the top operators and kernels, device time per kernel kind, and busy fraction.
+
+    With `stacks`, also the top operators grouped by the Python lines that called them."""
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
+    if on_gpu:
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    with profile(activities=activities, with_stack=stacks) as prof:
+        run()
+        if on_gpu:
+            torch.cuda.synchronize()
+    wall_ms = (time.perf_counter() - start) * 1000
+    events = prof.key_averages()
+    sort_by = "self_cuda_time_total" if on_gpu else "self_cpu_time_total"
+    print(events.table(sort_by=sort_by, row_limit=rows), flush=True)
+    if stacks:
+        by_stack = prof.key_averages(group_by_stack_n=6)
+        print(by_stack.table(sort_by=sort_by, row_limit=rows, max_name_column_width=60), flush=True)
+    by_kind: dict[str, float] = {}
+    for event in events:
+        if event.device_type == DeviceType.CUDA:
+            kind = kernel_kind(event.key)
+            by_kind[kind] = by_kind.get(kind, 0.0) + event.self_device_time_total / 1000
+    kernel_ms = sum(by_kind.values())
+    print(f"kernel ms by kind: { {k: round(v, 1) for k, v in sorted(by_kind.items())} }")
+    print(f"kernels {kernel_ms:.1f} ms in {wall_ms:.1f} ms of wall time (profiler on)", flush=True)
+    table = [
+        {
+            "name": event.key,
+            "calls": event.count,
+            "self_device_ms": event.self_device_time_total / 1000,
+            "self_cpu_ms": event.self_cpu_time_total / 1000,
+        }
+        for event in events
+    ]
+    table.sort(key=lambda r: r["self_device_ms"] if on_gpu else r["self_cpu_ms"], reverse=True)
+    return {"wall_ms": wall_ms, "kernel_ms": kernel_ms, "kernel_ms_by_kind": by_kind, "rows": table[:rows]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="self-forcing-1.3b")
@@ -34,6 +100,7 @@ def main() -> None:
     parser.add_argument("--profiled-frames", type=int, default=6, help="latent frames profiled (2 chunks)")
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--rows", type=int, default=30)
+    parser.add_argument("--stacks", action="store_true", help="also group the chunks' ops by call site")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
@@ -49,23 +116,21 @@ def main() -> None:
     warmup_chunks = args.warmup_frames // preset.chunk_frames
     for _ in range(warmup_chunks):  # compile, cuDNN plans, allocator pools, a compression or two
         next(chunks)
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
-    with profile(activities=activities) as prof:
-        for _ in chunks:  # the profiled chunks (one extra decode may land here: chunks go out one behind)
-            pass
-    sort_by = "self_cuda_time_total" if on_gpu else "self_cpu_time_total"
-    table = prof.key_averages().table(sort_by=sort_by, row_limit=args.rows)
-    print(table, flush=True)
-    rows = [
-        {
-            "name": event.key,
-            "calls": event.count,
-            "self_device_ms": getattr(event, "self_device_time_total", 0.0) / 1000,
-            "self_cpu_ms": event.self_cpu_time_total / 1000,
-        }
-        for event in prof.key_averages()
-    ]
-    rows.sort(key=lambda r: r["self_device_ms"] if on_gpu else r["self_cpu_ms"], reverse=True)
+    profiled_chunks = args.profiled_frames // preset.chunk_frames
+    # the profiled chunks (one extra decode may land here: chunks go out one behind)
+    print(f"== {profiled_chunks} steady chunks, DiT and VAE", flush=True)
+    chunk_profile = profile_region(lambda: sum(1 for _ in chunks), on_gpu, args.rows, args.stacks)
+
+    vae = bundle.vae
+    latent_shape = (1, preset.dit.in_dim, preset.chunk_frames, preset.latent_height, preset.latent_width)
+    latents = torch.randn(latent_shape, device=args.device, dtype=dtype)
+    stream = vae.start_stream()
+    for _ in range(3):  # the first chunk plus two steady ones: cuDNN plans for every shape
+        vae.decode(latents, stream)
+    print(f"== VAE alone, {profiled_chunks} steady chunks", flush=True)
+    vae_profile = profile_region(
+        lambda: [vae.decode(latents, stream) for _ in range(profiled_chunks)], on_gpu, args.rows
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps(
@@ -73,8 +138,10 @@ def main() -> None:
                 "device": torch.cuda.get_device_name() if on_gpu else "cpu",
                 "torch": torch.__version__,
                 "policy": args.policy,
-                "profiled_chunks": args.profiled_frames // preset.chunk_frames,
-                "rows": rows[: args.rows],
+                "compiled": not args.no_compile,
+                "profiled_chunks": profiled_chunks,
+                "chunks": chunk_profile,
+                "vae_alone": vae_profile,
             },
             indent=1,
         )

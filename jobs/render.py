@@ -435,6 +435,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--model", default="tiny", choices=sorted(PRESETS), help="model preset (default: %(default)s)"
     )
     model.add_argument("--model-dir", help="weights folder or s3:// URI (presets that need weights)")
+    model.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="seeded random weights instead of --model-dir: the videos are noise, the cost is real "
+        "(load tests, throughput benchmarks)",
+    )
     encoding = parser.add_argument_group("encoding")
     defaults = EncoderSettings()
     encoding.add_argument("--crf", type=int, default=defaults.crf, help="x264 CRF (default: %(default)s)")
@@ -502,8 +508,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def config_from_args(args: argparse.Namespace) -> RenderConfig:
     """Options -> RenderConfig; ValueError naming the option for values that cannot work."""
     preset = get_preset(args.model)
-    if preset.needs_weights and not args.model_dir:
-        raise ValueError(f"--model {args.model} needs weights: pass --model-dir (a folder or s3:// URI)")
+    if args.random_weights and args.model_dir:
+        raise ValueError("--random-weights and --model-dir exclude each other; pass one")
+    if preset.needs_weights and not (args.model_dir or args.random_weights):
+        raise ValueError(
+            f"--model {args.model} needs weights: pass --model-dir (a folder or s3:// URI), "
+            "or --random-weights to measure throughput"
+        )
     if not preset.needs_weights and args.model_dir:
         raise ValueError(
             f"--model-dir was given but --model {args.model} uses random weights; "
@@ -527,6 +538,7 @@ def config_from_args(args: argparse.Namespace) -> RenderConfig:
         run_id=run_id,
         model=args.model,
         model_dir=args.model_dir,
+        random_weights=args.random_weights,
         s3=s3,
         encoder=EncoderSettings(crf=args.crf, preset=args.preset),
         ffmpeg=args.ffmpeg,

@@ -84,7 +84,8 @@ class WorkerConfig:
     run_id: str  # metrics partition: metrics/run_id=<run_id>/
     model: str = "tiny"  # preset name (pipeline.model.presets)
     model_dir: str | None = None  # weights folder or s3:// URI; None for presets without weights
-    weights_seed: int = 0  # seed of the random weights of presets that need none (tiny)
+    random_weights: bool = False  # seeded random weights even for presets that need real ones
+    weights_seed: int = 0  # seed of the random weights (tiny, or random_weights)
     s3: S3Settings = field(default_factory=S3Settings)
     encoder: EncoderSettings = field(default_factory=EncoderSettings)
     ffmpeg: str | None = None  # ffmpeg binary; None: $FFMPEG_BINARY, imageio-ffmpeg's, PATH
@@ -512,7 +513,7 @@ def _load_bundle(config: WorkerConfig, device: torch.device) -> tuple[ModelBundl
     # (0.23 s on an H100), which keeps generation, decode and cache within 20 GB.
     text_placement = "offload" if on_gpu else "device"
     digest = None
-    if not preset.needs_weights:
+    if not preset.needs_weights or config.random_weights:
         bundle = ModelBundle.random(preset, device, dtype, config.weights_seed, text_placement)
     elif config.model_dir is None:
         raise ValueError(f"model {config.model!r} needs weights; pass --model-dir (a folder or s3:// URI)")

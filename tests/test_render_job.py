@@ -216,7 +216,12 @@ def test_seeds_and_ids_are_derived_from_the_line_deterministically() -> None:
         ),
         (
             ["--model", "self-forcing-1.3b"],
-            "--model self-forcing-1.3b needs weights: pass --model-dir (a folder or s3:// URI)",
+            "--model self-forcing-1.3b needs weights: pass --model-dir (a folder or s3:// URI), "
+            "or --random-weights to measure throughput",
+        ),
+        (
+            ["--model", "self-forcing-1.3b", "--random-weights", "--model-dir", "/models/sf"],
+            "--random-weights and --model-dir exclude each other; pass one",
         ),
         (
             ["--model-dir", "/models/sf"],

@@ -83,19 +83,28 @@ class RMSNorm(nn.Module):
 # Attention
 
 
+class LayerCursor:
+    """A KV source walked layer by layer: one per forward, each block's attention takes the next layer.
+
+    Compiled blocks never see a layer index: an int handed to eager code from a compiled graph is
+    guarded by value, so every layer would compile its own copy of the block (and past dynamo's
+    limit of 8, run uncompiled). Blocks always run in order, so the count is the layer.
+    """
+
+    def __init__(self, kv_source: KeyValueSource):
+        self.kv_source = kv_source
+        self.layer = 0
+
+
 @torch.compiler.disable
 def attend_with_cache(
-    kv_source: KeyValueSource,
-    layer: int,
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    attn_mask: torch.Tensor | None,
+    cursor: LayerCursor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None
 ) -> torch.Tensor:
     """Cache lookup and self-attention, kept out of compiled graphs: the key count changes from chunk
     to chunk and the policy's bookkeeping is plain Python, so the compiled parts around this call keep
     static shapes and compile once."""
-    keys, values = kv_source.keys_values(layer, q, k, v)  # (B, nh, L_kv, hd)
+    keys, values = cursor.kv_source.keys_values(cursor.layer, q, k, v)  # (B, nh, L_kv, hd)
+    cursor.layer += 1
     return F.scaled_dot_product_attention(q, keys, values, attn_mask=attn_mask)  # (B, nh, L, hd)
 
 
@@ -114,25 +123,16 @@ class AttentionProjections(nn.Module):
 
 
 class SelfAttention(AttentionProjections):
-    def __init__(self, config: DiTConfig, layer: int):
-        super().__init__(config)
-        self.layer = layer  # index handed to the KV source
+    """Projections only: the block calls the KV source and attention itself (see `DiTBlock.forward`)."""
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        rope: RotaryTables,
-        kv_source: KeyValueSource,
-        attn_mask: torch.Tensor | None,
-    ) -> torch.Tensor:
+    def qkv(self, x: torch.Tensor, rope: RotaryTables) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         B, L, C = x.shape  # batch, tokens, channels
         nh, hd = self.num_heads, C // self.num_heads
         q = apply_rotary(self.norm_q(self.q(x)).view(B, L, nh, hd), rope)  # (B, L, nh, hd)
         k = apply_rotary(self.norm_k(self.k(x)).view(B, L, nh, hd), rope)  # (B, L, nh, hd)
         v = self.v(x).view(B, L, nh, hd)  # (B, L, nh, hd)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, nh, L, hd)
-        y = attend_with_cache(kv_source, self.layer, q, k, v, attn_mask)  # (B, nh, L, hd)
-        return self.o(y.transpose(1, 2).reshape(B, L, C))
+        return q, k, v
 
 
 class CrossAttention(AttentionProjections):
@@ -159,11 +159,11 @@ class CrossAttention(AttentionProjections):
 
 
 class DiTBlock(nn.Module):
-    def __init__(self, config: DiTConfig, layer: int):
+    def __init__(self, config: DiTConfig):
         super().__init__()
         # 1. Self-attention, modulated per frame by the timestep
         self.norm1 = nn.LayerNorm(config.dim, eps=config.eps, elementwise_affine=False)
-        self.self_attn = SelfAttention(config, layer)
+        self.self_attn = SelfAttention(config)
         # 2. Cross-attention to the prompt (affine norm, no modulation, no gate)
         self.norm3 = nn.LayerNorm(config.dim, eps=config.eps, elementwise_affine=True)
         self.cross_attn = CrossAttention(config)
@@ -183,7 +183,7 @@ class DiTBlock(nn.Module):
         time_mod: torch.Tensor,
         text_kv: tuple[torch.Tensor, torch.Tensor],
         rope: RotaryTables,
-        kv_source: KeyValueSource,
+        kv_cursor: LayerCursor,
         attn_mask: torch.Tensor | None,
     ) -> torch.Tensor:
         B, L, C = x.shape
@@ -194,9 +194,12 @@ class DiTBlock(nn.Module):
         def per_frame(t: torch.Tensor) -> torch.Tensor:
             return t.unflatten(1, (num_frames, L // num_frames))  # (B, F, tokens_per_frame, C)
 
-        # 1. Self-attention
+        # 1. Self-attention. The eager cache lookup is called here, not inside a submodule: a graph
+        # break in a nested call compiles that submodule as a frame of its own.
         h = (per_frame(self.norm1(x)) * (1 + scale_sa) + shift_sa).flatten(1, 2)
-        y = self.self_attn(h, rope, kv_source, attn_mask)
+        q, k, v = self.self_attn.qkv(h, rope)  # (B, nh, L, hd)
+        y = attend_with_cache(kv_cursor, q, k, v, attn_mask)  # (B, nh, L, hd)
+        y = self.self_attn.o(y.transpose(1, 2).reshape(B, L, C))
         x = x + (per_frame(y) * gate_sa).flatten(1, 2)
         # 2. Cross-attention
         x = x + self.cross_attn(self.norm3(x), text_kv)
@@ -252,7 +255,7 @@ class CausalWanDiT(nn.Module):
         )
         self.time_embedding = nn.Sequential(nn.Linear(c.freq_dim, c.dim), nn.SiLU(), nn.Linear(c.dim, c.dim))
         self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(c.dim, 6 * c.dim))
-        self.blocks = nn.ModuleList([DiTBlock(c, layer) for layer in range(c.num_layers)])
+        self.blocks = nn.ModuleList([DiTBlock(c) for _ in range(c.num_layers)])
         self.head = Head(c)
         self.rope = RotaryEmbedding3D(c.head_dim, c.rope_theta)
         self.sdpa_backends: list[SDPBackend] | None = None  # None: PyTorch's own order (see speed.py)
@@ -336,9 +339,10 @@ class CausalWanDiT(nn.Module):
 
         # float64 tables, applied in float32 (see apply_rotary); (L, 1, head_dim/2) each
         rope = self.rope(frame_positions, grid_h, grid_w).to(torch.promote_types(dtype, torch.float32))
+        kv_cursor = LayerCursor(kv_source)
         with self._attention_backends():
             for block, text_kv in zip(self.blocks, text.kv, strict=True):
-                x = block(x, time_mod, text_kv, rope, kv_source, attn_mask)
+                x = block(x, time_mod, text_kv, rope, kv_cursor, attn_mask)
 
         # Head and unpatchify: each token's outputs are (p_t, p_h, p_w, c) with c fastest
         out = self.head(x, time_emb)  # (B, L, pt*ph*pw*C_out)

@@ -9,6 +9,11 @@ Time is causal: every 3-tap conv looks only at the current and two earlier frame
 decoded in chunks of latent frames as the DiT produces them. A `DecodeStream` carries, per conv, the last
 input frames the next chunk needs; chunked decoding equals decoding the whole video at once (and upstream's
 one-latent-per-call loop). The first chunk of T latents gives 4T - 3 frames, later chunks 4T.
+
+Memory layout: every op here keeps its input's layout, so after `use_channels_last()` the activations
+stay channels-last (B, T, H, W, C in memory) from the first conv to the pixels. cuDNN's Conv3d is
+fastest in that layout on Hopper, and in NCDHW it spends a quarter of the decode transposing
+(benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -95,22 +100,33 @@ class CausalConv3d(nn.Conv3d):
         self.time_pad = kt - 1
 
     # The stream argument is the point of this class, hence the override Conv3d's signature cannot express.
+    # Kept out of compiled graphs (like the DiT's cache lookup): the stream is plain Python state.
+    @torch.compiler.disable
     def forward(self, x: torch.Tensor, stream: DecodeStream) -> torch.Tensor:  # type: ignore[override]
         B, C, _, H, W = x.shape
         history = stream.conv_inputs.get(self)
         if history is None:  # first chunk of the video
-            history = x.new_zeros(B, C, self.time_pad, H, W)
+            history = x.new_zeros(B, C, self.time_pad, H, W).contiguous(memory_format=layout_of(x))
         x = torch.cat([history, x], dim=2)  # (B, C, time_pad + T, H, W)
         # clone: a slice would keep the whole concatenated input alive until the next chunk
         stream.conv_inputs[self] = x[:, :, -self.time_pad :].clone()  # (B, C, time_pad, H, W)
         return super().forward(x)
 
 
-def run_layers(layers: nn.Sequential, x: torch.Tensor, stream: DecodeStream) -> torch.Tensor:
-    """Apply `layers` in order, handing the stream to the causal convs."""
-    for layer in layers:
-        x = layer(x, stream) if isinstance(layer, CausalConv3d) else layer(x)
-    return x
+def layout_of(x: torch.Tensor) -> torch.memory_format:
+    """channels_last_3d for a video tensor stored channels-last, else contiguous (new tensors follow x)."""
+    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last_3d):
+        return torch.channels_last_3d
+    return torch.contiguous_format
+
+
+class CausalSequential(nn.Sequential):
+    """Layers applied in order, the stream handed to the causal convs."""
+
+    def forward(self, x: torch.Tensor, stream: DecodeStream) -> torch.Tensor:  # type: ignore[override]
+        for layer in self:
+            x = layer(x, stream) if isinstance(layer, CausalConv3d) else layer(x)
+        return x
 
 
 class RMSNorm(nn.Module):
@@ -134,7 +150,7 @@ class ResidualBlock(nn.Module):
     def __init__(self, in_dim: int, out_dim: int):
         super().__init__()
         # Indices match the official names: residual.{0,3}.gamma, residual.{2,6}.{weight,bias}.
-        self.residual = nn.Sequential(
+        self.residual = CausalSequential(
             RMSNorm(in_dim, trailing_dims=3),
             nn.SiLU(),
             CausalConv3d(in_dim, out_dim, (3, 3, 3)),
@@ -146,7 +162,12 @@ class ResidualBlock(nn.Module):
         self.shortcut = nn.Conv3d(in_dim, out_dim, 1) if in_dim != out_dim else nn.Identity()
 
     def forward(self, x: torch.Tensor, stream: DecodeStream) -> torch.Tensor:
-        return run_layers(self.residual, x, stream) + self.shortcut(x)
+        # Unrolled rather than self.residual(x, stream): compiled, each stretch between the (eager)
+        # causal convs becomes one fused kernel, the same graph for every block of a width.
+        norm1, act1, conv1, norm2, act2, dropout, conv2 = self.residual
+        h = conv1(act1(norm1(x)), stream)
+        h = conv2(dropout(act2(norm2(h))), stream)
+        return h + self.shortcut(x)
 
 
 class AttentionBlock(nn.Module):
@@ -161,13 +182,13 @@ class AttentionBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, T, H, W = x.shape
         frames = x.transpose(1, 2).reshape(B * T, C, H, W)  # (B*T, C, H, W)
-        qkv = self.to_qkv(self.norm(frames)).view(B * T, 1, 3 * C, H * W)  # (B*T, 1, 3C, H*W)
-        # contiguous: SDPA's fused kernels want channels (the head dim) innermost
-        qkv = qkv.transpose(2, 3).contiguous()  # (B*T, 1, H*W, 3C)
+        qkv = self.to_qkv(self.norm(frames))  # (B*T, 3C, H, W)
+        # channels innermost, as SDPA's fused kernels want the head dim (free when channels-last)
+        qkv = qkv.permute(0, 2, 3, 1).reshape(B * T, 1, H * W, 3 * C)  # (B*T, 1, H*W, 3C)
         q, k, v = qkv.chunk(3, dim=-1)  # 3 x (B*T, 1, H*W, C)
         out = F.scaled_dot_product_attention(q, k, v)  # (B*T, 1, H*W, C)
-        out = out.squeeze(1).transpose(1, 2).reshape(B * T, C, H, W)  # (B*T, C, H, W)
-        out = self.proj(out).view(B, T, C, H, W).transpose(1, 2)  # (B, C, T, H, W)
+        out = out.view(B * T, H, W, C).permute(0, 3, 1, 2)  # (B*T, C, H, W), stored channels-last
+        out = self.proj(out).unflatten(0, (B, T)).transpose(1, 2)  # (B, C, T, H, W)
         return x + out
 
 
@@ -216,9 +237,12 @@ class Resample(nn.Module):
     def time_doubled(self, x: torch.Tensor, stream: DecodeStream) -> torch.Tensor:
         assert self.time_conv is not None
         B, C, T, H, W = x.shape
-        pairs = self.time_conv(x, stream).view(B, 2, C, T, H, W)  # (B, 2, C, T, H, W)
+        pairs = self.time_conv(x, stream)  # (B, 2C, T, H, W)
         # interleave: output frame 2t + j is half j of time_conv's output at frame t
-        return pairs.permute(0, 2, 3, 1, 4, 5).reshape(B, C, 2 * T, H, W)  # (B, C, 2T, H, W)
+        out = torch.empty((B, C, 2 * T, H, W), dtype=x.dtype, device=x.device, memory_format=layout_of(x))
+        out[:, :, 0::2] = pairs[:, :C]
+        out[:, :, 1::2] = pairs[:, C:]
+        return out  # (B, C, 2T, H, W)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -248,7 +272,7 @@ class Decoder(nn.Module):
                 in_dim = out_dim // 2
         self.upsamples = nn.ModuleList(upsamples)
         # 4. Head: norm, SiLU, conv to RGB
-        self.head = nn.Sequential(
+        self.head = CausalSequential(
             RMSNorm(in_dim, trailing_dims=3), nn.SiLU(), CausalConv3d(in_dim, 3, (3, 3, 3))
         )
 
@@ -262,7 +286,7 @@ class Decoder(nn.Module):
         for block in self.upsamples:
             x = block(x, stream)
         # 4. Head
-        return run_layers(self.head, x, stream)
+        return self.head(x, stream)
 
 
 class WanVAEDecoder(nn.Module):
@@ -273,6 +297,15 @@ class WanVAEDecoder(nn.Module):
         self.config = config
         self.conv2 = nn.Conv3d(config.z_dim, config.z_dim, 1)
         self.decoder = Decoder(config)
+        self.channels_last = False
+
+    def use_channels_last(self) -> None:
+        """Store conv weights, and so every activation from here on, channels-last (see the module doc)."""
+        for module in self.modules():
+            if isinstance(module, nn.Conv3d | nn.Conv2d):
+                layout = torch.channels_last_3d if module.weight.ndim == 5 else torch.channels_last
+                module.weight.data = module.weight.data.contiguous(memory_format=layout)
+        self.channels_last = True
 
     def start_stream(self) -> DecodeStream:
         """A fresh, empty feature cache for a new video, on the decoder's current device and dtype.
@@ -310,6 +343,8 @@ class WanVAEDecoder(nn.Module):
             )
         # 1. Un-normalise: z * std + mean, written as upstream's z / (1/std) + mean for the same rounding
         z = latents.to(weight.dtype) / stream.latent_inv_std + stream.latent_mean
+        if self.channels_last:
+            z = z.contiguous(memory_format=torch.channels_last_3d)
         # 2. Decode, carrying each causal conv's history in the stream
         pixels = self.decoder(self.conv2(z), stream)
         stream.latent_frames_decoded += latents.shape[2]

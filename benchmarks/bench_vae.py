@@ -1,0 +1,174 @@
+"""The VAE decode of a steady chunk (3 latents -> 12 frames at 480x832): whole decoder, then every conv.
+
+1. The whole streaming decoder per speed setting (plain NCDHW, channels-last, channels-last with
+   compiled residual blocks): ms per steady chunk, median over several chunks of one video.
+2. Every conv of the chunk, per way of running it. The decoder's 3-tap causal convs can run as one
+   Conv3d (NCDHW, or NDHWC), as three Conv2d over frame-shifted views of a frames-as-batch NHWC
+   tensor summed, or as one Conv2d over the three views stacked along channels (one accumulation,
+   like Conv3d). Prints ms and TFLOP/s per conv and method, and the chunk's conv time per method
+   weighted by how often each conv occurs.
+
+    python benchmarks/bench_vae.py --out $OUT/vae.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from pipeline.model.presets import SELF_FORCING_1_3B as PRESET
+from pipeline.model.random_init import randomize_
+from pipeline.model.speed import SpeedConfig, accelerate_vae
+from pipeline.model.vae import WanVAEDecoder
+
+DECODER_SETTINGS = {
+    "plain": SpeedConfig(vae_channels_last=False, compile_vae=False),
+    "channels-last": SpeedConfig(compile_vae=False),
+    "channels-last + compiled": SpeedConfig(),
+}
+
+# (name, in channels, out channels, temporal taps, spatial taps, output frames, height, width, count)
+CONVS = [
+    ("conv1 16->384", 16, 384, 3, 3, 3, 60, 104, 1),
+    ("res 384 @60x104", 384, 384, 3, 3, 3, 60, 104, 10),
+    ("time_conv 384->768 @60x104", 384, 768, 3, 1, 3, 60, 104, 1),
+    ("up 384->192 @120x208", 384, 192, 1, 3, 6, 120, 208, 1),
+    ("res 192->384 @120x208", 192, 384, 3, 3, 6, 120, 208, 1),
+    ("shortcut 192->384 @120x208", 192, 384, 1, 1, 6, 120, 208, 1),
+    ("res 384 @120x208", 384, 384, 3, 3, 6, 120, 208, 5),
+    ("time_conv 384->768 @120x208", 384, 768, 3, 1, 6, 120, 208, 1),
+    ("up 384->192 @240x416", 384, 192, 1, 3, 12, 240, 416, 1),
+    ("res 192 @240x416", 192, 192, 3, 3, 12, 240, 416, 6),
+    ("up 192->96 @480x832", 192, 96, 1, 3, 12, 480, 832, 1),
+    ("res 96 @480x832", 96, 96, 3, 3, 12, 480, 832, 6),
+    ("head 96->3 @480x832", 96, 3, 3, 3, 12, 480, 832, 1),
+]
+
+
+def time_ms(fn: Callable[[], torch.Tensor], reps: int = 15, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return sorted(times)[len(times) // 2]
+
+
+def methods(cin: int, cout: int, kt: int, ks: int, frames: int, h: int, w: int) -> dict[str, Callable]:
+    """The ways to compute one conv; every input already holds the kt - 1 frames of history."""
+    bf16 = {"device": "cuda", "dtype": torch.bfloat16}
+    pad = ks // 2
+    weight = torch.randn(cout, cin, kt, ks, ks, **bf16) / (cin * kt * ks * ks) ** 0.5
+    bias = torch.randn(cout, **bf16)
+    video = torch.randn((1, cin, frames + kt - 1, h, w), **bf16)  # NCDHW
+    video_cl = video.to(memory_format=torch.channels_last_3d)
+    weight_cl = weight.to(memory_format=torch.channels_last_3d)
+    # frames as batch, channels last: frame-shifted views are free
+    frames_nhwc = video[0].transpose(0, 1).contiguous(memory_format=torch.channels_last)
+    taps = [weight[:, :, k].contiguous(memory_format=torch.channels_last) for k in range(kt)]
+    stacked = torch.cat(taps, dim=1).contiguous(memory_format=torch.channels_last)  # (cout, kt*cin, ks, ks)
+
+    def conv3d() -> torch.Tensor:
+        return F.conv3d(video, weight, bias, padding=(0, pad, pad))
+
+    def conv3d_ndhwc() -> torch.Tensor:
+        return F.conv3d(video_cl, weight_cl, bias, padding=(0, pad, pad))
+
+    def conv2d_per_tap() -> torch.Tensor:
+        out = F.conv2d(frames_nhwc[:frames], taps[0], bias, padding=pad)
+        for k in range(1, kt):
+            out += F.conv2d(frames_nhwc[k : k + frames], taps[k], padding=pad)
+        return out
+
+    def conv2d_stacked() -> torch.Tensor:
+        views = torch.cat([frames_nhwc[k : k + frames] for k in range(kt)], dim=1)
+        return F.conv2d(views.contiguous(memory_format=torch.channels_last), stacked, bias, padding=pad)
+
+    if kt == 1:
+        frames_nchw, tap_nchw = video[0].transpose(0, 1).contiguous(), taps[0].contiguous()
+        return {
+            "conv2d_nchw": lambda: F.conv2d(frames_nchw, tap_nchw, bias, padding=pad),
+            "conv2d_nhwc": lambda: F.conv2d(frames_nhwc, taps[0], bias, padding=pad),
+        }
+    return {
+        "conv3d_ncdhw": conv3d,
+        "conv3d_ndhwc": conv3d_ndhwc,
+        "conv2d_per_tap": conv2d_per_tap,
+        "conv2d_stacked": conv2d_stacked,
+    }
+
+
+@torch.inference_mode()
+def time_decoder(config: SpeedConfig, chunks: int = 8) -> dict[str, float]:
+    """ms for a video's first chunk and the median steady chunk, CUDA events around each decode."""
+    with torch.device("meta"):
+        vae = WanVAEDecoder(PRESET.vae)
+    randomize_(vae.to_empty(device="cuda"), seed=1)
+    accelerate_vae(vae.to(torch.bfloat16), config)
+    shape = (1, PRESET.vae.z_dim, PRESET.chunk_frames, PRESET.latent_height, PRESET.latent_width)
+    latents = torch.randn(shape, device="cuda", dtype=torch.bfloat16)
+    for _ in range(2):  # a whole warm-up video first: compiled graphs and cuDNN plans for both shapes
+        stream = vae.start_stream()
+        decode = partial(vae.decode, latents, stream)
+        times = [time_ms(decode, reps=1, warmup=0) for _ in range(chunks)]
+    return {"first_chunk_ms": times[0], "steady_chunk_ms": sorted(times[1:])[len(times[1:]) // 2]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--decoder-only", action="store_true", help="skip the per-conv table")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    torch.backends.cudnn.benchmark = True
+    decoders = {}
+    for name, config in DECODER_SETTINGS.items():
+        decoders[name] = time_decoder(config)
+        print(f"decoder, {name:26s}: {decoders[name]}", flush=True)
+    rows = []
+    totals: dict[str, float] = {}
+    best_total = 0.0
+    for name, cin, cout, kt, ks, frames, h, w, count in [] if args.decoder_only else CONVS:
+        tflop = 2 * cin * cout * kt * ks * ks * frames * h * w / 1e12
+        with torch.no_grad():
+            timings = {m: time_ms(fn) for m, fn in methods(cin, cout, kt, ks, frames, h, w).items()}
+        torch.cuda.empty_cache()
+        row = {"conv": name, "count": count, "tflop": tflop, "ms": timings}
+        rows.append(row)
+        cells = "  ".join(f"{m} {ms:7.3f} ms ({tflop / ms * 1e3:4.0f})" for m, ms in timings.items())
+        print(f"{name:28s} x{count:<2d} {cells}", flush=True)
+        for m, ms in timings.items():
+            totals[m] = totals.get(m, 0.0) + ms * count
+        best_total += min(timings.values()) * count
+    print(
+        "per chunk, temporal convs only where a method applies:", {m: round(v, 1) for m, v in totals.items()}
+    )
+    print(f"per chunk, best method per conv: {best_total:.1f} ms", flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps(
+            {
+                "device": torch.cuda.get_device_name(),
+                "torch": torch.__version__,
+                "cudnn": torch.backends.cudnn.version(),
+                "decoder": decoders,
+                "rows": rows,
+                "best_total_ms": best_total,
+            },
+            indent=1,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

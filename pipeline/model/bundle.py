@@ -134,15 +134,15 @@ class ModelBundle:
     ) -> ModelBundle:
         """Seeded random weights for every layer and the built-in tokenizer (tiny preset, benchmarks).
 
-        Built on the meta device and materialised where they will run, in their final dtype.
+        Built on the meta device and drawn on `device` in their final dtype, then placed: drawing
+        the 5.7B-parameter encoder on a GPU takes a second, in float32 on host cores minutes.
         """
         with torch.device("meta"):
             dit = CausalWanDiT(preset.dit)
             vae = WanVAEDecoder(preset.vae)
             t5 = UMT5Encoder(preset.text_encoder)
-        text_device = device if text_placement == "device" else "cpu"
-        for offset, (module, where) in enumerate(((dit, device), (vae, device), (t5, text_device))):
-            randomize_(module.to_empty(device=where).to(dtype), seed + offset)
+        for offset, module in enumerate((dit, vae, t5)):
+            randomize_(module.to(dtype).to_empty(device=device), seed + offset)
         text_encoder = TextEncoder(t5, tiny_tokenizer(preset.dit.text_len), preset.dit.text_len)
         return cls(preset, dit, vae, text_encoder).to(device, dtype, text_placement)
 

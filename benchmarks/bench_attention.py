@@ -15,25 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from benchmarks.gpu import median_ms
+
 BACKENDS = {
     "cudnn": SDPBackend.CUDNN_ATTENTION,
     "flash": SDPBackend.FLASH_ATTENTION,
     "efficient": SDPBackend.EFFICIENT_ATTENTION,
 }
-
-
-def time_ms(fn, reps: int = 20) -> float:
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return sorted(times)[len(times) // 2]
 
 
 def main() -> None:
@@ -57,7 +45,7 @@ def main() -> None:
                 ctx = sdpa_kernel([backend]) if backend is not None else torch.autograd.no_grad()
                 try:
                     with ctx:
-                        ms = time_ms(lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v))
+                        ms = median_ms(lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v), reps=20)
                     rows.append(
                         {
                             "frames": frames,

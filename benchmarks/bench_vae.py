@@ -22,10 +22,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from benchmarks.gpu import median_ms, random_vae
 from pipeline.model.presets import SELF_FORCING_1_3B as PRESET
-from pipeline.model.random_init import randomize_
 from pipeline.model.speed import SpeedConfig, accelerate_vae
-from pipeline.model.vae import WanVAEDecoder
 
 DECODER_SETTINGS = {
     "plain": SpeedConfig(vae_channels_last=False, compile_vae=False),
@@ -49,20 +48,6 @@ CONVS = [
     ("res 96 @480x832", 96, 96, 3, 3, 12, 480, 832, 6),
     ("head 96->3 @480x832", 96, 3, 3, 3, 12, 480, 832, 1),
 ]
-
-
-def time_ms(fn: Callable[[], torch.Tensor], reps: int = 15, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return sorted(times)[len(times) // 2]
 
 
 def methods(cin: int, cout: int, kt: int, ks: int, frames: int, h: int, w: int) -> dict[str, Callable]:
@@ -112,16 +97,13 @@ def methods(cin: int, cout: int, kt: int, ks: int, frames: int, h: int, w: int) 
 @torch.inference_mode()
 def time_decoder(config: SpeedConfig, chunks: int = 8) -> dict[str, float]:
     """ms for a video's first chunk and the median steady chunk, CUDA events around each decode."""
-    with torch.device("meta"):
-        vae = WanVAEDecoder(PRESET.vae)
-    randomize_(vae.to_empty(device="cuda"), seed=1)
-    accelerate_vae(vae.to(torch.bfloat16), config)
+    vae = accelerate_vae(random_vae(torch.bfloat16), config)
     shape = (1, PRESET.vae.z_dim, PRESET.chunk_frames, PRESET.latent_height, PRESET.latent_width)
     latents = torch.randn(shape, device="cuda", dtype=torch.bfloat16)
     for _ in range(2):  # a whole warm-up video first: compiled graphs and cuDNN plans for both shapes
         stream = vae.start_stream()
         decode = partial(vae.decode, latents, stream)
-        times = [time_ms(decode, reps=1, warmup=0) for _ in range(chunks)]
+        times = [median_ms(decode, reps=1, warmup=0) for _ in range(chunks)]
     return {"first_chunk_ms": times[0], "steady_chunk_ms": sorted(times[1:])[len(times[1:]) // 2]}
 
 
@@ -141,7 +123,7 @@ def main() -> None:
     for name, cin, cout, kt, ks, frames, h, w, count in [] if args.decoder_only else CONVS:
         tflop = 2 * cin * cout * kt * ks * ks * frames * h * w / 1e12
         with torch.no_grad():
-            timings = {m: time_ms(fn) for m, fn in methods(cin, cout, kt, ks, frames, h, w).items()}
+            timings = {m: median_ms(fn) for m, fn in methods(cin, cout, kt, ks, frames, h, w).items()}
         torch.cuda.empty_cache()
         row = {"conv": name, "count": count, "tflop": tflop, "ms": timings}
         rows.append(row)

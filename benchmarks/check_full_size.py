@@ -17,13 +17,14 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.gpu import random_vae
 from pipeline.cache.base import ForwardKind
 from pipeline.cache.fifo import FifoCache
 from pipeline.model.dit import CausalWanDiT
 from pipeline.model.presets import SELF_FORCING_1_3B as PRESET
 from pipeline.model.random_init import randomize_
 from pipeline.model.speed import SpeedConfig, accelerate_vae
-from pipeline.model.vae import CausalConv3d, WanVAEDecoder
+from pipeline.model.vae import CausalConv3d
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -59,10 +60,7 @@ def check_dit(dtype: torch.dtype) -> dict[str, float]:
 
 @torch.inference_mode()
 def check_vae(dtype: torch.dtype) -> dict[str, float]:
-    with torch.device("meta"):
-        vae = WanVAEDecoder(PRESET.vae)
-    randomize_(vae.to_empty(device="cuda"), seed=1)
-    vae.to(dtype)
+    vae = random_vae(dtype)
     gen = torch.Generator("cuda").manual_seed(1)
     latents = torch.randn(1, 16, 6, PRESET.latent_height, PRESET.latent_width, generator=gen, device="cuda")
     whole = vae.decode(latents.to(dtype), vae.start_stream())
@@ -73,10 +71,7 @@ def check_vae(dtype: torch.dtype) -> dict[str, float]:
 
 @torch.inference_mode()
 def check_vae_fast_path(dtype: torch.dtype) -> dict[str, float | bool]:
-    with torch.device("meta"):
-        vae = WanVAEDecoder(PRESET.vae)
-    randomize_(vae.to_empty(device="cuda"), seed=1)
-    vae.to(dtype)
+    vae = random_vae(dtype)
     gen = torch.Generator("cuda").manual_seed(2)
     latents = torch.randn(1, 16, 9, PRESET.latent_height, PRESET.latent_width, generator=gen, device="cuda")
 

@@ -1,0 +1,33 @@
+"""What the GPU benchmarks share: CUDA-event timing and a full-size VAE with random weights."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from pipeline.model.presets import SELF_FORCING_1_3B
+from pipeline.model.random_init import randomize_
+from pipeline.model.vae import WanVAEDecoder
+
+
+def median_ms(fn: Callable[[], object], reps: int = 15, warmup: int = 3) -> float:
+    """Median of `reps` timed calls after `warmup` untimed ones, CUDA events around each call."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return sorted(times)[len(times) // 2]
+
+
+def random_vae(dtype: torch.dtype, seed: int = 1) -> WanVAEDecoder:
+    """The full-size VAE decoder on the GPU with seeded random weights."""
+    with torch.device("meta"):
+        vae = WanVAEDecoder(SELF_FORCING_1_3B.vae)
+    return randomize_(vae.to(dtype).to_empty(device="cuda"), seed)

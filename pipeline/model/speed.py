@@ -13,7 +13,7 @@ import torch
 from torch.nn.attention import SDPBackend
 
 from pipeline.model.bundle import ModelBundle
-from pipeline.model.vae import CausalSequential, ResidualBlock, WanVAEDecoder
+from pipeline.model.vae import ResidualBlock, WanVAEDecoder
 
 logger = logging.getLogger(__name__)
 
@@ -69,9 +69,11 @@ def accelerate_vae(vae: WanVAEDecoder, config: SpeedConfig) -> WanVAEDecoder:
         vae.use_channels_last()
     if config.compile_vae:
         decoder = vae.decoder
+        blocks = [
+            block for block in (*decoder.middle, *decoder.upsamples) if isinstance(block, ResidualBlock)
+        ]
         # Frame counts and sizes differ per stage and between a video's first and later chunks:
         # dynamic shapes keep that to a few graphs. The causal convs stay eager (their stream state).
-        for block in [*decoder.middle, *decoder.upsamples, decoder.head]:
-            if isinstance(block, ResidualBlock | CausalSequential):
-                block.compile(dynamic=True, backend=config.compile_backend)
+        for block in [*blocks, decoder.head]:
+            block.compile(dynamic=True, backend=config.compile_backend)
     return vae

@@ -158,7 +158,7 @@ class ResidualBlock(nn.Module):
     def __init__(self, in_dim: int, out_dim: int):
         super().__init__()
         # Indices match the official names: residual.{0,3}.gamma, residual.{2,6}.{weight,bias}.
-        self.residual = CausalSequential(
+        self.residual = nn.Sequential(
             RMSNorm(in_dim, trailing_dims=3),
             nn.SiLU(),
             CausalConv3d(in_dim, out_dim, (3, 3, 3)),
@@ -170,8 +170,8 @@ class ResidualBlock(nn.Module):
         self.shortcut = nn.Conv3d(in_dim, out_dim, 1) if in_dim != out_dim else nn.Identity()
 
     def forward(self, x: torch.Tensor, stream: DecodeStream) -> torch.Tensor:
-        # Unrolled rather than self.residual(x, stream): compiled, each stretch between the (eager)
-        # causal convs becomes one fused kernel, the same graph for every block of a width.
+        # Unrolled, not a loop over the layers: compiled, each stretch between the (eager) causal
+        # convs becomes one fused kernel, the same graph for every block of a width.
         # The biases are added here, not by the convs: cuDNN adds a channels-last 3D bias in a slow
         # pass of its own (12% of the decode on an H100), here it fuses into the norm and residual.
         norm1, act1, conv1, norm2, act2, dropout, conv2 = self.residual

@@ -369,7 +369,8 @@ class VideoEncoder:
             )
 
         try:
-            digest = _sha256_of(self._partial)
+            with self._partial.open("rb") as f:  # not storage.file_sha256: encoding needs no boto3
+                digest = hashlib.file_digest(f, "sha256").hexdigest()
             size = self._partial.stat().st_size
             os.replace(self._partial, self.path)
         except OSError as exc:
@@ -469,14 +470,6 @@ def _drain_lines(stream: IO[bytes], tail: collections.deque[str]) -> None:
     with stream:
         for raw in stream:
             tail.append(raw.decode("utf-8", "replace").rstrip())
-
-
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # -- reading back -------------------------------------------------------------------------------------

@@ -48,7 +48,7 @@ MIB = 1024 * 1024
 S3_MIN_PART_MB = 5  # S3 rejects multipart parts below 5 MiB (except the last one)
 CHECKSUM_ALGORITHMS = ("CRC32", "CRC32C", "CRC64NVME", "SHA1", "SHA256")  # boto3 ChecksumAlgorithm values
 SHA256_METADATA_KEY = "sha256"  # our whole-file digest, stored as x-amz-meta-sha256
-_HASH_BLOCK = 4 * MIB  # read size when hashing or copying files
+_HASH_BLOCK = 4 * MIB  # read size when copying files (hashing them as they go)
 _TMP_MARK = ".tmp-"  # local temp files are ".<name>.tmp-<hex>"; list_keys never shows them
 _SESSION_LOCK = threading.Lock()
 
@@ -210,11 +210,8 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
 
 
 def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as f:
-        while block := f.read(_HASH_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _check_metadata(metadata: Mapping[str, str]) -> dict[str, str]:

@@ -62,7 +62,7 @@ from pipeline.model.bundle import (
 from pipeline.model.presets import get_preset
 from pipeline.model.speed import SpeedConfig, accelerate
 from pipeline.quality import QualityMeter
-from pipeline.storage import OutputTarget, S3Settings, open_target
+from pipeline.storage import OutputTarget, S3Settings, file_sha256, open_target
 
 logger = logging.getLogger(__name__)
 
@@ -543,11 +543,7 @@ def weights_digest(model_dir: Path) -> str:
         except (OSError, ValueError):
             cached_stamp, digest = "", ""
         if cached_stamp != stamp:
-            hasher = hashlib.sha256()
-            with path.open("rb") as f:
-                while block := f.read(1 << 24):
-                    hasher.update(block)
-            digest = hasher.hexdigest()
+            digest = file_sha256(path)
             try:
                 tmp = sidecar.with_name(f"{sidecar.name}.{os.getpid()}")
                 tmp.write_text(f"{stamp} {digest}\n")

@@ -409,3 +409,16 @@ def test_probe_rejects_a_file_that_is_not_a_video(tmp_path: Path, ffmpeg_bin: st
     with pytest.raises(EncodeError) as caught:
         probe_video(junk, ffmpeg_bin)
     assert str(caught.value).startswith(f"ffmpeg could not decode a video stream from {junk} (exit code ")
+
+
+def test_probe_counts_only_the_frames_a_truncated_file_still_holds(tmp_path: Path, ffmpeg_bin: str) -> None:
+    # probe_video demuxes instead of decoding; a cut-off upload or disk-full write must still show.
+    whole = tmp_path / "whole.mp4"
+    with VideoEncoder(whole, W, H, FPS, binary=ffmpeg_bin) as encoder:
+        encoder.write(moving_gradient(40))
+        encoder.close()
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    assert probe_video(whole, ffmpeg_bin).frames == 40
+    assert 0 < probe_video(cut, ffmpeg_bin).frames < 40

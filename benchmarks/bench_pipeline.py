@@ -105,13 +105,12 @@ def render_clip(
 
 # Cumulative optimisation steps (issue 5): each adds one switch to the previous one.
 PLAIN = SpeedConfig("default", False, vae_channels_last=False, compile_vae=False, cudnn_benchmark=False)
-STEPS: dict[str, tuple[SpeedConfig, bool]] = {  # name -> (speed config to apply, overlap decode)
-    "plain": (PLAIN, False),
-    "cudnn-attention": (replace(PLAIN, attention="cudnn"), False),
-    "compiled-blocks": (replace(PLAIN, attention="cudnn", compile_blocks=True), False),
-    "vae-channels-last": (SpeedConfig(compile_vae=False), False),
-    "compiled-vae": (SpeedConfig(), False),  # the shipped settings
-    "overlapped-decode": (SpeedConfig(), True),
+STEPS: dict[str, SpeedConfig] = {
+    "plain": PLAIN,
+    "cudnn-attention": replace(PLAIN, attention="cudnn"),
+    "compiled-blocks": replace(PLAIN, attention="cudnn", compile_blocks=True),
+    "vae-channels-last": SpeedConfig(compile_vae=False),
+    "compiled-vae": SpeedConfig(),  # the shipped settings
 }
 
 
@@ -174,9 +173,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         encode_dir = None if args.no_encode else Path(tmp)
         for step in filter(None, args.steps.split(",")):
-            speed, overlap = STEPS[step]
-            accelerate(bundle, speed)
-            generator = ClipGenerator(bundle, overlap_decode=overlap)
+            accelerate(bundle, STEPS[step])
+            generator = ClipGenerator(bundle)
             compile_start = time.perf_counter()
             render_clip(generator, args.step_policy, args.warmup_frames, None, seed=1)  # warm-up
             warmup_s = time.perf_counter() - compile_start

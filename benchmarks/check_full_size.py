@@ -1,7 +1,8 @@
 """Correctness of the streaming paths at full size on the GPU (random weights, bf16).
 
 1. DiT: two chunks through the KV cache == one block-causal forward of the same frames.
-2. DiT: bf16 vs float32 output of one chunk (the bf16 noise floor the other checks are judged by).
+2. DiT: bf16 vs float32 output of one chunk (the bf16 noise floor the other checks are judged by),
+   and the shipped attention (cuDNN over two key runs) vs cuDNN whole vs PyTorch's default backend.
 3. VAE: decoding 6 latent frames in chunks of 3 with the feature cache == one call.
 4. VAE: the shipped fast path (channels-last activations, compiled residual blocks) == the plain one,
    and every causal conv really receives channels-last input.
@@ -23,8 +24,8 @@ from pipeline.cache.fifo import FifoCache
 from pipeline.model.dit import CausalWanDiT
 from pipeline.model.presets import SELF_FORCING_1_3B as PRESET
 from pipeline.model.random_init import randomize_
-from pipeline.model.speed import SpeedConfig, accelerate_vae
-from pipeline.model.vae import CausalConv3d
+from pipeline.model.speed import ATTENTION_ORDERS, SpeedConfig, accelerate_vae
+from pipeline.model.vae import DecodeStream
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -55,7 +56,17 @@ def check_dit(dtype: torch.dtype) -> dict[str, float]:
     dit.to(dtype)
     low = streamed(dit)
     whole = dit.forward_block_causal(latents, torch.zeros(1, 6, device="cuda"), dit.prepare_text(prompt), 3)
-    return {"dit_stream_vs_block_causal": rel_err(low, whole), "dit_bf16_vs_fp32": rel_err(low, fp32)}
+    dit.sdpa_backends = ATTENTION_ORDERS["cudnn"]
+    cudnn = streamed(dit)
+    dit.attention_key_splits = 2
+    split = streamed(dit)
+    return {
+        "dit_stream_vs_block_causal": rel_err(low, whole),
+        "dit_bf16_vs_fp32": rel_err(low, fp32),
+        "dit_cudnn_vs_default_backend": rel_err(cudnn, low),
+        "dit_key_splits_vs_whole_cudnn": rel_err(split, cudnn),
+        "dit_key_splits_vs_fp32": rel_err(split, fp32),
+    }
 
 
 @torch.inference_mode()
@@ -75,20 +86,23 @@ def check_vae_fast_path(dtype: torch.dtype) -> dict[str, float | bool]:
     gen = torch.Generator("cuda").manual_seed(2)
     latents = torch.randn(1, 16, 9, PRESET.latent_height, PRESET.latent_width, generator=gen, device="cuda")
 
-    def chunked() -> torch.Tensor:
+    def chunked() -> tuple[torch.Tensor, DecodeStream]:
         stream = vae.start_stream()
-        return torch.cat([vae.decode(latents[:, :, i : i + 3].to(dtype), stream) for i in (0, 3, 6)], dim=2)
+        chunks = [vae.decode(latents[:, :, i : i + 3].to(dtype), stream) for i in (0, 3, 6)]
+        return torch.cat(chunks, dim=2), stream
 
-    plain = chunked()
+    plain, _ = chunked()
     accelerate_vae(vae, SpeedConfig())
-    layouts: list[bool] = []
-    for module in vae.modules():
-        if isinstance(module, CausalConv3d):
-            module.register_forward_pre_hook(
-                lambda _, args: layouts.append(args[0].is_contiguous(memory_format=torch.channels_last_3d))
-            )
-    fast = chunked()
-    return {"vae_fast_vs_plain": rel_err(fast, plain), "vae_fast_convs_channels_last": all(layouts)}
+    fast, stream = chunked()
+    # each causal conv remembers its input's last frames in the input's layout
+    remembered = list(stream.conv_inputs.values())
+    return {
+        "vae_fast_vs_plain": rel_err(fast, plain),
+        "vae_fast_convs_channels_last": all(
+            x.is_contiguous(memory_format=torch.channels_last_3d) for x in remembered
+        ),
+        "vae_causal_convs": len(remembered),
+    }
 
 
 def main() -> None:

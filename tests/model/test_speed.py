@@ -5,13 +5,21 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from pipeline.cache import make_cache
 from pipeline.generate import ClipGenerator
 from pipeline.model.bundle import ModelBundle
+from pipeline.model.dit import (
+    LayerCursor,
+    OwnKeysValues,
+    attend_with_cache,
+    attention_over_key_splits,
+    merge_key_splits,
+)
 from pipeline.model.presets import TINY
 from pipeline.model.speed import SpeedConfig, accelerate, accelerate_vae
-from pipeline.model.vae import CausalConv3d, WanVAEDecoder
+from pipeline.model.vae import DecodeStream, WanVAEDecoder
 
 
 def frames(bundle: ModelBundle) -> np.ndarray:
@@ -34,6 +42,45 @@ def test_compiled_blocks_render_the_same_frames_and_share_one_graph_across_layer
 def test_unknown_attention_order_is_rejected_with_the_choices():
     with pytest.raises(ValueError, match=r"attention='fastest'; choose one of \['cudnn', 'default'\]"):
         SpeedConfig(attention="fastest")
+    with pytest.raises(ValueError, match=r"attention_key_splits=0 must be >= 1; 1 means no split"):
+        SpeedConfig(attention_key_splits=0)
+
+
+@pytest.mark.parametrize("splits", [2, 3])
+def test_attention_over_key_splits_equals_whole_attention(splits):
+    q, k, v = (torch.randn(1, 4, n, 32, dtype=torch.float64) for n in (50, 60, 60))
+    merged = merge_key_splits(*attention_over_key_splits(q.float(), k.float(), v.float(), splits))
+    torch.testing.assert_close(merged.double(), F.scaled_dot_product_attention(q, k, v), rtol=1e-5, atol=1e-5)
+
+
+def test_attention_stays_whole_below_the_split_threshold_and_for_masked_sequences():
+    q, k, v = (torch.randn(1, 2, 8, 16) for _ in range(3))
+    cursor = LayerCursor(OwnKeysValues(), key_splits=2, split_min_keys=9)
+    assert attend_with_cache(cursor, q, k, v, None)[1] is None  # 8 keys < 9
+    cursor = LayerCursor(OwnKeysValues(), key_splits=2, split_min_keys=8)
+    assert attend_with_cache(cursor, q, k, v, None)[1] is not None
+    assert attend_with_cache(cursor, q, k, v, torch.ones(8, 8, dtype=torch.bool))[1] is None
+
+
+def test_key_splits_render_the_frames_of_whole_attention_eager_and_compiled():
+    # Through a deep-forcing clip, whose key counts change from chunk to chunk; compiled, the merge
+    # runs inside the block's graph.
+    torch._dynamo.reset()
+    graphs_before = torch._dynamo.utils.counters["stats"]["unique_graphs"]  # reset() keeps the counters
+    plain = frames(ModelBundle.random(TINY, "cpu", torch.float32, seed=4))
+    split = ModelBundle.random(TINY, "cpu", torch.float32, seed=4)
+    split.dit.attention_key_splits = 2
+    eager = frames(split)
+    dit_only = SpeedConfig(compile_backend="aot_eager", vae_channels_last=False, compile_vae=False)
+    accelerate(split, dit_only)
+    assert split.dit.attention_key_splits == 1  # on CPU accelerate() leaves attention whole ...
+    split.dit.attention_key_splits = 2  # ... so set it as a cuDNN GPU would have it
+    split.dit.attention_split_min_keys = 0  # and split the tiny model's few keys too
+    for fast in (eager, frames(split)):
+        # float32 sums in another order: at most one uint8 step, rarely
+        assert np.abs(fast.astype(int) - plain).max() <= 1
+        assert (fast != plain).mean() < 1e-3
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs_before == 2  # one pair, all layers
 
 
 def test_text_encoder_placements_give_the_same_embedding():
@@ -46,31 +93,35 @@ def test_text_encoder_placements_give_the_same_embedding():
         bundle.place_text_encoder("gpu")
 
 
-def decode_video(vae: WanVAEDecoder, latents: torch.Tensor) -> torch.Tensor:
+def decode_video(vae: WanVAEDecoder, latents: torch.Tensor) -> tuple[torch.Tensor, DecodeStream]:
     stream = vae.start_stream()
     chunks = [vae.decode(latents[:, :, i : i + 3], stream) for i in range(0, latents.shape[2], 3)]
-    return torch.cat(chunks, dim=2)
+    return torch.cat(chunks, dim=2), stream
 
 
 def test_fast_vae_decodes_the_same_pixels_without_recompiling_per_video():
     torch._dynamo.reset()
     bundle = ModelBundle.random(TINY, "cpu", torch.float32, seed=3)
     latents = torch.randn(1, TINY.vae.z_dim, 9, TINY.latent_height, TINY.latent_width)
-    plain = decode_video(bundle.vae, latents)
+    plain, plain_stream = decode_video(bundle.vae, latents)
     vae = accelerate_vae(bundle.vae, SpeedConfig(compile_backend="aot_eager"))
     assert vae.channels_last
-    inputs: list[torch.Tensor] = []
-    for module in vae.modules():
-        if isinstance(module, CausalConv3d):
-            module.register_forward_pre_hook(lambda _, args: inputs.append(args[0]))
-    torch.testing.assert_close(decode_video(vae, latents), plain, rtol=1e-5, atol=1e-5)
+    fast, stream = decode_video(vae, latents)
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
     graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
-    torch.testing.assert_close(decode_video(vae, latents), plain, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(decode_video(vae, latents)[0], plain, rtol=1e-5, atol=1e-5)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs  # a new video: no new graphs
-    # CPU Conv3d returns NCDHW whatever it gets, so only the convs fed by channels-last 2D ops (the
-    # upsamples) see channels-last here; on CUDA every one does (benchmarks/check_full_size.py).
+    # Every causal conv remembered the same frames for the next chunk (compiled, the copy is made
+    # inside the producing kernel) ...
+    assert stream.conv_inputs.keys() == plain_stream.conv_inputs.keys()
+    for conv, frames in stream.conv_inputs.items():
+        torch.testing.assert_close(frames, plain_stream.conv_inputs[conv], rtol=1e-5, atol=1e-5)
+    # ... in its input's layout. CPU Conv3d returns NCDHW whatever it gets, so only the convs fed by
+    # channels-last 2D ops (the upsamples) see channels-last here; on CUDA every one does
+    # (benchmarks/check_full_size.py).
     assert any(
-        x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous() for x in inputs
+        x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous()
+        for x in stream.conv_inputs.values()
     )
 
 

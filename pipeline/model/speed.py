@@ -13,7 +13,7 @@ import torch
 from torch.nn.attention import SDPBackend
 
 from pipeline.model.bundle import ModelBundle
-from pipeline.model.vae import ResidualBlock, WanVAEDecoder
+from pipeline.model.vae import Resample, ResidualBlock, WanVAEDecoder
 
 logger = logging.getLogger(__name__)
 
@@ -78,11 +78,12 @@ def accelerate_vae(vae: WanVAEDecoder, config: SpeedConfig) -> WanVAEDecoder:
         vae.use_channels_last()
     if config.compile_vae:
         decoder = vae.decoder
-        blocks = [
-            block for block in (*decoder.middle, *decoder.upsamples) if isinstance(block, ResidualBlock)
-        ]
+        stages = (*decoder.middle, *decoder.upsamples)
+        blocks = [block for block in stages if isinstance(block, ResidualBlock)]
+        # Nearest upsampling runs at a fifth of memory speed eagerly on channels-last frames.
+        upsamples = [stage.resample for stage in stages if isinstance(stage, Resample)]
         # Frame counts and sizes differ per stage and between a video's first and later chunks:
         # dynamic shapes keep that to a few graphs. The causal convs stay eager (their stream state).
-        for block in [*blocks, decoder.head]:
-            block.compile(dynamic=True, backend=config.compile_backend)
+        for module in [*blocks, *upsamples, decoder.head]:
+            module.compile(dynamic=True, backend=config.compile_backend)
     return vae

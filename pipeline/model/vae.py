@@ -100,20 +100,36 @@ class CausalConv3d(nn.Conv3d):
         self.time_pad = kt - 1
 
     # The stream argument is the point of this class, hence the override Conv3d's signature cannot express.
-    # Kept out of compiled graphs (like the DiT's cache lookup): the stream is plain Python state.
-    @torch.compiler.disable
     def forward(  # type: ignore[override]
         self, x: torch.Tensor, stream: DecodeStream, add_bias: bool = True
     ) -> torch.Tensor:
         """`add_bias=False` leaves the bias to the caller, who can fuse it into the next op."""
+        return self.convolve(*self.pad(x, self.history(x, stream)), stream, add_bias)
+
+    # The three steps of `forward`, for compiled callers: `history` and `convolve` touch the stream
+    # (plain Python state) and stay eager; `pad` compiles into the kernel that produces x, so the
+    # concatenation and the copy of the frames to remember cost no passes of their own.
+    @torch.compiler.disable
+    def history(self, x: torch.Tensor, stream: DecodeStream) -> torch.Tensor:
+        """The input frames that precede x: the previous chunk's last ones, zeros at a video's start."""
+        remembered = stream.conv_inputs.get(self)
+        if remembered is not None:
+            return remembered
         B, C, _, H, W = x.shape
-        history = stream.conv_inputs.get(self)
-        if history is None:  # first chunk of the video
-            history = x.new_zeros(B, C, self.time_pad, H, W).contiguous(memory_format=layout_of(x))
-        x = torch.cat([history, x], dim=2)  # (B, C, time_pad + T, H, W)
-        # clone: a slice would keep the whole concatenated input alive until the next chunk
-        stream.conv_inputs[self] = x[:, :, -self.time_pad :].clone()  # (B, C, time_pad, H, W)
-        return F.conv3d(x, self.weight, self.bias if add_bias else None, padding=self.padding)
+        return x.new_zeros(B, C, self.time_pad, H, W).contiguous(memory_format=layout_of(x))
+
+    def pad(self, x: torch.Tensor, history: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(history ‖ x, its last time_pad frames copied for the next chunk)."""
+        padded = torch.cat([history, x], dim=2)  # (B, C, time_pad + T, H, W)
+        # a copy: a slice would keep the whole padded input alive until the next chunk
+        return padded, padded[:, :, -self.time_pad :].clone()  # (B, C, time_pad, H, W)
+
+    @torch.compiler.disable
+    def convolve(
+        self, padded: torch.Tensor, remember: torch.Tensor, stream: DecodeStream, add_bias: bool = True
+    ) -> torch.Tensor:
+        stream.conv_inputs[self] = remember
+        return F.conv3d(padded, self.weight, self.bias if add_bias else None, padding=self.padding)
 
     def bias_5d(self) -> torch.Tensor:
         """The bias shaped to add to an output (B, C_out, T, H, W)."""
@@ -126,15 +142,6 @@ def layout_of(x: torch.Tensor) -> torch.memory_format:
     if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last_3d):
         return torch.channels_last_3d
     return torch.contiguous_format
-
-
-class CausalSequential(nn.Sequential):
-    """Layers applied in order, the stream handed to the causal convs."""
-
-    def forward(self, x: torch.Tensor, stream: DecodeStream) -> torch.Tensor:  # type: ignore[override]
-        for layer in self:
-            x = layer(x, stream) if isinstance(layer, CausalConv3d) else layer(x)
-        return x
 
 
 class RMSNorm(nn.Module):
@@ -176,8 +183,13 @@ class ResidualBlock(nn.Module):
         # pass of its own (12% of the decode on an H100), here it fuses into the norm and residual.
         norm1, act1, conv1, norm2, act2, dropout, conv2 = self.residual
         assert isinstance(conv1, CausalConv3d) and isinstance(conv2, CausalConv3d)
-        h = conv1(act1(norm1(x)), stream, add_bias=False)
-        h = conv2(dropout(act2(norm2(h + conv1.bias_5d()))), stream, add_bias=False)
+        # Each history is fetched before the activations it pads: an eager call in between would end
+        # the compiled kernel early and leave the concatenation to a pass of its own.
+        history = conv1.history(x, stream)
+        h = conv1.convolve(*conv1.pad(act1(norm1(x)), history), stream, add_bias=False)
+        history = conv2.history(h, stream)
+        a = dropout(act2(norm2(h + conv1.bias_5d())))
+        h = conv2.convolve(*conv2.pad(a, history), stream, add_bias=False)
         return h + conv2.bias_5d() + self.shortcut(x)
 
 
@@ -260,6 +272,19 @@ class Resample(nn.Module):
 # 4. Decoder body and the public module
 
 
+class OutputHead(nn.Sequential):
+    """Norm, SiLU and the causal conv to RGB; the indices give the official names head.0.gamma, head.2.*."""
+
+    def __init__(self, dim: int):
+        super().__init__(RMSNorm(dim, trailing_dims=3), nn.SiLU(), CausalConv3d(dim, 3, (3, 3, 3)))
+
+    def forward(self, x: torch.Tensor, stream: DecodeStream) -> torch.Tensor:  # type: ignore[override]
+        norm, act, conv = self
+        assert isinstance(conv, CausalConv3d)
+        history = conv.history(x, stream)  # first, as in ResidualBlock: norm, SiLU and padding fuse
+        return conv.convolve(*conv.pad(act(norm(x)), history), stream)
+
+
 class Decoder(nn.Module):
     def __init__(self, config: VAEConfig):
         super().__init__()
@@ -283,9 +308,7 @@ class Decoder(nn.Module):
                 in_dim = out_dim // 2
         self.upsamples = nn.ModuleList(upsamples)
         # 4. Head: norm, SiLU, conv to RGB
-        self.head = CausalSequential(
-            RMSNorm(in_dim, trailing_dims=3), nn.SiLU(), CausalConv3d(in_dim, 3, (3, 3, 3))
-        )
+        self.head = OutputHead(in_dim)
 
     def forward(self, x: torch.Tensor, stream: DecodeStream) -> torch.Tensor:
         # 1. Latent channels to the widest width

@@ -79,7 +79,7 @@ def resolve_model_dir(
 TEXT_PLACEMENTS = (
     "device",  # resident beside the DiT: fastest, costs its full size in GPU memory
     "cpu",  # runs on the host CPU: no GPU memory, seconds per prompt at full size
-    "offload",  # weights pinned in host memory and lent to the GPU for each prompt
+    "offload",  # block weights pinned in host memory and lent to the GPU per prompt; token table on host
 )
 
 
@@ -161,6 +161,8 @@ class ModelBundle:
             self.text_encoder.to("cpu")
         if placement == "offload" and self.device.type == "cuda":
             for name, param in self.text_encoder.named_parameters():
+                if name.endswith("token_embedding.weight"):  # looked up on the host: 512 rows travel
+                    continue
                 param.data = param.data.pin_memory()
                 self._pinned_text_weights[name] = param.data
         self.text_placement = placement
@@ -176,7 +178,7 @@ class ModelBundle:
             yield
             return
         params = dict(self.text_encoder.named_parameters())
-        for name, pinned in self._pinned_text_weights.items():  # ~0.5 s for 11.4 GB over PCIe
+        for name, pinned in self._pinned_text_weights.items():  # 9.3 GB over PCIe, ~0.2 s on an H100 host
             params[name].data = pinned.to(self.device, non_blocking=True)
         try:
             yield

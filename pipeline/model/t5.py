@@ -196,7 +196,10 @@ class UMT5Encoder(nn.Module):
         buckets = relative_position_bucket(relative, c.num_buckets, c.max_distance)  # (L, L)
         masked_keys = (mask == 0).view(B, 1, 1, L)  # (B, 1, 1, L)
 
-        x = self.token_embedding(ids)  # (B, L, dim)
+        # The table may stay in host memory while the blocks are lent to the GPU (the bundle's "offload"
+        # placement): 2.1 of UMT5's 11.4 GB, of which a prompt needs 512 rows. Look up where it is.
+        table = self.token_embedding.weight.device
+        x = self.token_embedding(ids.to(table)).to(self.device)  # (B, L, dim)
         for block in self.blocks:
             x = block(x, buckets, masked_keys)
         return self.norm(x)
@@ -207,4 +210,5 @@ class UMT5Encoder(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.token_embedding.weight.device
+        """Where the blocks run (the embedding table may be elsewhere, see `forward`)."""
+        return self.norm.weight.device

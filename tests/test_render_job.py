@@ -454,6 +454,9 @@ def ray_head(aws_test_env: dict[str, str]) -> Iterator[tuple[str, dict[str, str]
     temp_dir = Path(tempfile.mkdtemp(prefix="rayhead-", dir="/tmp"))  # short: Unix socket paths are limited
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
     env.pop("RAY_ADDRESS", None)
+    # The job's `python` is whatever the node's PATH finds first, as for a user: make it this
+    # interpreter, so the test also passes when the venv is not activated.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     # Every port explicit: a second Ray on the machine (the session's `ray_local`) holds the defaults,
     # and a dashboard agent that cannot bind 52365 leaves the job server with "No available agent".
     ports = [_free_port() for _ in range(7)]

@@ -59,9 +59,6 @@ def accelerate(bundle: ModelBundle, config: SpeedConfig = SpeedConfig()) -> Mode
     bundle.dit.attention_key_splits = config.attention_key_splits if cudnn else 1
     bundle.dit.attention_split_min_keys = config.attention_split_min_keys
     if config.compile_blocks:
-        # Each block hands its layer index to the (eager) cache lookup; as a static int it would
-        # make dynamo compile the block once per layer and give up after 8.
-        torch._dynamo.config.allow_unspec_int_on_nn_module = True
         for block in bundle.dit.blocks:
             # Regional compilation: the 30 blocks share one compiled graph (parameters are inputs).
             block.compile(dynamic=False, backend=config.compile_backend)

@@ -122,16 +122,16 @@ def measure_text_encoder(bundle: ModelBundle) -> dict[str, float]:
     """Cost per prompt of each UMT5 placement, and how far each embedding is from the resident one;
     leaves the encoder offloaded (pinned host memory)."""
     out: dict[str, float] = {}
-    resident = None
     for placement in ("device", "offload", "cpu"):
         bundle.place_text_encoder(placement)
-        embedding = bundle.encode_prompt(PROMPT)  # warm-up
+        embedding = bundle.encode_prompt(PROMPT)  # also the warm-up
+        if placement == "device":
+            resident = embedding
         torch.cuda.synchronize()
         start = time.perf_counter()
         bundle.encode_prompt(PROMPT)
         torch.cuda.synchronize()
         out[f"text_{placement}_s"] = time.perf_counter() - start
-        resident = embedding if resident is None else resident
         out[f"text_{placement}_max_abs_diff"] = (embedding - resident).abs().max().item()
     bundle.place_text_encoder("offload")
     torch.cuda.empty_cache()

@@ -160,8 +160,9 @@ class ModelBundle:
         else:
             self.text_encoder.to("cpu")
         if placement == "offload" and self.device.type == "cuda":
+            table = self.text_encoder.encoder.token_embedding.weight  # looked up on the host: 512 rows travel
             for name, param in self.text_encoder.named_parameters():
-                if name.endswith("token_embedding.weight"):  # looked up on the host: 512 rows travel
+                if param is table:
                     continue
                 param.data = param.data.pin_memory()
                 self._pinned_text_weights[name] = param.data

@@ -5,8 +5,9 @@
 2. Every conv of the chunk, per way of running it. The decoder's 3-tap causal convs can run as one
    Conv3d (NCDHW, or NDHWC), as three Conv2d over frame-shifted views of a frames-as-batch NHWC
    tensor summed, or as one Conv2d over the three views stacked along channels (one accumulation,
-   like Conv3d). Prints ms and TFLOP/s per conv and method, and the chunk's conv time per method
-   weighted by how often each conv occurs.
+   like Conv3d). A conv with few output channels (the 3-channel head) is also timed with zero
+   filters padded up to 8, 16 and 32 outputs, then sliced. Prints ms and TFLOP/s per conv and method,
+   and the chunk's conv time per method weighted by how often each conv occurs.
 
     python benchmarks/bench_vae.py --out $OUT/vae.json
 """
@@ -86,12 +87,23 @@ def methods(cin: int, cout: int, kt: int, ks: int, frames: int, h: int, w: int) 
             "conv2d_nchw": lambda: F.conv2d(frames_nchw, tap_nchw, bias, padding=pad),
             "conv2d_nhwc": lambda: F.conv2d(frames_nhwc, taps[0], bias, padding=pad),
         }
-    return {
+    ways = {
         "conv3d_ncdhw": conv3d,
         "conv3d_ndhwc": conv3d_ndhwc,
         "conv2d_per_tap": conv2d_per_tap,
         "conv2d_stacked": conv2d_stacked,
     }
+    for padded_cout in (8, 16, 32) if cout < 8 else ():
+        # cuDNN's kernels for 3 output channels run far under memory speed; extra zero filters may not.
+        weight_padded = F.pad(weight, (0, 0, 0, 0, 0, 0, 0, 0, 0, padded_cout - cout))
+        weight_padded = weight_padded.contiguous(memory_format=torch.channels_last_3d)
+        bias_padded = F.pad(bias, (0, padded_cout - cout))
+        ways[f"conv3d_ndhwc_cout{padded_cout}"] = partial(
+            lambda wp, bp: F.conv3d(video_cl, wp, bp, padding=(0, pad, pad))[:, :cout],
+            weight_padded,
+            bias_padded,
+        )
+    return ways
 
 
 @torch.inference_mode()

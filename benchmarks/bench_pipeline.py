@@ -111,9 +111,10 @@ STEPS: dict[str, SpeedConfig] = {
     "plain": PLAIN,
     "cudnn-attention": replace(PLAIN, attention="cudnn"),
     "compiled-blocks": replace(PLAIN, attention="cudnn", compile_blocks=True),
-    "vae-channels-last": SpeedConfig(attention_key_splits=1, compile_vae=False),
-    "compiled-vae": SpeedConfig(attention_key_splits=1),
-    "key-splits": SpeedConfig(),  # the shipped settings
+    "vae-channels-last": SpeedConfig(attention="cudnn", attention_key_splits=1, compile_vae=False),
+    "compiled-vae": SpeedConfig(attention="cudnn", attention_key_splits=1),
+    "key-splits": SpeedConfig(attention="cudnn"),
+    "flash-attention-4": SpeedConfig(),  # the shipped settings: "auto" picks it when installed
 }
 
 

@@ -2,7 +2,8 @@
 
 1. DiT: two chunks through the KV cache == one block-causal forward of the same frames.
 2. DiT: bf16 vs float32 output of one chunk (the bf16 noise floor the other checks are judged by),
-   and the shipped attention (cuDNN over two key runs) vs cuDNN whole vs PyTorch's default backend.
+   and the attention kernels (FlashAttention-4 when installed, cuDNN over two key runs) vs cuDNN
+   whole vs PyTorch's default backend.
 3. VAE: decoding 6 latent frames in chunks of 3 with the feature cache == one call.
 4. VAE: the shipped fast path (channels-last activations, compiled residual blocks) == the plain one,
    and every causal conv really receives channels-last input.
@@ -21,6 +22,7 @@ import torch
 from benchmarks.gpu import random_vae
 from pipeline.cache.base import ForwardKind
 from pipeline.cache.fifo import FifoCache
+from pipeline.model.attention import FlashAttention4, KeySplitAttention
 from pipeline.model.dit import CausalWanDiT
 from pipeline.model.presets import SELF_FORCING_1_3B as PRESET
 from pipeline.model.random_init import randomize_
@@ -58,15 +60,21 @@ def check_dit(dtype: torch.dtype) -> dict[str, float]:
     whole = dit.forward_block_causal(latents, torch.zeros(1, 6, device="cuda"), dit.prepare_text(prompt), 3)
     dit.sdpa_backends = ATTENTION_ORDERS["cudnn"]
     cudnn = streamed(dit)
-    dit.attention_key_splits = 2
+    dit.self_attention = KeySplitAttention(splits=2, min_keys=0)
     split = streamed(dit)
-    return {
+    checks = {
         "dit_stream_vs_block_causal": rel_err(low, whole),
         "dit_bf16_vs_fp32": rel_err(low, fp32),
         "dit_cudnn_vs_default_backend": rel_err(cudnn, low),
         "dit_key_splits_vs_whole_cudnn": rel_err(split, cudnn),
         "dit_key_splits_vs_fp32": rel_err(split, fp32),
     }
+    if FlashAttention4.unavailable_reason(torch.device("cuda")) is None:
+        dit.self_attention = FlashAttention4()
+        flash4 = streamed(dit)
+        checks["dit_flash4_vs_whole_cudnn"] = rel_err(flash4, cudnn)
+        checks["dit_flash4_vs_fp32"] = rel_err(flash4, fp32)
+    return checks
 
 
 @torch.inference_mode()

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from pipeline.model.attention import Attention, SelfAttentionKernel, merge_key_splits, sdpa
 from pipeline.model.rope import RotaryEmbedding3D, RotaryTables, apply_rotary
 
 
@@ -91,14 +92,10 @@ class LayerCursor:
     limit of 8, run uncompiled). Blocks always run in order, so the count is the layer.
     """
 
-    def __init__(self, kv_source: KeyValueSource, key_splits: int = 1, split_min_keys: int = 0):
+    def __init__(self, kv_source: KeyValueSource, attention: SelfAttentionKernel = sdpa):
         self.kv_source = kv_source
-        self.key_splits = key_splits  # split attention over this many key runs ...
-        self.split_min_keys = split_min_keys  # ... when there are at least this many keys
+        self.attention = attention  # the kernel for unmasked self-attention (see attention.py)
         self.layer = 0
-
-
-Attention = tuple[torch.Tensor, torch.Tensor | None]  # output, and per-split log-sum-exp if keys were split
 
 
 @torch.compiler.disable
@@ -108,43 +105,12 @@ def attend_with_cache(
     """Cache lookup and self-attention, kept out of compiled graphs: the key count changes from chunk
     to chunk and the policy's bookkeeping is plain Python, so the compiled parts around this call keep
     static shapes and compile once. Returns the attention (B, nh, L, hd), or per-split partial results
-    for the caller to merge with `merge_key_splits` (compiled, the merge fuses into the next copy)."""
+    for the caller to merge with `merge_key_splits`."""
     keys, values = cursor.kv_source.keys_values(cursor.layer, q, k, v)  # (B, nh, L_kv, hd)
     cursor.layer += 1
-    splits, num_keys = cursor.key_splits, keys.shape[2]
-    streaming_one_video = attn_mask is None and q.shape[0] == 1
-    if splits > 1 and streaming_one_video and num_keys >= cursor.split_min_keys and num_keys % splits == 0:
-        return attention_over_key_splits(q, keys, values, splits)
-    return F.scaled_dot_product_attention(q, keys, values, attn_mask=attn_mask), None
-
-
-def attention_over_key_splits(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, splits: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Attention of a batch of one over its keys cut into `splits` equal runs, each run a batch entry
-    of a single fused call: (S, nh, L, hd) partial outputs and their (S, nh, L, 1) log-sum-exps.
-
-    Why: cuDNN tiles a chunk's 4680 queries by 128 per head, 444 tiles, which an H100's 132 SMs run
-    in 4 waves, the last a third full. Two key runs make 888 half-length tiles in 7 waves: 7% less
-    kernel time at 19 frames of keys and 17% at 21, none at 16, where the per-tile overhead eats the
-    gain (benchmarks/results/2026-11-21_h100_attention_split.json).
-    """
-    _, nh, num_keys, hd = k.shape
-    runs = (splits, num_keys // splits)
-    keys = k.unflatten(2, runs).squeeze(0).transpose(0, 1)  # (S, nh, L_kv/S, hd), a view
-    values = v.unflatten(2, runs).squeeze(0).transpose(0, 1)
-    queries = q.expand(splits, -1, -1, -1)  # (S, nh, L, hd), a view
-    if q.is_cuda:
-        out, lse = torch.ops.aten._scaled_dot_product_cudnn_attention(queries, keys, values, None, True)[:2]
-    else:  # the CPU kernel that returns the log-sum-exp too (tests, and CPU renders)
-        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(queries, keys, values)[:2]
-    return out, lse.view(splits, nh, -1, 1)
-
-
-def merge_key_splits(out: torch.Tensor, lse: torch.Tensor) -> torch.Tensor:
-    """Exact softmax attention from per-split partials: weight each split by its share of exp(lse)."""
-    weights = torch.softmax(lse.float(), dim=0)  # (S, nh, L, 1)
-    return (out.float() * weights).sum(0, keepdim=True).to(out.dtype)  # (1, nh, L, hd)
+    if attn_mask is not None:  # the block-causal whole-sequence path
+        return F.scaled_dot_product_attention(q, keys, values, attn_mask=attn_mask), None
+    return cursor.attention(q, keys, values)
 
 
 class AttentionProjections(nn.Module):
@@ -300,8 +266,7 @@ class CausalWanDiT(nn.Module):
         self.head = Head(c)
         self.rope = RotaryEmbedding3D(c.head_dim, c.rope_theta)
         self.sdpa_backends: list[SDPBackend] | None = None  # None: PyTorch's own order (see speed.py)
-        self.attention_key_splits = 1  # >1: streaming self-attention over key runs (see speed.py) ...
-        self.attention_split_min_keys = 0  # ... from this many keys on
+        self.self_attention: SelfAttentionKernel = sdpa  # the streaming path's kernel (see speed.py)
 
     # -- prompt -------------------------------------------------------------------------------------
 
@@ -382,7 +347,7 @@ class CausalWanDiT(nn.Module):
 
         # float64 tables, applied in float32 (see apply_rotary); (L, 1, head_dim/2) each
         rope = self.rope(frame_positions, grid_h, grid_w).to(torch.promote_types(dtype, torch.float32))
-        kv_cursor = LayerCursor(kv_source, self.attention_key_splits, self.attention_split_min_keys)
+        kv_cursor = LayerCursor(kv_source, self.self_attention)
         with self._attention_backends():
             for block, text_kv in zip(self.blocks, text.kv, strict=True):
                 x = block(x, time_mod, text_kv, rope, kv_cursor, attn_mask)

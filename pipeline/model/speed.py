@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn.attention import SDPBackend
 
+from pipeline.model.attention import FlashAttention4, KeySplitAttention, SelfAttentionKernel, sdpa
 from pipeline.model.bundle import ModelBundle
 from pipeline.model.vae import Resample, ResidualBlock, WanVAEDecoder
 
@@ -20,8 +21,11 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SpeedConfig:
-    attention: str = "cudnn"  # "cudnn": cuDNN > flash > efficient > math; "default": PyTorch's order
-    attention_key_splits: int = 2  # with cuDNN: self-attention over 2 key runs fills the last SM wave ...
+    # "auto": FlashAttention-4 for the chunk's self-attention on Hopper when installed, else "cudnn";
+    # "flash4": FlashAttention-4 or an error; "cudnn": cuDNN > flash > efficient > math (SDPA);
+    # "default": PyTorch's SDPA order. SDPA runs cross-attention and masked attention in every case.
+    attention: str = "auto"
+    attention_key_splits: int = 2  # cuDNN self-attention over 2 key runs fills the last SM wave ...
     attention_split_min_keys: int = 28_000  # ... from 18 frames of keys on (H100: -5% at 19, +1.4% at 16)
     compile_blocks: bool = True  # torch.compile each DiT block's dense parts (attention stays eager)
     compile_backend: str = "inductor"  # "aot_eager" traces without code generation (CPU tests)
@@ -37,27 +41,29 @@ class SpeedConfig:
             raise ValueError(f"attention_key_splits={splits} must be >= 1; 1 means no split")
 
 
-# On an H100 at our shapes (4680 queries, 16-21 frames of keys, head dim 128) cuDNN attention runs at
-# 515 TFLOP/s against flash's 310 (gpu_ceilings.md); the others are fallbacks for masks and old GPUs.
+# SDPA backend order per choice. On an H100 at our shapes (4680 queries, 16-21 frames of keys, head
+# dim 128) cuDNN attention runs at 515 TFLOP/s against flash's 310 (gpu_ceilings.md); the others are
+# fallbacks for masks and old GPUs.
+CUDNN_FIRST = [
+    SDPBackend.CUDNN_ATTENTION,
+    SDPBackend.FLASH_ATTENTION,
+    SDPBackend.EFFICIENT_ATTENTION,
+    SDPBackend.MATH,
+]
 ATTENTION_ORDERS: dict[str, list[SDPBackend] | None] = {
-    "cudnn": [
-        SDPBackend.CUDNN_ATTENTION,
-        SDPBackend.FLASH_ATTENTION,
-        SDPBackend.EFFICIENT_ATTENTION,
-        SDPBackend.MATH,
-    ],
+    "auto": CUDNN_FIRST,
+    "flash4": CUDNN_FIRST,
+    "cudnn": CUDNN_FIRST,
     "default": None,
 }
 
 
 def accelerate(bundle: ModelBundle, config: SpeedConfig = SpeedConfig()) -> ModelBundle:
     """Apply `config` to `bundle` in place (after loading, before the first clip)."""
-    on_cuda = next(bundle.dit.parameters()).is_cuda
+    device = next(bundle.dit.parameters()).device
+    on_cuda = device.type == "cuda"
     bundle.dit.sdpa_backends = ATTENTION_ORDERS[config.attention] if on_cuda else None
-    # Key splits call cuDNN's kernel directly, so they follow the cuDNN choice (dit.py explains the gain).
-    cudnn = on_cuda and config.attention == "cudnn"
-    bundle.dit.attention_key_splits = config.attention_key_splits if cudnn else 1
-    bundle.dit.attention_split_min_keys = config.attention_split_min_keys
+    bundle.dit.self_attention = self_attention_kernel(config, device)
     if config.compile_blocks:
         for block in bundle.dit.blocks:
             # Regional compilation: the 30 blocks share one compiled graph (parameters are inputs).
@@ -65,8 +71,31 @@ def accelerate(bundle: ModelBundle, config: SpeedConfig = SpeedConfig()) -> Mode
     accelerate_vae(bundle.vae, config)
     if config.cudnn_benchmark and on_cuda:
         torch.backends.cudnn.benchmark = True
-    logger.info("speed settings: %s (cuda=%s)", config, on_cuda)
+    kernel = bundle.dit.self_attention
+    logger.info(
+        "speed settings: %s (cuda=%s, self-attention: %s)",
+        config,
+        on_cuda,
+        getattr(kernel, "__name__", kernel),
+    )
     return bundle
+
+
+def self_attention_kernel(config: SpeedConfig, device: torch.device) -> SelfAttentionKernel:
+    """The streaming self-attention kernel `config` asks for on `device` (attention.py has them)."""
+    if device.type != "cuda":
+        return sdpa
+    if config.attention in ("auto", "flash4"):
+        reason = FlashAttention4.unavailable_reason(device)
+        if reason is None:
+            return FlashAttention4()
+        if config.attention == "flash4":
+            raise RuntimeError(f"attention='flash4' cannot be used: {reason}")
+        logger.info("FlashAttention-4 not used (%s): cuDNN attention instead", reason)
+    # Key splits call cuDNN's kernel directly, so they come with cuDNN only (attention.py: why they win).
+    if config.attention != "default" and config.attention_key_splits > 1:
+        return KeySplitAttention(config.attention_key_splits, config.attention_split_min_keys)
+    return sdpa
 
 
 def accelerate_vae(vae: WanVAEDecoder, config: SpeedConfig) -> WanVAEDecoder:

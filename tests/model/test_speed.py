@@ -9,16 +9,17 @@ import torch.nn.functional as F
 
 from pipeline.cache import make_cache
 from pipeline.generate import ClipGenerator
-from pipeline.model.bundle import ModelBundle
-from pipeline.model.dit import (
-    LayerCursor,
-    OwnKeysValues,
-    attend_with_cache,
+from pipeline.model.attention import (
+    FlashAttention4,
+    KeySplitAttention,
     attention_over_key_splits,
     merge_key_splits,
+    sdpa,
 )
+from pipeline.model.bundle import ModelBundle
+from pipeline.model.dit import LayerCursor, OwnKeysValues, attend_with_cache
 from pipeline.model.presets import TINY
-from pipeline.model.speed import SpeedConfig, accelerate, accelerate_vae
+from pipeline.model.speed import SpeedConfig, accelerate, accelerate_vae, self_attention_kernel
 from pipeline.model.vae import DecodeStream, WanVAEDecoder
 
 
@@ -40,7 +41,8 @@ def test_compiled_blocks_render_the_same_frames_and_share_one_graph_across_layer
 
 
 def test_unknown_attention_order_is_rejected_with_the_choices():
-    with pytest.raises(ValueError, match=r"attention='fastest'; choose one of \['cudnn', 'default'\]"):
+    choices = r"\['auto', 'cudnn', 'default', 'flash4'\]"
+    with pytest.raises(ValueError, match=rf"attention='fastest'; choose one of {choices}"):
         SpeedConfig(attention="fastest")
     with pytest.raises(ValueError, match=r"attention_key_splits=0 must be >= 1; 1 means no split"):
         SpeedConfig(attention_key_splits=0)
@@ -55,11 +57,32 @@ def test_attention_over_key_splits_equals_whole_attention(splits):
 
 def test_attention_stays_whole_below_the_split_threshold_and_for_masked_sequences():
     q, k, v = (torch.randn(1, 2, 8, 16) for _ in range(3))
-    cursor = LayerCursor(OwnKeysValues(), key_splits=2, split_min_keys=9)
+    cursor = LayerCursor(OwnKeysValues(), KeySplitAttention(splits=2, min_keys=9))
     assert attend_with_cache(cursor, q, k, v, None)[1] is None  # 8 keys < 9
-    cursor = LayerCursor(OwnKeysValues(), key_splits=2, split_min_keys=8)
+    cursor = LayerCursor(OwnKeysValues(), KeySplitAttention(splits=2, min_keys=8))
     assert attend_with_cache(cursor, q, k, v, None)[1] is not None
     assert attend_with_cache(cursor, q, k, v, torch.ones(8, 8, dtype=torch.bool))[1] is None
+
+
+def test_every_attention_choice_leaves_plain_sdpa_on_cpu():
+    for choice in ("auto", "flash4", "cudnn", "default"):
+        assert self_attention_kernel(SpeedConfig(attention=choice), torch.device("cpu")) is sdpa
+    assert FlashAttention4.unavailable_reason(torch.device("cpu")) == "it needs a CUDA device, not cpu"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_flash_attention_4_matches_sdpa_over_cache_views():
+    device = torch.device("cuda")
+    if (reason := FlashAttention4.unavailable_reason(device)) is not None:
+        pytest.skip(reason)
+    q = torch.randn(1, 4680, 12, 128, device=device, dtype=torch.bfloat16).transpose(1, 2)
+    cache = torch.randn(2, 1, 12, 24 * 1560, 128, device=device, dtype=torch.bfloat16)
+    k, v = cache[0, :, :, : 19 * 1560], cache[1, :, :, : 19 * 1560]  # prefix views, as the cache gives
+    out, lse = FlashAttention4()(q, k, v)
+    assert lse is None and out.shape == q.shape
+    exact = F.scaled_dot_product_attention(q.float(), k.float(), v.float())
+    assert ((out.float() - exact).norm() / exact.norm()).item() < 5e-3  # bf16: about 2.3e-3
 
 
 def test_key_splits_render_the_frames_of_whole_attention_eager_and_compiled():
@@ -69,13 +92,12 @@ def test_key_splits_render_the_frames_of_whole_attention_eager_and_compiled():
     graphs_before = torch._dynamo.utils.counters["stats"]["unique_graphs"]  # reset() keeps the counters
     plain = frames(ModelBundle.random(TINY, "cpu", torch.float32, seed=4))
     split = ModelBundle.random(TINY, "cpu", torch.float32, seed=4)
-    split.dit.attention_key_splits = 2
+    split.dit.self_attention = KeySplitAttention(splits=2, min_keys=0)  # split the tiny model's few keys
     eager = frames(split)
     dit_only = SpeedConfig(compile_backend="aot_eager", vae_channels_last=False, compile_vae=False)
     accelerate(split, dit_only)
-    assert split.dit.attention_key_splits == 1  # on CPU accelerate() leaves attention whole ...
-    split.dit.attention_key_splits = 2  # ... so set it as a cuDNN GPU would have it
-    split.dit.attention_split_min_keys = 0  # and split the tiny model's few keys too
+    assert split.dit.self_attention is sdpa  # on CPU accelerate() leaves attention whole ...
+    split.dit.self_attention = KeySplitAttention(splits=2, min_keys=0)  # ... so split as a GPU would
     for fast in (eager, frames(split)):
         # float32 sums in another order: at most one uint8 step, rarely
         assert np.abs(fast.astype(int) - plain).max() <= 1

@@ -91,6 +91,7 @@ def profile_region(
     return {"wall_ms": wall_ms, "kernel_ms": kernel_ms, "kernel_ms_by_kind": by_kind, "rows": table[:rows]}
 
 
+@torch.inference_mode()  # as generation runs: compiled graphs guard on it, and grad mode would recompile
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="self-forcing-1.3b")

@@ -219,6 +219,23 @@ class AttentionBlock(nn.Module):
 # 3. Upsampling
 
 
+class UpsampleConv(nn.Sequential):
+    """2x nearest upsample of frames (B*T, C, H, W), then a 3x3 conv to C/2 (official names resample.1.*).
+
+    Its own forward, not nn.Sequential's: dynamo does not trace a bare nn.Sequential called at the top
+    of a compiled region (its forward is torch code), so compiling one silently does nothing.
+    """
+
+    def __init__(self, dim: int):
+        super().__init__(
+            nn.Upsample(scale_factor=2.0, mode="nearest"), nn.Conv2d(dim, dim // 2, 3, padding=1)
+        )
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        upsample, conv = self
+        return conv(upsample(frames))
+
+
 class Resample(nn.Module):
     """2x nearest upsample in space and a 3x3 conv halving the channels; `temporal` also doubles the frames.
 
@@ -228,9 +245,7 @@ class Resample(nn.Module):
 
     def __init__(self, dim: int, temporal: bool):
         super().__init__()
-        self.resample = nn.Sequential(
-            nn.Upsample(scale_factor=2.0, mode="nearest"), nn.Conv2d(dim, dim // 2, 3, padding=1)
-        )
+        self.resample = UpsampleConv(dim)
         # Each input frame gives two output frames, one per half of time_conv's 2*dim output channels.
         self.time_conv = CausalConv3d(dim, 2 * dim, (3, 1, 1)) if temporal else None
 

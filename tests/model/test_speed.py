@@ -20,7 +20,7 @@ from pipeline.model.bundle import ModelBundle
 from pipeline.model.dit import LayerCursor, OwnKeysValues, attend_with_cache
 from pipeline.model.presets import TINY
 from pipeline.model.speed import SpeedConfig, accelerate, accelerate_vae, self_attention_kernel
-from pipeline.model.vae import DecodeStream, WanVAEDecoder
+from pipeline.model.vae import DecodeStream, Resample, WanVAEDecoder
 
 
 def frames(bundle: ModelBundle) -> np.ndarray:
@@ -145,6 +145,20 @@ def test_fast_vae_decodes_the_same_pixels_without_recompiling_per_video():
         x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous()
         for x in stream.conv_inputs.values()
     )
+
+
+def test_compiled_upsamples_are_traced():
+    # Compiling a module whose forward dynamo does not trace (a bare nn.Sequential) silently does
+    # nothing: the upsamples then ran eagerly, at a fifth of memory speed on channels-last frames.
+    torch._dynamo.reset()
+    bundle = ModelBundle.random(TINY, "cpu", torch.float32, seed=3)
+    vae = accelerate_vae(bundle.vae, SpeedConfig(compile_backend="aot_eager"))
+    resample = next(stage.resample for stage in vae.decoder.upsamples if isinstance(stage, Resample))
+    captured = torch._dynamo.utils.counters["stats"]["calls_captured"]
+    conv = resample[1]
+    assert isinstance(conv, torch.nn.Conv2d)
+    resample(torch.randn(2, conv.in_channels, 4, 6).contiguous(memory_format=torch.channels_last))
+    assert torch._dynamo.utils.counters["stats"]["calls_captured"] > captured
 
 
 def test_shipped_speed_settings_render_the_same_frames():

@@ -51,8 +51,12 @@ CONVS = [
 ]
 
 
-def methods(cin: int, cout: int, kt: int, ks: int, frames: int, h: int, w: int) -> dict[str, Callable]:
-    """The ways to compute one conv; every input already holds the kt - 1 frames of history."""
+def methods(
+    cin: int, cout: int, kt: int, ks: int, frames: int, h: int, w: int, autotune: bool = False
+) -> dict[str, Callable]:
+    """The ways to compute one conv; every input already holds the kt - 1 frames of history.
+
+    With `autotune`, also inductor's max-autotune choice between cuDNN and its Triton conv templates."""
     bf16 = {"device": "cuda", "dtype": torch.bfloat16}
     pad = ks // 2
     weight = torch.randn(cout, cin, kt, ks, ks, **bf16) / (cin * kt * ks * ks) ** 0.5
@@ -93,6 +97,9 @@ def methods(cin: int, cout: int, kt: int, ks: int, frames: int, h: int, w: int) 
         "conv2d_per_tap": conv2d_per_tap,
         "conv2d_stacked": conv2d_stacked,
     }
+    if autotune:
+        tuned = torch.compile(F.conv3d, mode="max-autotune-no-cudagraphs", dynamic=False)
+        ways["conv3d_ndhwc_max_autotune"] = lambda: tuned(video_cl, weight_cl, bias, padding=(0, pad, pad))
     for padded_cout in (8, 16, 32) if cout < 8 else ():
         # cuDNN's kernels for 3 output channels run far under memory speed; extra zero filters may not.
         weight_padded = F.pad(weight, (0, 0, 0, 0, 0, 0, 0, 0, 0, padded_cout - cout))
@@ -122,20 +129,29 @@ def time_decoder(config: SpeedConfig, chunks: int = 8) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--decoder-only", action="store_true", help="skip the per-conv table")
+    parser.add_argument("--convs", default="", help="only the convs whose name contains this")
+    parser.add_argument("--autotune", action="store_true", help="add inductor's max-autotune conv choice")
+    parser.add_argument(
+        "--cudnn-benchmark-limit", type=int, default=None, help="cuDNN algorithms to time per shape (0: all)"
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     torch.backends.cudnn.benchmark = True
+    if args.cudnn_benchmark_limit is not None:
+        torch.backends.cudnn.benchmark_limit = args.cudnn_benchmark_limit
     decoders = {}
-    for name, config in DECODER_SETTINGS.items():
+    for name, config in {} if args.convs else DECODER_SETTINGS.items():
         decoders[name] = time_decoder(config)
         print(f"decoder, {name:26s}: {decoders[name]}", flush=True)
     rows = []
     totals: dict[str, float] = {}
     best_total = 0.0
-    for name, cin, cout, kt, ks, frames, h, w, count in [] if args.decoder_only else CONVS:
+    convs = [conv for conv in CONVS if args.convs in conv[0]]
+    for name, cin, cout, kt, ks, frames, h, w, count in [] if args.decoder_only else convs:
         tflop = 2 * cin * cout * kt * ks * ks * frames * h * w / 1e12
         with torch.no_grad():
-            timings = {m: median_ms(fn) for m, fn in methods(cin, cout, kt, ks, frames, h, w).items()}
+            ways = methods(cin, cout, kt, ks, frames, h, w, args.autotune)
+            timings = {m: median_ms(fn) for m, fn in ways.items()}
         torch.cuda.empty_cache()
         row = {"conv": name, "count": count, "tflop": tflop, "ms": timings}
         rows.append(row)
@@ -155,6 +171,7 @@ def main() -> None:
                 "device": torch.cuda.get_device_name(),
                 "torch": torch.__version__,
                 "cudnn": torch.backends.cudnn.version(),
+                "cudnn_benchmark_limit": torch.backends.cudnn.benchmark_limit,
                 "decoder": decoders,
                 "rows": rows,
                 "best_total_ms": best_total,

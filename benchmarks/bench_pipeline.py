@@ -107,7 +107,7 @@ def render_clip(
 PLAIN = SpeedConfig(
     "default", 1, compile_blocks=False, vae_channels_last=False, compile_vae=False, cudnn_benchmark=False
 )
-ROUND_3 = SpeedConfig(attention="cudnn", cudnn_benchmark_limit=10)  # shipped before this round
+ROUND_3 = SpeedConfig(attention="cudnn", vae_search_all_conv_algorithms=False)  # shipped before this round
 STEPS: dict[str, SpeedConfig] = {
     "plain": PLAIN,
     "cudnn-attention": replace(PLAIN, attention="cudnn"),
@@ -116,7 +116,7 @@ STEPS: dict[str, SpeedConfig] = {
     "compiled-vae": replace(ROUND_3, attention_key_splits=1),
     "key-splits": ROUND_3,
     "flash-attention-4": replace(ROUND_3, attention="auto"),  # "auto" picks it when installed
-    "all-cudnn-algorithms": SpeedConfig(),  # the shipped settings
+    "vae-conv-search": SpeedConfig(),  # the shipped settings
 }
 
 

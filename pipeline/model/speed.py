@@ -14,7 +14,7 @@ from torch.nn.attention import SDPBackend
 
 from pipeline.model.attention import FlashAttention4, KeySplitAttention, SelfAttentionKernel, sdpa
 from pipeline.model.bundle import ModelBundle
-from pipeline.model.vae import Resample, ResidualBlock, WanVAEDecoder
+from pipeline.model.vae import CausalConv3d, Resample, ResidualBlock, WanVAEDecoder
 
 logger = logging.getLogger(__name__)
 
@@ -32,9 +32,10 @@ class SpeedConfig:
     vae_channels_last: bool = True  # VAE activations channels-last end to end (cuDNN's fast layout)
     compile_vae: bool = True  # torch.compile the VAE's residual blocks and head (norm + SiLU fused)
     cudnn_benchmark: bool = True  # let cuDNN time its conv algorithms once per shape ...
-    # ... all of them (0), not PyTorch's default first 10: the fastest kernels for the VAE's 96-channel
-    # convs lie beyond those (H100: 5.8 instead of 7.7 ms each, 113 -> 102 ms per chunk).
-    cudnn_benchmark_limit: int = 0
+    # ... all of them for the VAE's full-resolution residual convs, not PyTorch's default first 10: the
+    # fastest kernels for 96 channels lie beyond those (H100: 5.8 instead of 7.7 ms each). Searching
+    # all for every conv as well costs 85 s of warm-up and gains nothing more.
+    vae_search_all_conv_algorithms: bool = True
 
     def __post_init__(self) -> None:
         if self.attention not in ATTENTION_ORDERS:
@@ -74,7 +75,6 @@ def accelerate(bundle: ModelBundle, config: SpeedConfig = SpeedConfig()) -> Mode
     accelerate_vae(bundle.vae, config)
     if config.cudnn_benchmark and on_cuda:
         torch.backends.cudnn.benchmark = True
-        torch.backends.cudnn.benchmark_limit = config.cudnn_benchmark_limit
     kernel = bundle.dit.self_attention
     logger.info(
         "speed settings: %s (cuda=%s, self-attention: %s)",
@@ -103,11 +103,11 @@ def self_attention_kernel(config: SpeedConfig, device: torch.device) -> SelfAtte
 
 
 def accelerate_vae(vae: WanVAEDecoder, config: SpeedConfig) -> WanVAEDecoder:
-    """The VAE part of `accelerate`: layout and compiled regions."""
+    """The VAE part of `accelerate`: layout, compiled regions and where cuDNN searches hardest."""
+    decoder = vae.decoder
     if config.vae_channels_last:
         vae.use_channels_last()
     if config.compile_vae:
-        decoder = vae.decoder
         stages = (*decoder.middle, *decoder.upsamples)
         blocks = [block for block in stages if isinstance(block, ResidualBlock)]
         # Nearest upsampling runs at a fifth of memory speed eagerly on channels-last frames.
@@ -116,4 +116,10 @@ def accelerate_vae(vae: WanVAEDecoder, config: SpeedConfig) -> WanVAEDecoder:
         # dynamic shapes keep that to a few graphs. The causal convs stay eager (their stream state).
         for module in [*blocks, *upsamples, decoder.head]:
             module.compile(dynamic=True, backend=config.compile_backend)
+    if config.vae_search_all_conv_algorithms:
+        last_upsample = max(i for i, stage in enumerate(decoder.upsamples) if isinstance(stage, Resample))
+        for block in decoder.upsamples[last_upsample + 1 :]:  # the full-resolution residual blocks
+            for conv in block.modules():
+                if isinstance(conv, CausalConv3d):
+                    conv.search_all_algorithms = True
     return vae

@@ -18,6 +18,8 @@ fastest in that layout on Hopper, and in NCDHW it spends a quarter of the decode
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -98,6 +100,7 @@ class CausalConv3d(nn.Conv3d):
         kt, kh, kw = kernel_size
         super().__init__(in_channels, out_channels, kernel_size, padding=(0, kh // 2, kw // 2))
         self.time_pad = kt - 1
+        self.search_all_algorithms = False  # speed.py: cuDNN times all its kernels for this conv's shapes
 
     # The stream argument is the point of this class, hence the override Conv3d's signature cannot express.
     def forward(  # type: ignore[override]
@@ -129,12 +132,28 @@ class CausalConv3d(nn.Conv3d):
         self, padded: torch.Tensor, remember: torch.Tensor, stream: DecodeStream, add_bias: bool = True
     ) -> torch.Tensor:
         stream.conv_inputs[self] = remember
-        return F.conv3d(padded, self.weight, self.bias if add_bias else None, padding=self.padding)
+        with cudnn_benchmark_limit(0 if self.search_all_algorithms else None):
+            return F.conv3d(padded, self.weight, self.bias if add_bias else None, padding=self.padding)
 
     def bias_5d(self) -> torch.Tensor:
         """The bias shaped to add to an output (B, C_out, T, H, W)."""
         assert self.bias is not None
         return self.bias.view(-1, 1, 1, 1)
+
+
+@contextmanager
+def cudnn_benchmark_limit(limit: int | None) -> Iterator[None]:
+    """How many cuDNN algorithms a conv with a new shape times (0: all) while inside; None: unchanged.
+    Only a shape's first call searches (torch.backends.cudnn.benchmark); later calls reuse its pick."""
+    if limit is None:
+        yield
+        return
+    previous = torch.backends.cudnn.benchmark_limit
+    torch.backends.cudnn.benchmark_limit = limit
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark_limit = previous
 
 
 def layout_of(x: torch.Tensor) -> torch.memory_format:

@@ -20,7 +20,7 @@ from pipeline.model.bundle import ModelBundle
 from pipeline.model.dit import LayerCursor, OwnKeysValues, attend_with_cache
 from pipeline.model.presets import TINY
 from pipeline.model.speed import SpeedConfig, accelerate, accelerate_vae, self_attention_kernel
-from pipeline.model.vae import DecodeStream, Resample, WanVAEDecoder
+from pipeline.model.vae import CausalConv3d, DecodeStream, Resample, WanVAEDecoder, cudnn_benchmark_limit
 
 
 def frames(bundle: ModelBundle) -> np.ndarray:
@@ -159,6 +159,20 @@ def test_compiled_upsamples_are_traced():
     assert isinstance(conv, torch.nn.Conv2d)
     resample(torch.randn(2, conv.in_channels, 4, 6).contiguous(memory_format=torch.channels_last))
     assert torch._dynamo.utils.counters["stats"]["calls_captured"] > captured
+
+
+def test_only_the_full_resolution_residual_convs_search_all_cudnn_algorithms():
+    vae = ModelBundle.random(TINY, "cpu", torch.float32, seed=3).vae
+    accelerate_vae(vae, SpeedConfig(compile_vae=False))
+    convs = [m for m in vae.modules() if isinstance(m, CausalConv3d)]
+    searching = [conv for conv in convs if conv.search_all_algorithms]
+    narrowest = min(conv.in_channels for conv in convs)
+    assert len(searching) == 2 * (TINY.vae.num_res_blocks + 1)  # two per block of the last stage
+    assert all(conv.in_channels == conv.out_channels == narrowest for conv in searching)
+    limit = torch.backends.cudnn.benchmark_limit
+    with cudnn_benchmark_limit(0):
+        assert torch.backends.cudnn.benchmark_limit == 0
+    assert torch.backends.cudnn.benchmark_limit == limit
 
 
 def test_shipped_speed_settings_render_the_same_frames():

@@ -98,7 +98,25 @@ class FlashAttention4:
             import flash_attn.cute  # noqa: F401
         except Exception as exc:  # a broken install names its own cause (e.g. a missing CUDA DSL library)
             return f"flash_attn.cute failed to import: {exc!r}"
+        try:  # compiles the kernel (about 2 s): a DSL or driver mismatch shows here, not mid-clip
+            FlashAttention4.check_against_sdpa(device)
+        except Exception as exc:
+            return f"its check against SDPA failed: {exc!r}"
         return None
+
+    @staticmethod
+    def check_against_sdpa(device: torch.device, heads: int = 12, head_dim: int = 128) -> None:
+        """Raise unless a small attention over uneven key runs matches SDPA within bf16 error."""
+        generator = torch.Generator(device).manual_seed(0)
+        q, k, v = (
+            torch.randn(1, heads, n, head_dim, device=device, dtype=torch.bfloat16, generator=generator)
+            for n in (300, 700, 700)
+        )
+        out, _ = FlashAttention4()(q, k, v)
+        expected = F.scaled_dot_product_attention(q.float(), k.float(), v.float())
+        error = ((out.float() - expected).norm() / expected.norm()).item()
+        if not error < 1e-2:  # bf16 kernels: about 0.25%
+            raise RuntimeError(f"output differs from float32 SDPA by {error:.2%}")
 
     def __repr__(self) -> str:
         return f"FlashAttention4(flash-attn-4 {importlib.metadata.version('flash-attn-4')})"

@@ -72,6 +72,8 @@ def test_every_attention_choice_leaves_plain_sdpa_on_cpu():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+# flash-attn-4 and its CuTe DSL warn about their own deprecations on import and on the first compile
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
 def test_flash_attention_4_matches_sdpa_over_cache_views():
     device = torch.device("cuda")
     if (reason := FlashAttention4.unavailable_reason(device)) is not None:

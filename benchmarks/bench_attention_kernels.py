@@ -1,10 +1,12 @@
 """Which attention kernel is fastest for a chunk's self-attention on Hopper, and how accurate is each?
 
-cuDNN (whole, and over 2 key runs as shipped) against FlashAttention-4's CuTe DSL kernels
-(`flash_attn.cute`, pip package `flash-attn-4`) at our shapes: 4680 queries (3 frames x 1560 tokens),
-16-21 frames of keys, 12 heads of 128, bf16. Keys and values are prefix slices of a cache buffer laid
-out (B, heads, tokens, head_dim), as the KV cache keeps them; FlashAttention reads them as (B, tokens,
-heads, head_dim) views of the same memory. Error is ||out - fp32 attention|| / ||fp32 attention||.
+cuDNN (whole, and over 2 key runs) against FlashAttention-4's CuTe DSL kernel as the DiT calls it
+(`pipeline.model.attention.FlashAttention4`, pip package `flash-attn-4`) at our shapes: 4680 queries
+(3 frames x 1560 tokens), 16-21 frames of keys, 12 heads of 128, bf16. Keys and values are prefix
+slices of a cache buffer laid out (B, heads, tokens, head_dim), as the KV cache keeps them;
+FlashAttention reads them as (B, tokens, heads, head_dim) views of the same memory. Error is
+||out - fp32 attention|| / ||fp32 attention||. (FA4's split-KV mode, tried once, is not supported on
+sm_90: results/2026-11-21_h100_attention_kernels.json.)
 
     python benchmarks/bench_attention_kernels.py --out $OUT/attention_kernels.json
 """
@@ -15,6 +17,7 @@ import argparse
 import json
 import time
 from collections.abc import Callable
+from importlib.metadata import version
 from pathlib import Path
 
 import torch
@@ -22,7 +25,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from benchmarks.gpu import median_ms
-from pipeline.model.attention import attention_over_key_splits, merge_key_splits
+from pipeline.model.attention import FlashAttention4, attention_over_key_splits, merge_key_splits
 
 H, D, TOKENS_PER_FRAME, CHUNK_TOKENS = 12, 128, 1560, 4680
 
@@ -36,44 +39,25 @@ def cudnn_split2(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Ten
     return merge_key_splits(*attention_over_key_splits(q, k, v, 2))
 
 
-def flash4(**options: object) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
-    from flash_attn.cute import flash_attn_func
-
-    def run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        # (B, heads, tokens, hd) -> (B, tokens, heads, hd) views; the output comes back the same way.
-        out = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), **options)
-        out = out[0] if isinstance(out, tuple) else out
-        return out.transpose(1, 2)
-
-    return run
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     torch.manual_seed(0)
     results: dict[str, object] = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__}
-    try:
-        from importlib.metadata import version
-
-        import flash_attn.cute  # noqa: F401
-
-        results["flash_attn_4"] = version("flash-attn-4")
-        results["cutlass_dsl"] = version("nvidia-cutlass-dsl-libs-base")
-    except Exception as exc:  # report why, measure cuDNN anyway
-        results["flash_attn_4_error"] = repr(exc)[:400]
-        print("flash-attn-4 unavailable:", repr(exc)[:400], flush=True)
-
     kernels: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = {
         "cudnn_whole": cudnn_whole,
         "cudnn_split2": cudnn_split2,
     }
-    if "flash_attn_4" in results:
-        kernels["fa4"] = flash4()
-        kernels["fa4_splits2"] = flash4(num_splits=2)
-        kernels["fa4_splits3"] = flash4(num_splits=3)
-        kernels["fa4_lse"] = flash4(return_lse=True)
+    reason = FlashAttention4.unavailable_reason(torch.device("cuda"))
+    if reason is None:
+        results["flash_attn_4"] = version("flash-attn-4")
+        results["cutlass_dsl"] = version("nvidia-cutlass-dsl-libs-base")
+        flash4 = FlashAttention4()
+        kernels["fa4"] = lambda q, k, v: flash4(q, k, v)[0]
+    else:  # report why, measure cuDNN anyway
+        results["flash_attn_4_unavailable"] = reason
+        print("FlashAttention-4 not measured:", reason, flush=True)
 
     capacity = 24 * TOKENS_PER_FRAME
     buf_k = torch.randn(1, H, capacity, D, device="cuda", dtype=torch.bfloat16)

@@ -74,10 +74,11 @@ def merge_key_splits(out: torch.Tensor, lse: torch.Tensor) -> torch.Tensor:
 class FlashAttention4:
     """FlashAttention-4's CuTe DSL forward (pip package `flash-attn-4`, optional).
 
-    On an H100 at a chunk's shapes it runs 3-10% faster than cuDNN, whole or split, at the same error
-    against float32 (benchmarks/results/2026-11-21_h100_attention_kernels.json). It reads the cache's
-    (B, nh, L_kv, hd) buffers as (B, L_kv, nh, hd) views, and its output is laid out (B, L, nh, hd),
-    the order the output projection wants. Its first call compiles the kernel (about 2 s).
+    On an H100 at a chunk's shapes it runs 7-10% faster than cuDNN (whole or split) from 19 frames of
+    keys on, about even at 16, at the same error against float32 (benchmarks/README.md, fourth round:
+    24.3 instead of 23.6-23.8 FPS for a 60 s clip). It reads the cache's (B, nh, L_kv, hd) buffers
+    as (B, L_kv, nh, hd) views, and its output is laid out (B, L, nh, hd), the order the output
+    projection wants. Its first call compiles the kernel (about 2 s).
     """
 
     def __init__(self) -> None:

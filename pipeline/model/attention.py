@@ -81,10 +81,11 @@ class FlashAttention4:
     projection wants. Its first call compiles the kernel (about 2 s).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, min_keys: int = 0) -> None:
         from flash_attn.cute import flash_attn_func  # optional dependency: see `unavailable_reason`
 
         self.flash_attn_func = flash_attn_func
+        self.min_keys = min_keys  # fewer keys: SDPA (cuDNN), see SpeedConfig.flash4_min_keys
 
     @staticmethod
     def unavailable_reason(device: torch.device) -> str | None:
@@ -120,8 +121,11 @@ class FlashAttention4:
             raise RuntimeError(f"output differs from float32 SDPA by {error:.2%}")
 
     def __repr__(self) -> str:
-        return f"FlashAttention4(flash-attn-4 {importlib.metadata.version('flash-attn-4')})"
+        package = f"flash-attn-4 {importlib.metadata.version('flash-attn-4')}"
+        return f"FlashAttention4({package}, from {self.min_keys} keys on)"
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> Attention:
+        if k.shape[2] < self.min_keys:
+            return sdpa(q, k, v)
         out, _ = self.flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
         return out.transpose(1, 2), None  # (B, nh, L, hd) view of a (B, L, nh, hd) tensor

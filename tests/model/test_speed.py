@@ -85,6 +85,9 @@ def test_flash_attention_4_matches_sdpa_over_cache_views():
     assert lse is None and out.shape == q.shape
     exact = F.scaled_dot_product_attention(q.float(), k.float(), v.float())
     assert ((out.float() - exact).norm() / exact.norm()).item() < 5e-3  # bf16: about 2.3e-3
+    # below its key threshold it is plain SDPA
+    below, _ = FlashAttention4(min_keys=k.shape[2] + 1)(q, k, v)
+    torch.testing.assert_close(below, F.scaled_dot_product_attention(q, k, v), rtol=0, atol=0)
 
 
 def test_key_splits_render_the_frames_of_whole_attention_eager_and_compiled():

@@ -38,7 +38,7 @@ class SpeedConfig:
     cudnn_benchmark: bool = True  # let cuDNN time its conv algorithms once per shape ...
     # ... all of them for the VAE's full-resolution residual convs, not PyTorch's default first 10: the
     # fastest kernels for 96 channels lie beyond those (H100: 5.8 instead of 7.7 ms each). Searching
-    # all for every conv as well costs 85 s of warm-up and gains nothing more.
+    # all for every conv as well costs 81 s more warm-up and gains nothing more.
     vae_search_all_conv_algorithms: bool = True
 
     def __post_init__(self) -> None:

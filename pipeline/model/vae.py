@@ -388,7 +388,9 @@ class WanVAEDecoder(nn.Module):
             latent_mean=mean.view(1, -1, 1, 1, 1), latent_inv_std=(1.0 / std).view(1, -1, 1, 1, 1)
         )
 
-    @torch.no_grad()
+    # Inference mode, not just no_grad: the compiled regions are traced in it (generation runs there),
+    # and tensors made outside it fail their guards, adding variants past dynamo's limit of 8.
+    @torch.inference_mode()
     def decode(self, latents: torch.Tensor, stream: DecodeStream) -> torch.Tensor:
         """Decode the next T latent frames of the stream's video into 4T - 3 (first call) or 4T frames.
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from benchmarks.gpu import median_ms
+from pipeline.model.attention import merge_key_splits
 
 H, D, TOKENS_PER_FRAME, CHUNK_TOKENS = 12, 128, 1560, 4680
 
@@ -37,8 +38,7 @@ def split_attention(
     vs = v.unflatten(2, (splits, Lk // splits)).squeeze(0).transpose(0, 1)
     qs = q.expand(splits, -1, -1, -1) if expand else q.repeat(splits, 1, 1, 1)  # (S, nh, Lq, hd)
     out, lse = cudnn_with_lse(qs, ks, vs)  # (S, nh, Lq, hd), (S, nh, Lq[, 1])
-    weights = torch.softmax(lse.view(splits, nh, -1).float(), dim=0).unsqueeze(-1)  # (S, nh, Lq, 1)
-    return (out.float() * weights).sum(0, keepdim=True).to(q.dtype)
+    return merge_key_splits(out, lse.view(splits, nh, -1, 1))  # the DiT's merge
 
 
 def main() -> None:

@@ -1,5 +1,11 @@
 """The streaming generator on the tiny preset: frame counts, determinism, bounded memory."""
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -69,3 +75,39 @@ def test_latent_frame_counts_that_are_not_whole_chunks_are_rejected_before_any_w
 
 def test_default_schedule_is_the_released_warped_four_step_schedule():
     assert GenerationConfig().timesteps == pytest.approx((1000.0, 937.5, 833.3333, 625.0))
+
+
+# The frames of a short clip per policy, pinned before the house refactor (tests/pinned_frames.py):
+# any change to them is a change of behaviour, not a refactoring.
+PINNED_FRAME_SHA256 = {
+    "fifo": "a287cfc49312dcaaae0c2fded1f7715dbfdfffc6d6b61f737ea56552744ff393",
+    "sink": "ba46b0c3ca6ea9b242ad958cf386a9191238ad908f1b8d34e082a44fa01bcd9a",
+    "rolling-sink": "6bceb98f8e9863d4e3bc5f2ec0e4b61cce4e9ed2542bd260dfdc9412845e3b84",
+    "deep-sink": "594db877c9f2747fcf9cfe0626acb866c06e8bcb81ee70033982c19865c4b9d3",
+    "deep-forcing": "15f0151aa2740b86cb901fb818265427b1d3538704c2aaee1f62978d5950608c",
+    "deep-forcing-paper": "b590de423e9ded539ed873447e69ade1805c329b316efec2a8b6234eda0117f1",
+}
+# One thread and AVX2 kernels everywhere: the same float32 sums in the same order on any x86-64 host.
+PINNED_CPU_ENV = {
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "MKL_CBWR": "AVX2",
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_every_policy_renders_the_frames_pinned_before_the_refactor():
+    tests = Path(__file__).resolve().parent
+    env = {**os.environ, **PINNED_CPU_ENV, "PYTHONPATH": os.pathsep.join([str(tests.parent), str(tests)])}
+    done = subprocess.run(
+        [sys.executable, str(tests / "pinned_frames.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout) == PINNED_FRAME_SHA256

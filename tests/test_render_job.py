@@ -198,6 +198,35 @@ def test_seeds_and_ids_are_derived_from_the_line_deterministically() -> None:
     assert parse_line('{"prompt": "a fox"}', 1, other_weights).clip_id != plain.clip_id
 
 
+# Clip ids and seeds of today's lines, pinned: a rerun after an upgrade must find its finished clips.
+@pytest.mark.parametrize(
+    ("model", "line", "clip_id", "seed", "config_hash"),
+    [
+        ("tiny", {"prompt": "a red fox"}, "5ecaa8780afd040c", 433247293, "9b98caae498b6f71"),
+        (
+            "tiny",
+            {"prompt": "a red fox", "cache_policy": "rolling-sink", "seconds": 5},
+            "ffe0c5fd96387988",
+            433247293,
+            "9894ea6901e541e4",
+        ),
+        (
+            "tiny",
+            {"prompt": "a red fox", "cache_policy": "fifo", "seed": 3},
+            "9415827b345bdfc3",
+            3,
+            "e570d2e8df2084b4",
+        ),
+        ("self-forcing-1.3b", {"prompt": "a red fox"}, "5068445f0e609756", 433247293, "3ebe05f5eebd9446"),
+    ],
+)
+def test_clip_ids_seeds_and_config_hashes_stay_what_earlier_releases_derived(
+    model: str, line: dict, clip_id: str, seed: int, config_hash: str
+) -> None:
+    clip = parse_line(json.dumps(line), 1, RenderDefaults(get_preset(model), model_source="random"))
+    assert (clip.clip_id, clip.seed, clip.config_hash) == (clip_id, seed, config_hash)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -5,7 +5,7 @@ Run on the device machine (see benchmarks/README.md):
 
     python benchmarks/bench_pipeline.py --latent-frames 240 --policies fifo,deep-forcing --out $OUT/x.json
 
-Timings follow the method in design.md: a warm-up clip per policy first (kernels, cuDNN plans and
+Timings: a warm-up clip per policy first (kernels, cuDNN plans and
 allocator pools for every cache length the policy visits), then the timed clip. Per-chunk DiT and
 VAE times come from CUDA events recorded by the generator; wall time from the host clock around the
 whole clip, ending when the mp4 is verified on disk.
@@ -26,12 +26,12 @@ from typing import Any
 
 import torch
 
-from pipeline.cache import make_cache
 from pipeline.encode import EncoderSettings, VideoEncoder
 from pipeline.generate import ClipGenerator
 from pipeline.model.bundle import ModelBundle
-from pipeline.model.presets import get_preset
 from pipeline.model.speed import SpeedConfig, accelerate
+from pipeline.spec.cache import POLICY_PARAMS
+from pipeline.spec.model import get_preset
 
 PROMPT = (
     "A stylish woman strolls down a bustling Tokyo street, the warm glow of neon lights and animated "
@@ -54,7 +54,6 @@ def render_clip(
     generator: ClipGenerator, policy: str, latent_frames: int, encode_dir: Path | None, seed: int
 ) -> dict[str, Any]:
     preset = generator.bundle.preset
-    cache = make_cache(policy, preset.cache_geometry(), generator.bundle.dit.rope)
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
@@ -63,14 +62,15 @@ def render_clip(
         path = encode_dir / f"{policy}-{latent_frames}.mp4"
         encoder = VideoEncoder(path, preset.width, preset.height, preset.fps, EncoderSettings())
     frames = 0
-    for chunk in generator.stream(PROMPT, seed, latent_frames, cache):
+    clip = generator.stream(PROMPT, seed, latent_frames, POLICY_PARAMS[policy]())
+    for chunk in clip:
         frames += chunk.shape[0]
         if encoder is not None:
             encoder.write(chunk)
     generated = time.perf_counter()
     encoded = encoder.close() if encoder is not None else None
     wall = time.perf_counter() - start
-    stats = generator.last_stats
+    stats = clip.stats
     chunk_s = [d + v for d, v in zip(stats.dit_s, stats.vae_s, strict=True)]
     return {
         "policy": policy,
@@ -97,13 +97,13 @@ def render_clip(
         "peak_reserved_gb": torch.cuda.max_memory_reserved() / 2**30,
         "mp4_bytes": encoded.bytes if encoded else None,
         "mp4_frames": encoded.frames if encoded else None,
-        "telemetry": cache.telemetry(),
+        "telemetry": stats.cache_telemetry,
         "dit_s": stats.dit_s,
         "vae_s": stats.vae_s,
     }
 
 
-# Cumulative optimisation steps (issue 5): each adds one switch to the previous one.
+# Cumulative optimisation steps of the earlier speed rounds: each adds one switch to the previous one.
 PLAIN = SpeedConfig(
     "default", 1, compile_blocks=False, vae_channels_last=False, compile_vae=False, cudnn_benchmark=False
 )

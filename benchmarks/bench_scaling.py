@@ -43,7 +43,7 @@ from typing import Any
 import torch
 
 from pipeline.metrics import read_metrics
-from pipeline.model.presets import get_preset
+from pipeline.spec.model import get_preset
 from pipeline.storage import open_target
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.gpu import median_ms, random_vae
-from pipeline.model.presets import SELF_FORCING_1_3B as PRESET
 from pipeline.model.speed import SpeedConfig, accelerate_vae
+from pipeline.spec.model import SELF_FORCING_1_3B as PRESET
 
 DECODER_SETTINGS = {
     "plain": SpeedConfig(vae_channels_last=False, compile_vae=False),

@@ -24,10 +24,11 @@ from pipeline.cache.base import ForwardKind
 from pipeline.cache.fifo import FifoCache
 from pipeline.model.attention import FlashAttention4, KeySplitAttention
 from pipeline.model.dit import CausalWanDiT
-from pipeline.model.presets import SELF_FORCING_1_3B as PRESET
 from pipeline.model.random_init import randomize_
 from pipeline.model.speed import ATTENTION_ORDERS, SpeedConfig, accelerate_vae
 from pipeline.model.vae import DecodeStream
+from pipeline.spec.cache import FifoParams
+from pipeline.spec.model import SELF_FORCING_1_3B as PRESET
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -46,7 +47,7 @@ def check_dit(dtype: torch.dtype) -> dict[str, float]:
 
     def streamed(model: CausalWanDiT) -> torch.Tensor:
         text = model.prepare_text(prompt)
-        cache = FifoCache(PRESET.cache_geometry(), model.rope)
+        cache = FifoCache(PRESET.cache_geometry(), model.rope, FifoParams())
         outs = []
         for c in range(2):
             pos = cache.begin_forward(c, ForwardKind.FIRST_STEP)

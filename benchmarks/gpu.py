@@ -6,9 +6,9 @@ from collections.abc import Callable
 
 import torch
 
-from pipeline.model.presets import SELF_FORCING_1_3B
 from pipeline.model.random_init import randomize_
 from pipeline.model.vae import WanVAEDecoder
+from pipeline.spec.model import SELF_FORCING_1_3B
 
 
 def median_ms(fn: Callable[[], object], reps: int = 15, warmup: int = 3) -> float:

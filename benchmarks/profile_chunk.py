@@ -22,11 +22,11 @@ import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
-from pipeline.cache import make_cache
 from pipeline.generate import ClipGenerator
 from pipeline.model.bundle import ModelBundle
-from pipeline.model.presets import get_preset
 from pipeline.model.speed import SpeedConfig, accelerate
+from pipeline.spec.cache import POLICY_PARAMS
+from pipeline.spec.model import get_preset
 
 PROMPT = "A drone view of waves crashing against the rugged cliffs along Big Sur's Garay Point beach."
 
@@ -112,7 +112,7 @@ def main() -> None:
     if not args.no_compile:
         accelerate(bundle, SpeedConfig(compile_backend="inductor" if on_gpu else "aot_eager"))
     generator = ClipGenerator(bundle)
-    cache = make_cache(args.policy, preset.cache_geometry(), bundle.dit.rope)
+    cache = POLICY_PARAMS[args.policy]()
     chunks = generator.stream(PROMPT, 0, args.warmup_frames + args.profiled_frames, cache)
     warmup_chunks = args.warmup_frames // preset.chunk_frames
     for _ in range(warmup_chunks):  # compile, cuDNN plans, allocator pools, a compression or two

@@ -1,6 +1,6 @@
-"""Streaming chunk-wise generation: prompt + seed -> uint8 RGB frame chunks, one chunk at a time.
+"""Streaming chunk-wise generation: a clip's prompt, seed, length and cache policy -> uint8 RGB frame chunks.
 
-For each chunk of 3 latent frames (SF:pipeline/causal_inference.py, self_forcing_facts.md §3):
+For each chunk of 3 latent frames (docs/model.md §4.3):
   1. draw noise, denoise in 4 steps at the warped timesteps; between steps re-noise the x0 estimate
      with fresh noise;
   2. VAE-decode the chunk with the streaming feature cache: 9 frames for the first chunk, then 12;
@@ -15,28 +15,20 @@ consumer, and nothing in the per-step loop synchronises with the host.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 
-from pipeline.cache.base import ForwardKind, KVCache
+from pipeline.cache import ForwardKind, KVCache, make_cache
 from pipeline.model.bundle import ModelBundle
 from pipeline.model.dit import TextContext
 from pipeline.model.scheduler import NUM_TRAIN_TIMESTEPS, add_noise, flow_to_x0, warped_denoising_timesteps
 from pipeline.model.vae import DecodeStream
-
-
-@dataclass(frozen=True)
-class GenerationConfig:
-    denoising_steps: tuple[int, ...] = (1000, 750, 500, 250)  # nominal, before warping
-    timestep_shift: float = 5.0  # both released configs set 5.0
-    context_timestep: float = 0.0  # `context_noise`: t of the pass that writes the cache
-
-    @property
-    def timesteps(self) -> tuple[float, ...]:
-        return warped_denoising_timesteps(self.denoising_steps, self.timestep_shift)
+from pipeline.spec.cache import PolicyParams
+from pipeline.spec.model import GenerationConfig
 
 
 @dataclass
@@ -48,15 +40,8 @@ class ClipStats:
     vae_s: list[float] = field(default_factory=list)  # per chunk: decode + uint8 conversion
     first_frames_s: float = 0.0  # from start to the first chunk's frames on the host
     total_s: float = 0.0
-
-
-def check_latent_frames(num_latent_frames: int, chunk_frames: int) -> None:
-    if num_latent_frames <= 0 or num_latent_frames % chunk_frames:
-        lower = max(chunk_frames, num_latent_frames - num_latent_frames % chunk_frames)
-        raise ValueError(
-            f"num_latent_frames={num_latent_frames} must be a positive multiple of "
-            f"chunk_frames={chunk_frames}; use {lower} or {lower + chunk_frames}"
-        )
+    peak_memory_gb: float | None = None  # peak device memory allocated while generating; None on CPUs
+    cache_telemetry: dict[str, Any] = field(default_factory=dict)  # the policy's counters (KVCache.telemetry)
 
 
 Timestamp = torch.cuda.Event | float
@@ -93,6 +78,31 @@ def to_uint8_frames(pixels: torch.Tensor) -> torch.Tensor:
     return ((pixels[0].float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 3, 0)
 
 
+class ClipStream(Iterator[np.ndarray]):
+    """One clip's frames, chunk by chunk: (T, H, W, 3) uint8 arrays, 9 frames then 12 per chunk.
+
+    `stats` says where the time went; its timings are complete once the stream is exhausted, and its
+    cache telemetry is current at any point (also for a clip stopped early with `close`).
+    """
+
+    def __init__(self, chunks: Generator[np.ndarray, None, None], cache: KVCache, stats: ClipStats):
+        self._chunks = chunks
+        self.cache = cache  # the clip's own KV cache, for inspection
+        self._stats = stats
+
+    def __next__(self) -> np.ndarray:
+        return next(self._chunks)
+
+    def close(self) -> None:
+        """Stop generating where the clip is (the remaining chunks are never computed)."""
+        self._chunks.close()
+
+    @property
+    def stats(self) -> ClipStats:
+        self._stats.cache_telemetry = self.cache.telemetry()
+        return self._stats
+
+
 class ClipGenerator:
     """Renders clips with one model bundle; the KV cache policy is chosen per clip."""
 
@@ -101,22 +111,31 @@ class ClipGenerator:
         # benchmarks/README.md), and one stream keeps the per-chunk timings simple.
         self.bundle = bundle
         self.config = config
-        self.device = next(bundle.dit.parameters()).device
-        self.last_stats = ClipStats()
+        self.timesteps = warped_denoising_timesteps(config.denoising_steps, config.timestep_shift)
+        self.device = bundle.device
 
-    @torch.inference_mode()
-    def stream(self, prompt: str, seed: int, num_latent_frames: int, cache: KVCache) -> Iterator[np.ndarray]:
-        """Yield (T, H, W, 3) uint8 chunks: 9 frames, then 12 per chunk, 1 + 4(L-1) in total.
+    def stream(self, prompt: str, seed: int, num_latent_frames: int, cache: PolicyParams) -> ClipStream:
+        """The clip's frames, 1 + 4(L-1) in all, generated as the stream is read.
 
-        Same prompt, seed, config and policy give the same frames: all noise comes from a generator
-        seeded with `seed`. Timings of the finished clip are in `last_stats`.
+        Same prompt, seed, length and cache parameters give the same frames: all noise comes from a
+        generator seeded with `seed`, and the clip gets a cache of its own.
         """
         preset = self.bundle.preset
-        check_latent_frames(num_latent_frames, preset.chunk_frames)
+        preset.check_latent_frames(num_latent_frames)
+        kv_cache = make_cache(cache, preset.cache_geometry(), self.bundle.dit.rope)
+        stats = ClipStats()
+        return ClipStream(self._generate(prompt, seed, num_latent_frames, kv_cache, stats), kv_cache, stats)
+
+    @torch.inference_mode()
+    def _generate(
+        self, prompt: str, seed: int, num_latent_frames: int, cache: KVCache, stats: ClipStats
+    ) -> Generator[np.ndarray, None, None]:
+        preset = self.bundle.preset
         dit, vae, device = self.bundle.dit, self.bundle.vae, self.device
-        stats = self.last_stats = ClipStats()
         clock = _Clock(device)
         wall_start = time.perf_counter()
+        if clock.cuda:
+            torch.cuda.reset_peak_memory_stats(device)
 
         text_start = time.perf_counter()
         text = dit.prepare_text(self.bundle.encode_prompt(prompt))
@@ -124,7 +143,7 @@ class ClipGenerator:
 
         rng = torch.Generator(device).manual_seed(seed)
         latent_shape = (1, preset.dit.in_dim, preset.chunk_frames, preset.latent_height, preset.latent_width)
-        timesteps = self.config.timesteps
+        timesteps = self.timesteps
         num_chunks = num_latent_frames // preset.chunk_frames
         cache.reset()
         vae_stream = vae.start_stream()
@@ -162,6 +181,8 @@ class ClipGenerator:
         stats.dit_s = [clock.seconds(a, b) + clock.seconds(c, d) for a, b, c, d in marks]
         stats.vae_s = [clock.seconds(b, c) for _, b, c, _ in marks]
         stats.total_s = time.perf_counter() - wall_start
+        if clock.cuda:
+            stats.peak_memory_gb = torch.cuda.max_memory_allocated(device) / 1e9
 
     def _denoise(
         self, x: torch.Tensor, t: float, text: TextContext, cache: KVCache, chunk: int, kind: ForwardKind

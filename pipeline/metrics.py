@@ -1,6 +1,6 @@
 """Per-clip metrics: one explicit, versioned Parquet schema; one small file per clip; compaction.
 
-Layout under an OutputTarget (design.md "Output, metrics, resume"):
+Layout under an OutputTarget:
 
     clips/<clip_id>.mp4
     metrics/run_id=<run_id>/part-<clip_id>.parquet       one row, written after the upload succeeded
@@ -43,13 +43,14 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from pipeline.spec.clip import ID_PATTERN
 from pipeline.storage import OutputTarget
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2  # bump when columns are added; old files stay readable (missing columns read as null)
 PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
-STATUSES = ("ok", "failed", "skipped")
+STATUSES = ("ok", "failed")
 _READ_THREADS = 8  # parallel GETs when reading many small part files
 _READ_RETRIES = 5  # re-list when a listed file vanished (a compaction deleted it meanwhile)
 
@@ -61,7 +62,7 @@ METRICS_SCHEMA = pa.schema(
         pa.field("run_id", pa.string(), nullable=False),  # also the hive key: metrics/run_id=<run_id>/
         pa.field("clip_id", pa.string(), nullable=False),  # deterministic; video at clips/<clip_id>.mp4
         pa.field("attempt", pa.int16(), nullable=False),  # 1 for the first try of this clip in this run
-        pa.field("status", pa.string(), nullable=False),  # ok | failed | skipped
+        pa.field("status", pa.string(), nullable=False),  # ok | failed
         pa.field("error_type", pa.string()),  # exception class name; set when status = failed
         pa.field("error", pa.string()),  # error text; set when status = failed
         # 2. What was asked for
@@ -110,7 +111,6 @@ METRICS_SCHEMA = pa.schema(
 # For pyarrow/pandas readers of the folder: run_id=<...> is a string whatever it looks like.
 RUN_PARTITIONING = ds.partitioning(pa.schema([("run_id", pa.string())]), flavor="hive")
 
-_ID_RE = re.compile(r"[A-Za-z0-9_.-]+")
 _METRICS_FILE_RE = re.compile(
     r"metrics/run_id=([A-Za-z0-9_.-]+)/(part-[A-Za-z0-9_.-]+|compacted-(\d+))\.parquet"
 )
@@ -122,7 +122,7 @@ _METRICS_FILE_RE = re.compile(
 
 
 def _check_id(name: str, value: object) -> str:
-    if not isinstance(value, str) or not _ID_RE.fullmatch(value) or value in (".", ".."):
+    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value) or value in (".", ".."):
         raise ValueError(
             f"{name}={value!r} must be a non-empty string of letters, digits, '_', '.' or '-' "
             "(it becomes part of an object key), e.g. 'run-2026-11-21' or 'a1b2c3d4e5f60718'"

@@ -7,10 +7,9 @@ One JSON object per line (blank lines are ignored, but still counted for line nu
     {"prompt": "...", "latent_frames": 120, "cache_policy": "fifo", "window_frames": 15}
 
 Fields: `prompt` (required, non-empty), `id`, `seed`, `seconds` or `latent_frames` (not both),
-`cache_policy`, and that policy's parameters as top-level keys (names and types are checked against
-`pipeline.cache.policy_parameters`; values are checked where the cache is built, in the worker, and a
-bad one fails only that clip). Missing fields take the run-wide defaults (`RenderDefaults`, filled from
-the command line).
+`cache_policy`, and that policy's parameters as top-level keys (names, types and ranges are checked
+against `pipeline.spec.cache`, so a value no cache could take is an error of its line). Missing fields
+take the run-wide defaults (`RenderDefaults`, filled from the command line).
 
 Every line is checked before anything renders; all problems are reported together with their line
 numbers (`PromptFileError`).
@@ -20,10 +19,9 @@ Decisions a user can rely on:
   sha256("seed", id, prompt) -> 31 bits. The same line always renders the same clip, and lines that
   repeat a prompt under different ids get different seeds (variants). The seed is in the metrics row.
 - Length: `seconds` becomes the smallest multiple of `chunk_frames` latent frames L with
-  `temporal_stride * L >= seconds * fps`: each latent frame stands for 4 pixel frames (16 fps), the
-  first one decodes to a single frame, so a clip is 3 frames shorter than its nominal length:
-  60 s -> 240 latent frames -> 957 frames (59.8 s), Self Forcing's own long-video setting.
-- Clip id: the line's `id` (`[A-Za-z0-9_.-]+`), else the first 16 hex digits of a sha256 over the
+  `temporal_stride * L >= seconds * fps` (`ModelPreset.latent_frames_for_seconds`): 60 s -> 240
+  latent frames -> 957 frames (59.8 s), Self Forcing's own long-video setting.
+- Clip id: the line's `id` (`[A-Za-z0-9_.-]+`), else the first CLIP_ID_HEX hex digits of a sha256 over the
   model (name, weights source, config hash), the cache policy with all its parameters (defaults
   filled in, so spelling out a default changes nothing), prompt, seed and latent frames. Encoder
   settings are not part of it: re-encoding at another CRF needs `--force`.
@@ -31,24 +29,25 @@ Decisions a user can rely on:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-import math
-import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pipeline.cache import POLICIES, policy_parameters
-from pipeline.generate import GenerationConfig, check_latent_frames
-from pipeline.model.presets import ModelPreset
+from pipeline.digest import json_sha256
+from pipeline.spec.cache import DEFAULT_POLICY, POLICY_PARAMS, PolicyParams, policy_parameters, policy_params
+from pipeline.spec.clip import ID_PATTERN, ClipSpec
+from pipeline.spec.model import GenerationConfig, ModelPreset
 
-ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
 MAX_ID_CHARS = 128  # ids become object keys: clips/<id>.mp4
 MAX_SEED = 2**63 - 1  # the metrics column is int64
 DERIVED_SEED_BITS = 31  # derived seeds stay small enough to read and retype
 CLIP_ID_HEX = 16  # 64 bits: collisions are negligible for millions of clips
+CONFIG_HASH_HEX = 16  # the same for the config hashes in clip ids and metrics rows
 LINE_FIELDS = ("prompt", "id", "seed", "seconds", "latent_frames", "cache_policy")
+DEFAULT_CLIP_SECONDS = 60.0  # a minute: what this renderer is for
 
 
 @dataclass(frozen=True)
@@ -58,37 +57,17 @@ class RenderDefaults:
     preset: ModelPreset  # model sizes, fps and chunking
     model_source: str = "random"  # model folder URI, or "random" (seeded random weights): part of clip ids
     seed: int | None = None  # None: derived per line (see module docstring)
-    seconds: float | None = 60.0  # used when a line gives neither seconds nor latent_frames
+    seconds: float | None = DEFAULT_CLIP_SECONDS  # used when a line gives neither seconds nor latent_frames
     latent_frames: int | None = None  # run-wide alternative to seconds; wins over seconds when set
-    cache_policy: str = "deep-forcing"
+    cache_policy: str = DEFAULT_POLICY
     cache_params: Mapping[str, Any] = field(default_factory=dict)  # run-wide policy parameters
 
-
-@dataclass(frozen=True)
-class ClipSpec:
-    """One validated clip: everything a worker needs to render it, and its deterministic id."""
-
-    line: int  # 1-based line in the prompt file
-    clip_id: str
-    prompt: str
-    seed: int
-    num_latent_frames: int
-    cache_policy: str
-    cache_params: Mapping[str, Any]  # all of the policy's parameters, defaults filled in
-    config_hash: str  # model config + generation config + cache policy and parameters
-
-    def row(self) -> dict[str, Any]:
-        """The Ray Data row for this clip (flat, Arrow-friendly: parameters as a JSON string)."""
-        return {
-            "clip_id": self.clip_id,
-            "line": self.line,
-            "prompt": self.prompt,
-            "seed": self.seed,
-            "num_latent_frames": self.num_latent_frames,
-            "cache_policy": self.cache_policy,
-            "cache_params": json.dumps(dict(self.cache_params), sort_keys=True),
-            "config_hash": self.config_hash,
-        }
+    @functools.cached_property
+    def model_config_hash(self) -> str:
+        """Hash of the model configuration that shapes frames: preset sizes and the generation schedule."""
+        return json_sha256({"preset": asdict(self.preset), "generation": asdict(GenerationConfig())})[
+            :CONFIG_HASH_HEX
+        ]
 
 
 class PromptFileError(ValueError):
@@ -112,17 +91,8 @@ class PromptFileError(ValueError):
 
 
 # ---------------------------------------------------------------------------------------------
-# 1. Hashes and derived values
+# 1. Derived values
 # ---------------------------------------------------------------------------------------------
-
-
-def _sha256_json(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def model_config_hash(preset: ModelPreset) -> str:
-    """Hash of the model configuration that shapes frames: preset sizes and the generation schedule."""
-    return _sha256_json({"preset": asdict(preset), "generation": asdict(GenerationConfig())})[:16]
 
 
 def derive_seed(prompt: str, clip_id: str | None) -> int:
@@ -130,26 +100,15 @@ def derive_seed(prompt: str, clip_id: str | None) -> int:
     return int.from_bytes(digest[:8], "big") % 2**DERIVED_SEED_BITS
 
 
-def latent_frames_for_seconds(seconds: float, preset: ModelPreset) -> int:
-    """Smallest multiple of chunk_frames whose nominal length (4 pixel frames each) covers `seconds`."""
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not math.isfinite(seconds):
-        raise ValueError(f"seconds={seconds!r} must be a positive number, e.g. 60")
-    if seconds <= 0:
-        raise ValueError(f"seconds={seconds!r} must be > 0, e.g. 60")
-    per_chunk = preset.vae.temporal_stride * preset.chunk_frames  # pixel frames a chunk stands for (12)
-    chunks = max(1, math.ceil(seconds * preset.fps / per_chunk - 1e-9))
-    return chunks * preset.chunk_frames
-
-
 def clip_id_for(
-    defaults: RenderDefaults, prompt: str, seed: int, num_latent_frames: int, policy: str, params: Mapping
+    defaults: RenderDefaults, prompt: str, seed: int, num_latent_frames: int, cache: PolicyParams
 ) -> str:
-    model = [defaults.preset.name, defaults.model_source, model_config_hash(defaults.preset)]
-    return _sha256_json([model, policy, dict(params), prompt, seed, num_latent_frames])[:CLIP_ID_HEX]
+    model = [defaults.preset.name, defaults.model_source, defaults.model_config_hash]
+    return json_sha256([model, cache.policy, cache.as_dict(), prompt, seed, num_latent_frames])[:CLIP_ID_HEX]
 
 
-def config_hash_for(defaults: RenderDefaults, policy: str, params: Mapping) -> str:
-    return _sha256_json([model_config_hash(defaults.preset), policy, dict(params)])[:16]
+def config_hash_for(defaults: RenderDefaults, cache: PolicyParams) -> str:
+    return json_sha256([defaults.model_config_hash, cache.policy, cache.as_dict()])[:CONFIG_HASH_HEX]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,63 +122,40 @@ def _type_name(value: Any) -> str:
     )
 
 
-def _check_param_type(policy: str, name: str, value: Any, default: Any) -> str | None:
-    """None if `value` fits the parameter's default type; else the reason."""
-    if default is None:
-        ok = value is None or isinstance(value, str | int | float | bool)
-        expected = "a JSON scalar"
-    elif isinstance(default, bool):
-        ok, expected = isinstance(value, bool), "true or false"
-    elif isinstance(default, int):
-        ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
-    elif isinstance(default, float):
-        ok, expected = isinstance(value, int | float) and not isinstance(value, bool), "a number"
-    elif isinstance(default, str):
-        ok, expected = isinstance(value, str), "a string"
-    else:
-        ok, expected = True, ""
-    if ok:
-        return None
-    return (
-        f"cache policy {policy!r} parameter {name!r} must be {expected} "
-        f"(default {default!r}), got {json.dumps(value)}"
-    )
-
-
-def _resolve_policy(policy: Any, params: Mapping[str, Any], fields: str) -> tuple[str, dict[str, Any]] | str:
-    """(policy, all its parameters with defaults filled in) or the reason they are invalid.
+def _resolve_policy(
+    policy: Any, params: Mapping[str, Any], fields: str, preset: ModelPreset
+) -> PolicyParams | str:
+    """The policy's checked parameters (defaults filled in), or the reason they are invalid.
 
     `fields` says where the parameters came from: "line" fields or "--cache-param" options.
     """
-    if not isinstance(policy, str) or policy not in POLICIES:
-        return f"unknown cache policy {json.dumps(policy)}; choose one of {', '.join(sorted(POLICIES))}"
-    allowed = policy_parameters(policy)
-    unknown = sorted(set(params) - set(allowed))
-    if unknown:
-        takes = f"{policy}: {', '.join(sorted(allowed)) or 'none'}"
-        if fields == "--cache-param":
-            return f"unknown --cache-param {', '.join(unknown)}; the cache policy takes ({takes})"
-        return (
-            f"unknown field(s) {', '.join(unknown)}; a line takes {', '.join(LINE_FIELDS)} "
-            f"and the parameters of its cache policy ({takes})"
-        )
-    for name, value in params.items():
-        if reason := _check_param_type(policy, name, value, allowed[name]):
-            return reason
-    return policy, {**allowed, **params}
+    if isinstance(policy, str) and policy in POLICY_PARAMS:
+        allowed = policy_parameters(policy)
+        if unknown := sorted(set(params) - set(allowed)):
+            takes = f"{policy}: {', '.join(sorted(allowed)) or 'none'}"
+            if fields == "--cache-param":
+                return f"unknown --cache-param {', '.join(unknown)}; the cache policy takes ({takes})"
+            return (
+                f"unknown field(s) {', '.join(unknown)}; a line takes {', '.join(LINE_FIELDS)} "
+                f"and the parameters of its cache policy ({takes})"
+            )
+    try:
+        return policy_params(policy, params, preset.chunk_frames)
+    except ValueError as exc:
+        return str(exc)
 
 
 def check_defaults(defaults: RenderDefaults) -> None:
     """Run-wide defaults are checked once, up front (a bad --cache-param is a usage error)."""
-    resolved = _resolve_policy(defaults.cache_policy, defaults.cache_params, "--cache-param")
+    resolved = _resolve_policy(defaults.cache_policy, defaults.cache_params, "--cache-param", defaults.preset)
     if isinstance(resolved, str):
         raise ValueError(resolved)
     if defaults.seed is not None and not 0 <= defaults.seed <= MAX_SEED:
         raise ValueError(f"seed={defaults.seed} must be between 0 and 2**63-1")
     if defaults.latent_frames is not None:
-        check_latent_frames(defaults.latent_frames, defaults.preset.chunk_frames)
+        defaults.preset.check_latent_frames(defaults.latent_frames)
     elif defaults.seconds is not None:
-        latent_frames_for_seconds(defaults.seconds, defaults.preset)
+        defaults.preset.latent_frames_for_seconds(defaults.seconds)
     else:
         raise ValueError("RenderDefaults needs seconds or latent_frames for lines that give neither")
 
@@ -268,47 +204,45 @@ def parse_line(text: str, line: int, defaults: RenderDefaults) -> ClipSpec:
             problems.append(f'"latent_frames" must be an integer, got {json.dumps(value)}')
         else:
             try:
-                check_latent_frames(value, defaults.preset.chunk_frames)
+                defaults.preset.check_latent_frames(value)
                 num_latent_frames = value
             except ValueError as exc:
                 problems.append(f'"latent_frames": {exc}')
     elif "seconds" in data:
         try:
-            num_latent_frames = latent_frames_for_seconds(data["seconds"], defaults.preset)
+            num_latent_frames = defaults.preset.latent_frames_for_seconds(data["seconds"])
         except ValueError as exc:
             problems.append(f'"seconds": {exc}')
     elif defaults.latent_frames is not None:
         num_latent_frames = defaults.latent_frames
     else:
         assert defaults.seconds is not None  # check_defaults guarantees one of the two
-        num_latent_frames = latent_frames_for_seconds(defaults.seconds, defaults.preset)
+        num_latent_frames = defaults.preset.latent_frames_for_seconds(defaults.seconds)
 
     # Other keys are cache policy parameters; run-wide ones apply where the line keeps the run's policy.
     policy = data.get("cache_policy", defaults.cache_policy)
     params = {k: v for k, v in data.items() if k not in LINE_FIELDS}
     if policy == defaults.cache_policy:
         params = {**defaults.cache_params, **params}
-    resolved = _resolve_policy(policy, params, "line")
-    if isinstance(resolved, str):
-        problems.append(resolved)
+    cache = _resolve_policy(policy, params, "line", defaults.preset)
+    if isinstance(cache, str):
+        problems.append(cache)
 
     if problems:
         raise ValueError("; ".join(problems))
-    assert isinstance(prompt, str) and num_latent_frames is not None and not isinstance(resolved, str)
-    policy, params = resolved
+    assert isinstance(prompt, str) and num_latent_frames is not None and isinstance(cache, PolicyParams)
     if seed is None:
         seed = derive_seed(prompt, clip_id)
     if clip_id is None:
-        clip_id = clip_id_for(defaults, prompt, seed, num_latent_frames, policy, params)
+        clip_id = clip_id_for(defaults, prompt, seed, num_latent_frames, cache)
     return ClipSpec(
         line=line,
         clip_id=clip_id,
         prompt=prompt,
         seed=seed,
         num_latent_frames=num_latent_frames,
-        cache_policy=policy,
-        cache_params=params,
-        config_hash=config_hash_for(defaults, policy, params),
+        cache=cache,
+        config_hash=config_hash_for(defaults, cache),
     )
 
 

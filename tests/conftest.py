@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:  # imported lazily so test sessions that never touch S3 skip boto3/pyarrow imports
+    import pyarrow.fs as pafs
+
     from pipeline.storage import OutputTarget, S3Client, S3Settings
 
 # =============================================================================================
@@ -266,7 +268,8 @@ def ray_local(aws_test_env: dict[str, str]) -> Iterator[dict[str, float]]:
 @pytest.fixture(params=["local", "s3"])
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> OutputTarget:
     """The same behaviour is expected of a local folder and of an S3 prefix (moto)."""
-    from pipeline.storage import LocalTarget, S3Target
+    from pipeline.storage.local import LocalTarget
+    from pipeline.storage.s3 import S3Target
 
     if request.param == "local":
         return LocalTarget(tmp_path / "out")
@@ -274,9 +277,36 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> OutputTarget:
     return S3Target(s3_moto.make_bucket(), "renders/run1", s3_moto.settings())
 
 
+def arrow_filesystem(target: OutputTarget) -> tuple[pafs.FileSystem, str]:
+    """(pyarrow filesystem, base path) that open `target`'s keys as f"{base}/{key}", the way a user points
+    pyarrow or pandas at a run: the local filesystem, or S3 at the target's endpoint (credentials from
+    the AWS chain)."""
+    import pyarrow.fs as pafs
+
+    from pipeline.storage.local import LocalTarget
+    from pipeline.storage.s3 import S3Target
+
+    if isinstance(target, LocalTarget):
+        return pafs.LocalFileSystem(), str(target.root)
+    assert isinstance(target, S3Target)
+    settings = target.settings
+    endpoint = settings.endpoint_url.removeprefix("http://") if settings.endpoint_url else None
+    filesystem = pafs.S3FileSystem(
+        region=settings.region, endpoint_override=endpoint, scheme="http" if endpoint else "https"
+    )
+    return filesystem, f"{target.bucket}/{target.prefix}".rstrip("/")
+
+
 # ---------------------------------------------------------------------------------------------
-# ffmpeg that fails on demand (for failed-clip tests of the worker and the driver)
+# ffmpeg: the real binary, and one that fails on demand (failed-clip tests of the worker and driver)
 # ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def ffmpeg_bin() -> str:
+    from pipeline.encode import find_ffmpeg
+
+    return find_ffmpeg()
 
 
 @pytest.fixture

@@ -12,12 +12,12 @@ import hashlib
 import json
 
 import torch
-from cache.cache_driver import POLICY_CONFIGS, POLICY_IDS
+from cache_driver import POLICY_CONFIGS, POLICY_IDS
 
-from pipeline.cache import make_cache
 from pipeline.generate import ClipGenerator
 from pipeline.model.bundle import ModelBundle
-from pipeline.model.presets import TINY
+from pipeline.spec.cache import policy_params
+from pipeline.spec.model import TINY
 
 PROMPT, SEED = "a red fox trots through fresh snow", 7
 LATENT_FRAMES = 24  # 8 chunks: chunk 7 overflows the 21-frame window (a compression, a roll, a sink shift)
@@ -27,9 +27,8 @@ def frame_hashes() -> dict[str, str]:
     generator = ClipGenerator(ModelBundle.random(TINY, "cpu", torch.float32))
     hashes = {}
     for (name, params), policy_id in zip(POLICY_CONFIGS, POLICY_IDS, strict=True):
-        cache = make_cache(name, TINY.cache_geometry(), generator.bundle.dit.rope, **params)
         digest = hashlib.sha256()
-        for frames in generator.stream(PROMPT, SEED, LATENT_FRAMES, cache):
+        for frames in generator.stream(PROMPT, SEED, LATENT_FRAMES, policy_params(name, params, 3)):
             digest.update(frames.tobytes())
         hashes[policy_id] = digest.hexdigest()
     return hashes

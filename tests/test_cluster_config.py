@@ -19,10 +19,11 @@ import ray
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
+from pipeline.driver.config import GPU_CPUS_PER_WORKER
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_YAML = REPO_ROOT / "ray_cluster.yaml"
 DOCKERFILE = REPO_ROOT / "infra" / "Dockerfile"
-GPU_CPUS_PER_WORKER = 4  # jobs/render.py's default CPUs per GPU actor
 
 
 @pytest.fixture

@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.cache import make_cache
-from pipeline.cache.fifo import FifoCache
-from pipeline.generate import ClipGenerator, GenerationConfig, check_latent_frames
+from pipeline.generate import ClipGenerator, ClipStream
 from pipeline.model.bundle import ModelBundle
-from pipeline.model.presets import TINY
+from pipeline.spec.cache import POLICY_PARAMS, FifoParams
+from pipeline.spec.model import TINY
 
 
 @pytest.fixture(scope="module")
@@ -22,17 +21,34 @@ def generator() -> ClipGenerator:
     return ClipGenerator(ModelBundle.random(TINY, "cpu", torch.float32, seed=0))
 
 
+def stream(generator: ClipGenerator, prompt: str, seed: int, latent_frames: int, policy: str = "fifo"):
+    return generator.stream(prompt, seed, latent_frames, POLICY_PARAMS[policy]())
+
+
 def render(generator: ClipGenerator, prompt: str, seed: int, latent_frames: int, policy: str = "fifo"):
-    cache = make_cache(policy, TINY.cache_geometry(), generator.bundle.dit.rope)
-    return list(generator.stream(prompt, seed, latent_frames, cache))
+    return list(stream(generator, prompt, seed, latent_frames, policy))
 
 
-def test_chunks_are_9_then_12_uint8_rgb_frames_at_the_preset_size(generator):
-    chunks = render(generator, "a red fox in the snow", seed=3, latent_frames=9)
+def test_chunks_are_9_then_12_uint8_rgb_frames_at_the_preset_size_and_each_has_its_times(generator):
+    clip = stream(generator, "a red fox in the snow", seed=3, latent_frames=9)
+    chunks = list(clip)
     assert [c.shape for c in chunks] == [(9, 64, 112, 3), (12, 64, 112, 3), (12, 64, 112, 3)]
     assert all(c.dtype == np.uint8 and c.flags.c_contiguous for c in chunks)
     assert sum(len(c) for c in chunks) == TINY.pixel_frames(9) == 33
-    assert len(generator.last_stats.dit_s) == len(generator.last_stats.vae_s) == 3
+    stats = clip.stats
+    assert len(stats.dit_s) == len(stats.vae_s) == 3 and all(t > 0 for t in stats.dit_s + stats.vae_s)
+    assert 0 < stats.text_s < stats.first_frames_s < stats.total_s
+    assert stats.peak_memory_gb is None  # CPU
+    assert stats.cache_telemetry == {"rolls": 0, "evicted_frames": 0}
+
+
+def test_a_stream_closed_early_computes_no_more_chunks_and_reports_its_cache_so_far(generator):
+    clip: ClipStream = stream(generator, "a red fox in the snow", seed=3, latent_frames=27)
+    for _, _ in zip(range(2), clip, strict=False):
+        pass
+    clip.close()
+    assert list(clip) == [] and clip.cache.chunk_index == 2  # chunk 2 began before chunk 1 was handed out
+    assert clip.stats.cache_telemetry == {"rolls": 0, "evicted_frames": 0}
 
 
 def test_same_prompt_seed_and_config_give_the_same_frames_whatever_ran_before(generator):
@@ -51,30 +67,23 @@ def test_different_seeds_or_prompts_give_different_frames(generator):
 
 
 def test_clips_longer_than_the_window_stream_with_constant_cache_memory(generator):
-    cache = FifoCache(TINY.cache_geometry(), generator.bundle.dit.rope)
-    sizes = []
-    for _ in generator.stream("a long walk", seed=1, num_latent_frames=45, cache=cache):
-        sizes.append(sum(k.numel() for k in cache.buffers.keys))
+    clip = generator.stream("a long walk", seed=1, num_latent_frames=45, cache=FifoParams())
+    sizes = [sum(k.numel() for k in clip.cache.buffers.keys) for _ in clip]
     assert len(sizes) == 15 and len(set(sizes)) == 1
     # 45 frames through a 21-frame window: chunks 7..14 each evict 3 frames
-    assert cache.telemetry() == {"rolls": 8, "evicted_frames": 45 - 21}
+    assert clip.stats.cache_telemetry == {"rolls": 8, "evicted_frames": 45 - 21}
 
 
-@pytest.mark.parametrize(
-    ("frames", "message"),
-    [
-        (22, "num_latent_frames=22 must be a positive multiple of chunk_frames=3; use 21 or 24"),
-        (0, "num_latent_frames=0 must be a positive multiple of chunk_frames=3; use 3 or 6"),
-    ],
-)
-def test_latent_frame_counts_that_are_not_whole_chunks_are_rejected_before_any_work(frames, message):
+def test_a_length_that_is_not_whole_chunks_is_rejected_before_any_work(generator):
     with pytest.raises(ValueError) as err:
-        check_latent_frames(frames, 3)
-    assert str(err.value) == message
+        generator.stream("a fox", seed=1, num_latent_frames=22, cache=FifoParams())
+    assert (
+        str(err.value) == "num_latent_frames=22 must be a positive multiple of chunk_frames=3; use 21 or 24"
+    )
 
 
-def test_default_schedule_is_the_released_warped_four_step_schedule():
-    assert GenerationConfig().timesteps == pytest.approx((1000.0, 937.5, 833.3333, 625.0))
+def test_default_schedule_is_the_released_warped_four_step_schedule(generator):
+    assert generator.timesteps == pytest.approx((1000.0, 937.5, 833.3333, 625.0))
 
 
 # The frames of a short clip per policy, pinned before the house refactor (tests/pinned_frames.py):
@@ -101,7 +110,8 @@ PINNED_CPU_ENV = {
 @pytest.mark.timeout(300)
 def test_every_policy_renders_the_frames_pinned_before_the_refactor():
     tests = Path(__file__).resolve().parent
-    env = {**os.environ, **PINNED_CPU_ENV, "PYTHONPATH": os.pathsep.join([str(tests.parent), str(tests)])}
+    path = os.pathsep.join(str(folder) for folder in (tests.parent, tests, tests / "cache"))
+    env = {**os.environ, **PINNED_CPU_ENV, "PYTHONPATH": path}
     done = subprocess.run(
         [sys.executable, str(tests / "pinned_frames.py")],
         env=env,

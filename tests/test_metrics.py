@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
+from conftest import arrow_filesystem
 
 from pipeline.metrics import (
     METRICS_SCHEMA,
@@ -29,7 +30,8 @@ from pipeline.metrics import (
     video_key,
     write_clip_metrics,
 )
-from pipeline.storage import LocalTarget, OutputTarget
+from pipeline.storage import OutputTarget
+from pipeline.storage.local import LocalTarget
 
 T0 = dt.datetime(2026, 11, 21, 12, 0, tzinfo=dt.UTC)
 
@@ -149,7 +151,7 @@ def test_rows_to_table_matches_the_schema_and_fills_missing_nullable_columns() -
         ),
         (
             {"status": "done"},
-            "metrics row 0 (clip_id='clip-a'): status='done' must be one of ok, failed, skipped",
+            "metrics row 0 (clip_id='clip-a'): status='done' must be one of ok, failed",
         ),
         ({"video_uri": None}, "metrics row 0 (clip_id='clip-a') has status='ok' but no video_uri"),
         (
@@ -254,7 +256,7 @@ def test_duckdb_reads_the_hive_layout(target: OutputTarget, request: pytest.Fixt
 
 def test_pyarrow_dataset_reads_the_hive_layout(target: OutputTarget) -> None:
     three_clips(target, run_id="20261121")  # pyarrow's "hive" guess would make this int32 and fail
-    filesystem, base = target.arrow_filesystem()
+    filesystem, base = arrow_filesystem(target)
 
     dataset = ds.dataset(
         f"{base}/metrics", filesystem=filesystem, format="parquet", partitioning=RUN_PARTITIONING
@@ -295,7 +297,7 @@ def test_polars_reads_the_hive_layout(target: OutputTarget, request: pytest.Fixt
 def test_pandas_reads_the_metrics_folder(target: OutputTarget) -> None:
     three_clips(target)
     three_clips(target, run_id="20261121")
-    filesystem, base = target.arrow_filesystem()
+    filesystem, base = arrow_filesystem(target)
 
     frame = pd.read_parquet(
         f"{base}/metrics",

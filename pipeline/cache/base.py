@@ -13,33 +13,18 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from pipeline.model.rope import RotaryEmbedding3D
+from pipeline.spec.cache import CacheGeometry
 
 
 class ForwardKind(enum.Enum):
     FIRST_STEP = "first_step"  # first denoising step of a new chunk: the chunk enters the cache
     STEP = "step"  # a later denoising step: the chunk's slot is overwritten
     CONTEXT = "context"  # clean pass at t=0: the chunk's final keys/values, seen by later chunks
-
-
-@dataclass(frozen=True)
-class CacheGeometry:
-    """Sizes a policy needs, all taken from the model preset."""
-
-    num_layers: int
-    num_heads: int
-    head_dim: int
-    tokens_per_frame: int  # 1560 at 480x832
-    chunk_frames: int  # latent frames generated together (3)
-
-    @property
-    def chunk_tokens(self) -> int:
-        return self.chunk_frames * self.tokens_per_frame
 
 
 class KVCache(ABC):
@@ -92,16 +77,6 @@ class KVCache(ABC):
     def telemetry(self) -> dict[str, Any]:
         """Per-clip counters for the metrics table (policy specific, JSON-serialisable)."""
         return {}
-
-
-def check_int(name: str, value: object, low: int, high: int | None = None, why: str = "") -> int:
-    """Validate a policy parameter: an int in [low, high]; the error names it, its value and the range."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name}={value!r} must be an int")
-    if value < low or (high is not None and value > high):
-        valid = f"{low}..{high}" if high is not None else f">= {low}"
-        raise ValueError(f"{name}={value} is out of range: valid is {valid}{f' ({why})' if why else ''}")
-    return value
 
 
 class FrameBuffers:

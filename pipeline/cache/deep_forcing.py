@@ -11,9 +11,9 @@ chunk's first denoising step (t=1000), each layer compresses its cache to `budge
 - Top-C: the C·tokens_per_frame candidate tokens (everything between) with the highest score
   φ_j = <Σ_r q_r, k_j> (paper Eq. 7: raw logits, no softmax), the heads' vectors concatenated, chosen
   per layer and per batch item. The recent queries q_r are the RoPE'd queries of the clean pass of the
-  previous chunk's last R - 3 frames and the t=1000 queries of the new chunk (release `win_q`, facts
-  §2.4). Kept tokens stay in temporal order. A token picked `max_reuse` (7) times is no longer
-  eligible (release `PC_topc_max_reuse`, not in the paper).
+  previous chunk's last R - 3 frames and the t=1000 queries of the new chunk (release `win_q`,
+  docs/cache_policies.md §6.4). Kept tokens stay in temporal order. A token picked `max_reuse` (7)
+  times is no longer eligible (release `PC_topc_max_reuse`, not in the paper).
 
 Then the compressed cache (N frames) takes the next chunk without compressing (19 frames), and the one
 after compresses again: every second chunk from chunk 7 on, 37 times in 240 frames (facts §2.6, §2.9).
@@ -42,11 +42,11 @@ from typing import Any
 
 import torch
 
-from pipeline.cache.base import CacheGeometry, ForwardKind, FrameBuffers, KVCache, check_int
+from pipeline.cache.base import ForwardKind, FrameBuffers, KVCache
 from pipeline.cache.phase import PristineShift, shift_tokens_in_time, temporal_frequencies
 from pipeline.model.rope import RotaryEmbedding3D
+from pipeline.spec.cache import CacheGeometry, DeepForcingParams
 
-LAYOUTS = ("reference", "paper")
 AGE_BIN_FRAMES = 4  # telemetry: top-C ages in bins of 4 frames ...
 AGE_BINS = 16  # ... the last bin open-ended (>= 60 frames)
 
@@ -62,60 +62,32 @@ class CompressionPlan:
 
 
 class DeepForcingCache(KVCache):
-    name = "deep-forcing"
+    name = DeepForcingParams.policy
 
     def __init__(
         self,
         geometry: CacheGeometry,
         rope: RotaryEmbedding3D,
-        sink_frames: int = 10,  # S (DS_PC_inference.sh: sink10; paper §5.1)
-        budget_frames: int = 16,  # N, frames' worth kept after a compression (`--Budget 16`)
-        recent_frames: int = 4,  # R, the chunk included (`--Recent 4`)
-        window_frames: int = 21,  # compress when a chunk would overflow this (local_attn_size)
-        max_reuse: int = 7,  # a top-C token picked this often is dropped; 0 = no limit
-        layout: str = "reference",  # "reference" (release) or "paper" (Algorithm 1)
+        params: DeepForcingParams = DeepForcingParams(),
     ):
         super().__init__(geometry, rope)
-        chunk = geometry.chunk_frames
-        check_int(
-            "window_frames", window_frames, chunk + 1, why=f"one sink frame plus one chunk of {chunk} frames"
-        )
-        check_int(
-            "sink_frames",
-            sink_frames,
-            1,
-            window_frames - chunk,
-            why=f"window_frames={window_frames} less one chunk of {chunk} frames",
-        )
-        check_int(
-            "recent_frames",
-            recent_frames,
-            chunk,
-            window_frames - sink_frames,
-            why=f"the chunk of {chunk} frames up to window_frames - sink_frames",
-        )
-        check_int(
-            "budget_frames",
-            budget_frames,
-            sink_frames + recent_frames,
-            window_frames,
-            why=f"from sink_frames + recent_frames = {sink_frames + recent_frames} to window_frames",
-        )
-        check_int("max_reuse", max_reuse, 0, why="0 means no limit")
-        if layout not in LAYOUTS:
-            raise ValueError(f"layout={layout!r} is not one of {list(LAYOUTS)}")
-        self.sink_frames = sink_frames
-        self.budget_frames = budget_frames
-        self.recent_frames = recent_frames
-        self.window_frames = window_frames
-        self.max_reuse = max_reuse
-        self.layout = layout
-        self.topc_frames = budget_frames - sink_frames - recent_frames  # C, in frames' worth (2)
+        params.check(geometry.chunk_frames)
+        self.sink_frames = params.sink_frames
+        self.budget_frames = params.budget_frames
+        self.recent_frames = params.recent_frames
+        self.window_frames = params.window_frames
+        self.max_reuse = params.max_reuse
+        self.layout = params.layout
+        self.topc_frames = (
+            self.budget_frames - self.sink_frames - self.recent_frames
+        )  # C, in frames' worth (2)
         self.topc_tokens = self.topc_frames * geometry.tokens_per_frame
         # The recent block: the chunk plus this many clean frames of earlier chunks (1)
-        self.recent_context_frames = recent_frames - chunk
-        self.buffers = FrameBuffers(geometry, window_frames)
-        self.sink_shift = PristineShift(rope, geometry.num_layers, sink_frames * geometry.tokens_per_frame)
+        self.recent_context_frames = self.recent_frames - geometry.chunk_frames
+        self.buffers = FrameBuffers(geometry, self.window_frames)
+        self.sink_shift = PristineShift(
+            rope, geometry.num_layers, self.sink_frames * geometry.tokens_per_frame
+        )
         self.omega: torch.Tensor | None = None  # temporal frequencies on the buffers' device (`paper`)
         self.reset()
 

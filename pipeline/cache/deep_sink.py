@@ -1,4 +1,4 @@
-"""`deep-sink`: Deep Forcing's Deep Sink alone, the release's DS-only mode (deep_forcing_facts.md §1).
+"""`deep-sink`: Deep Forcing's Deep Sink alone, the release's DS-only mode (docs/cache_policies.md §5).
 
 A deep sink (10 to 14 frames; `DS_inference.sh` uses 14) plus Self Forcing's FIFO tail in a 21-frame
 window. Each chunk whose arrival evicts tail frames (chunk 7 on) moves the sink's temporal phase so
@@ -14,25 +14,22 @@ state is per clip (the release carries the sink base into the next prompt).
 
 from __future__ import annotations
 
-from pipeline.cache.base import CacheGeometry
 from pipeline.cache.sink_window import SinkWindowCache
 from pipeline.model.rope import RotaryEmbedding3D
+from pipeline.spec.cache import CacheGeometry, DeepSinkParams
 
 
 class DeepSinkCache(SinkWindowCache):
-    name = "deep-sink"
+    name = DeepSinkParams.policy
 
     def __init__(
-        self,
-        geometry: CacheGeometry,
-        rope: RotaryEmbedding3D,
-        sink_frames: int = 14,  # DS_inference.sh (sink14); README recommends 10..14, paper 10..15
-        window_frames: int = 21,  # local_attn_size
+        self, geometry: CacheGeometry, rope: RotaryEmbedding3D, params: DeepSinkParams = DeepSinkParams()
     ):
-        super().__init__(geometry, rope, sink_frames, window_frames)
+        params.check(geometry.chunk_frames)
+        super().__init__(geometry, rope, params.sink_frames, params.window_frames)
         chunk = geometry.chunk_frames
         # First chunk whose arrival overflows the window (frame 21 for a 21-frame window)
-        self.first_roll_frame = ((window_frames - chunk) // chunk + 1) * chunk
+        self.first_roll_frame = ((params.window_frames - chunk) // chunk + 1) * chunk
 
     def sink_target(self, first_frame: int) -> int:
         # Release: P = f - window, applied relative to P at the first roll. With a window that is a

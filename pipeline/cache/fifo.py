@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.cache.base import CacheGeometry
 from pipeline.cache.sink_window import SinkWindowCache
 from pipeline.model.rope import RotaryEmbedding3D
+from pipeline.spec.cache import CacheGeometry, FifoParams
 
 
 class FifoCache(SinkWindowCache):
@@ -17,11 +17,11 @@ class FifoCache(SinkWindowCache):
     live in a ring of slots, so eviction moves nothing.
     """
 
-    name = "fifo"
-    min_sink_frames = 0
+    name = FifoParams.policy
 
-    def __init__(self, geometry: CacheGeometry, rope: RotaryEmbedding3D, window_frames: int = 21):
-        super().__init__(geometry, rope, sink_frames=0, window_frames=window_frames)
+    def __init__(self, geometry: CacheGeometry, rope: RotaryEmbedding3D, params: FifoParams = FifoParams()):
+        params.check(geometry.chunk_frames)
+        super().__init__(geometry, rope, sink_frames=0, window_frames=params.window_frames)
 
     def telemetry(self) -> dict[str, Any]:
         stats = super().telemetry()

@@ -1,4 +1,4 @@
-"""`rolling-sink`: Rolling Forcing's anchor on Self Forcing (deep_forcing_facts.md §5.2, paper App. A).
+"""`rolling-sink`: Rolling Forcing's anchor on Self Forcing (docs/cache_policies.md §4).
 
 Rolling Forcing keeps the first chunk's keys un-rotated and re-applies RoPE to them at each call so
 that they sit immediately before the oldest key of the working window. Our keys arrive already
@@ -11,24 +11,23 @@ The tail is the full Self Forcing FIFO (window - S frames), not RF's 3-frame wor
 
 from __future__ import annotations
 
-from pipeline.cache.base import CacheGeometry
 from pipeline.cache.sink_window import SinkWindowCache
 from pipeline.model.rope import RotaryEmbedding3D
+from pipeline.spec.cache import CacheGeometry, RollingSinkParams
 
 
 class RollingSinkCache(SinkWindowCache):
-    name = "rolling-sink"
+    name = RollingSinkParams.policy
 
     def __init__(
         self,
         geometry: CacheGeometry,
         rope: RotaryEmbedding3D,
-        sink_frames: int | None = None,  # None: the first chunk (geometry.chunk_frames), as Rolling Forcing
-        window_frames: int = 21,
+        params: RollingSinkParams = RollingSinkParams(),
     ):
-        super().__init__(
-            geometry, rope, geometry.chunk_frames if sink_frames is None else sink_frames, window_frames
-        )
+        params.check(geometry.chunk_frames)
+        sink_frames = params.sink_frames_for(geometry.chunk_frames)
+        super().__init__(geometry, rope, sink_frames, params.window_frames)
 
     def sink_target(self, first_frame: int) -> int:
         # The tail holds frames [end - tail_slots, end) once full: the sink goes just before them.

@@ -17,31 +17,22 @@ from typing import Any
 
 import torch
 
-from pipeline.cache.base import CacheGeometry, FrameBuffers, KVCache, check_int
+from pipeline.cache.base import FrameBuffers, KVCache
 from pipeline.cache.phase import PristineShift
 from pipeline.model.rope import RotaryEmbedding3D
+from pipeline.spec.cache import CacheGeometry
 
 
 class SinkWindowCache(KVCache):
-    """Sink of `sink_frames` + FIFO tail, `window_frames` in all (the current chunk included)."""
+    """Sink of `sink_frames` + FIFO tail, `window_frames` in all (the current chunk included).
 
-    min_sink_frames = 1  # fifo is the window with no sink
+    Subclasses check their parameters (`pipeline.spec.cache`) before calling this.
+    """
 
     def __init__(
         self, geometry: CacheGeometry, rope: RotaryEmbedding3D, sink_frames: int, window_frames: int
     ):
         super().__init__(geometry, rope)
-        chunk = geometry.chunk_frames
-        least = self.min_sink_frames
-        room = f"one sink frame plus one chunk of {chunk} frames" if least else f"one chunk of {chunk} frames"
-        check_int("window_frames", window_frames, least + chunk, why=room)
-        check_int(
-            "sink_frames",
-            sink_frames,
-            least,
-            window_frames - chunk,
-            why=f"window_frames={window_frames} less one chunk of {chunk} frames; fifo has no sink",
-        )
         self.sink_frames = sink_frames
         self.window_frames = window_frames
         self.tail_slots = window_frames - sink_frames

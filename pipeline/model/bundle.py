@@ -1,14 +1,15 @@
-"""The three networks a render needs, loaded from an official model folder or made with random weights.
+"""The three networks a render needs, loaded from an official model folder or made with random weights,
+and placed for a device.
 
-A model folder holds the files of the official releases (self_forcing_facts.md §4):
+A model folder holds the files of the official releases (docs/model.md §2):
 
     self_forcing_dmd.pt                     Self Forcing DiT (`generator_ema` / `generator`, `model.` prefix)
     Wan2.1_VAE.pth                          Wan VAE (we build the decoder; encoder tensors are skipped)
     models_t5_umt5-xxl-enc-bf16.pth         UMT5-XXL encoder
     google/umt5-xxl/tokenizer.json          its tokenizer
 
-Each weights file may instead be a `.safetensors` file with the same stem. The folder may be an
-`s3://` URI; it is then downloaded once per node into a cache folder.
+Each weights file may instead be a `.safetensors` file with the same stem. Folders on S3 are fetched
+to local disk by `pipeline.storage` first: this module reads local files only.
 """
 
 from __future__ import annotations
@@ -20,20 +21,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
+from pipeline.digest import file_sha256
 from pipeline.model.checkpoint import CheckpointError, load_strict, read_state_dict, strip_wrapper_prefixes
 from pipeline.model.dit import CausalWanDiT
-from pipeline.model.presets import ModelPreset
 from pipeline.model.random_init import randomize_
+from pipeline.model.speed import SpeedConfig, accelerate
 from pipeline.model.t5 import UMT5Encoder
 from pipeline.model.text_encoder import TextEncoder, load_tokenizer, tiny_tokenizer
 from pipeline.model.vae import VAE_IGNORED_PREFIXES, WanVAEDecoder
-
-if TYPE_CHECKING:
-    from pipeline.storage import S3Settings
+from pipeline.spec.model import ModelPreset
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +40,7 @@ DIT_FILE = "self_forcing_dmd.pt"
 VAE_FILE = "Wan2.1_VAE.pth"
 TEXT_ENCODER_FILE = "models_t5_umt5-xxl-enc-bf16.pth"
 TOKENIZER_DIR = "google/umt5-xxl"
+WEIGHTS_FILES = (DIT_FILE, VAE_FILE, TEXT_ENCODER_FILE)
 DIT_KEYS = ("generator_ema", "generator")  # EMA weights are the released ones (inference.py --use_ema)
 
 
@@ -55,27 +55,35 @@ def find_weights(model_dir: Path, official_name: str) -> Path:
     )
 
 
-def resolve_model_dir(
-    model_dir: str, cache_root: Path | None = None, settings: S3Settings | None = None
-) -> Path:
-    """A local folder as is; an s3:// URI downloaded (once per node) under `cache_root`, through
-    the run's S3 settings (endpoint, region, checksum mode)."""
-    if not model_dir.startswith("s3://"):
-        path = Path(model_dir).expanduser()
-        if not path.is_dir():
-            raise CheckpointError(f"model folder not found: {path}")
-        return path
-    root = (
-        cache_root or Path(os.environ.get("RENDER_MODEL_CACHE", "~/.cache/deepforcing-render")).expanduser()
-    )
-    dest = root / "models" / hashlib.sha256(model_dir.encode()).hexdigest()[:16]
-    logger.info("fetching model folder %s into %s", model_dir, dest)
-    from pipeline.storage import S3Settings, download_tree  # boto3 only where a folder is on S3
+def weights_digest(model_dir: Path) -> str:
+    """sha256 over the three weights files' sha256s; each file's digest is cached beside it.
 
-    return download_tree(model_dir, dest, settings or S3Settings())
+    A cached digest is reused while the file's size and mtime are unchanged, so the actors of a node
+    hash the ~17 GB once (the first actor may be joined by others hashing in parallel; same result).
+    """
+    parts = []
+    for name in WEIGHTS_FILES:
+        path = find_weights(model_dir, name)
+        stat = path.stat()
+        stamp = f"{stat.st_size}:{stat.st_mtime_ns}"
+        sidecar = path.with_name(f".{path.name}.sha256")
+        try:
+            cached_stamp, digest = sidecar.read_text().split()
+        except (OSError, ValueError):
+            cached_stamp, digest = "", ""
+        if cached_stamp != stamp:
+            digest = file_sha256(path)
+            try:
+                tmp = sidecar.with_name(f"{sidecar.name}.{os.getpid()}")
+                tmp.write_text(f"{stamp} {digest}\n")
+                os.replace(tmp, sidecar)
+            except OSError:  # a read-only model folder: hash again next time
+                pass
+        parts.append(f"{path.name} {digest}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
-# Where the 11.4 GB UMT5-XXL lives between prompts (issue 5: generation must fit 20 GB without it):
+# Where the 11.4 GB UMT5-XXL lives between prompts (generation must fit a 24 GB card without it):
 TEXT_PLACEMENTS = (
     "device",  # resident beside the DiT: fastest, costs its full size in GPU memory
     "cpu",  # runs on the host CPU: no GPU memory, seconds per prompt at full size
@@ -90,6 +98,7 @@ class ModelBundle:
     vae: WanVAEDecoder
     text_encoder: TextEncoder
     text_placement: str = "device"
+    weights_sha256: str | None = None  # digest of the weights files (`weights_digest`); None: random weights
     _pinned_text_weights: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -145,6 +154,38 @@ class ModelBundle:
             randomize_(module.to(dtype).to_empty(device=device), seed + offset)
         text_encoder = TextEncoder(t5, tiny_tokenizer(preset.dit.text_len), preset.dit.text_len)
         return cls(preset, dit, vae, text_encoder).to(device, dtype, text_placement)
+
+    @classmethod
+    def for_device(
+        cls, preset: ModelPreset, model_dir: Path | None, device: torch.device | None = None, seed: int = 0
+    ) -> ModelBundle:
+        """Ready to render on `device` (default: the first GPU, else the CPU), from a local model
+        folder, or with weights drawn from `seed` when `model_dir` is None.
+
+        On a GPU: bf16, UMT5 offloaded to pinned host memory (it keeps generation, decode and cache
+        within 20 GB) and the speed settings (`speed.py`). On a CPU: float32, UMT5 beside the DiT.
+        """
+        device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        on_gpu = device.type == "cuda"
+        dtype = torch.bfloat16 if on_gpu else torch.float32
+        placement = "offload" if on_gpu else "device"
+        if model_dir is None:
+            bundle = cls.random(preset, device, dtype, seed, placement)
+        else:
+            bundle = cls.load(preset, model_dir, device, dtype, text_placement=placement)
+            bundle.weights_sha256 = weights_digest(model_dir)
+        if on_gpu:
+            accelerate(bundle, SpeedConfig())
+        return bundle
+
+    @property
+    def device_name(self) -> str | None:
+        """The GPU's name (e.g. "NVIDIA H100 80GB HBM3"); None on a CPU."""
+        return torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.dit.dtype
 
     @property
     def device(self) -> torch.device:

@@ -24,26 +24,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from pipeline.model.attention import Attention, SelfAttentionKernel, merge_key_splits, sdpa
 from pipeline.model.rope import RotaryEmbedding3D, RotaryTables, apply_rotary
-
-
-@dataclass(frozen=True)
-class DiTConfig:
-    in_dim: int = 16  # latent channels
-    out_dim: int = 16
-    dim: int = 1536  # model width
-    ffn_dim: int = 8960
-    freq_dim: int = 256  # sinusoidal timestep embedding size
-    num_heads: int = 12
-    num_layers: int = 30
-    text_len: int = 512  # UMT5 tokens per prompt (padded)
-    text_dim: int = 4096  # UMT5 width
-    patch_size: tuple[int, int, int] = (1, 2, 2)  # (t, h, w)
-    eps: float = 1e-6
-    rope_theta: float = 10000.0
-
-    @property
-    def head_dim(self) -> int:
-        return self.dim // self.num_heads
+from pipeline.spec.model import DiTConfig
 
 
 class KeyValueSource(Protocol):

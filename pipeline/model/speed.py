@@ -1,20 +1,23 @@
 """Fast execution of a loaded bundle on a GPU; every switch keeps outputs within bf16 tolerance.
 
-Chosen once per process, logged once, never retried per call (style.md habit 7). Measured effects
-are in benchmarks/results/ and the issue notes; gpu_ceilings.md has the kernel rates behind them.
+Chosen once per process and logged once, never retried per call. Measured effects are in
+benchmarks/README.md and benchmarks/results/; docs/gpu_ceilings.md has the kernel rates behind them.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch.nn.attention import SDPBackend
 
 from pipeline.model.attention import FlashAttention4, KeySplitAttention, SelfAttentionKernel, sdpa
-from pipeline.model.bundle import ModelBundle
 from pipeline.model.vae import CausalConv3d, Resample, ResidualBlock, WanVAEDecoder
+
+if TYPE_CHECKING:  # bundle.py applies these settings when it loads for a GPU
+    from pipeline.model.bundle import ModelBundle
 
 logger = logging.getLogger(__name__)
 

@@ -14,46 +14,12 @@ dtype's minimum, and a gated-GELU(tanh) feed-forward. No linear layer has a bias
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-@dataclass(frozen=True)
-class T5Config:
-    vocab_size: int = 256384  # embedding rows in the released file (more than the spiece vocabulary)
-    dim: int = 4096  # model width
-    dim_attn: int = 4096  # width of q/k/v: num_heads x 64
-    dim_ffn: int = 10240  # hidden width of the gated feed-forward
-    num_heads: int = 64
-    num_layers: int = 24
-    num_buckets: int = 32  # relative-position buckets: half for keys before the query, half after
-    max_distance: int = 128  # distances from here on share the last bucket of their direction
-    eps: float = 1e-6  # T5 layer norm epsilon
-
-    def __post_init__(self) -> None:
-        if self.dim_attn % self.num_heads:
-            raise ValueError(
-                f"dim_attn={self.dim_attn} must be a multiple of num_heads={self.num_heads}; "
-                "the released model uses 4096 = 64 heads x 64"
-            )
-        if self.num_buckets % 4:
-            raise ValueError(
-                f"num_buckets={self.num_buckets} must be a multiple of 4 (two directions, each half exact "
-                "and half logarithmic); the released model uses 32"
-            )
-
-    @property
-    def head_dim(self) -> int:
-        return self.dim_attn // self.num_heads
-
-    @classmethod
-    def tiny(cls) -> T5Config:
-        """Same code at CPU-test sizes; vocab 384 holds the byte-level `tiny_tokenizer` (259 ids)."""
-        return cls(vocab_size=384, dim=32, dim_attn=32, dim_ffn=64, num_heads=4, num_layers=2)
-
+from pipeline.spec.model import T5Config
 
 # ---------------------------------------------------------------------------------------------------
 # Relative positions

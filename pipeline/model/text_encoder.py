@@ -1,9 +1,9 @@
 """Prompts to the DiT's text context: clean, tokenize to a fixed length, run UMT5, zero the padding.
 
-Follows the Wan text path (SF:utils/wan_wrapper.py `WanTextEncoder`, SF:wan/modules/tokenizers.py;
-facts §6.3): every prompt becomes exactly `text_len` tokens (512), `</s>` appended, padded with id 0
-and truncated keeping `</s>`. The encoder sees the attention mask, and every position at or past a
-prompt's token count (`</s>` included) is set to zero before the DiT sees it.
+Follows the Wan text path (docs/model.md §6.4, §6.5): every prompt becomes exactly `text_len` tokens
+(`DiTConfig.text_len`, 512), `</s>` appended, padded with id 0 and truncated keeping `</s>`. The encoder
+sees the attention mask, and the features of every padding position (those past the prompt's tokens and
+its `</s>`) are set to zero before the DiT sees them.
 
 The tokenizer is a plain `tokenizers.Tokenizer` read from the official `google/umt5-xxl/tokenizer.json`,
 so no `transformers` dependency. `tiny_tokenizer` builds a byte-level stand-in in code for tests and
@@ -27,7 +27,6 @@ from pipeline.model.t5 import UMT5Encoder
 
 logger = logging.getLogger(__name__)
 
-TEXT_LEN = 512  # tokens per prompt after padding (SF:utils/wan_wrapper.py); must equal DiTConfig.text_len
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
 PAD_ID, EOS_ID, UNK_ID = 0, 1, 2  # the UMT5 ids (HF google/umt5-xxl config: pad 0, eos 1)
 TOKENIZER_FILE = "tokenizer.json"
@@ -51,7 +50,7 @@ def clean_prompt(text: str) -> str:
 # Tokenizers
 
 
-def load_tokenizer(folder: Path | str, text_len: int = TEXT_LEN) -> tokenizers.Tokenizer:
+def load_tokenizer(folder: Path | str, text_len: int) -> tokenizers.Tokenizer:
     """Read `tokenizer.json` from the official `google/umt5-xxl/` folder, set to pad/truncate to text_len."""
     folder = Path(folder)
     expected = (
@@ -70,7 +69,7 @@ def load_tokenizer(folder: Path | str, text_len: int = TEXT_LEN) -> tokenizers.T
     return _configure(tokenizer, text_len, source=str(path))
 
 
-def tiny_tokenizer(text_len: int = TEXT_LEN) -> tokenizers.Tokenizer:
+def tiny_tokenizer(text_len: int) -> tokenizers.Tokenizer:
     """Byte-level tokenizer built in code: every UTF-8 byte b is one token with id 3 + b (259 ids).
 
     The byte-level pre-tokenizer spells each byte as one printable character; a BPE model with no
@@ -113,7 +112,9 @@ def _byte_level_chars() -> list[str]:
 def _configure(tokenizer: tokenizers.Tokenizer, text_len: int, source: str) -> tokenizers.Tokenizer:
     """Pad right to exactly text_len with id 0; truncate right to text_len, keeping the appended </s>."""
     if text_len < 2:
-        raise ValueError(f"text_len={text_len} leaves no room for a token before {EOS}; use {TEXT_LEN}")
+        raise ValueError(
+            f"text_len={text_len} leaves no room for a token before {EOS}; use DiTConfig.text_len"
+        )
     for token, expected_id in ((PAD, PAD_ID), (EOS, EOS_ID)):
         found = tokenizer.token_to_id(token)
         if found != expected_id:
@@ -159,7 +160,7 @@ def _check_setup(tokenizer: tokenizers.Tokenizer, text_len: int) -> None:
 class TextEncoder(nn.Module):
     """Prompts -> (B, text_len, dim) UMT5 features in the encoder's dtype, on the encoder's device."""
 
-    def __init__(self, encoder: UMT5Encoder, tokenizer: tokenizers.Tokenizer, text_len: int = TEXT_LEN):
+    def __init__(self, encoder: UMT5Encoder, tokenizer: tokenizers.Tokenizer, text_len: int):
         super().__init__()
         _check_setup(tokenizer, text_len)
         vocab = tokenizer.get_vocab_size()

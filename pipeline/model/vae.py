@@ -26,48 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.spec.model import VAEConfig
+
 # The official file also holds the encoder, `encoder.*` and its output conv `conv1.*`; we never build them.
 VAE_IGNORED_PREFIXES = ("encoder.", "conv1.")
-
-
-@dataclass(frozen=True)
-class VAEConfig:
-    dim: int = 96  # base width; decoder stage widths are dim * dim_mult, widest first (384,384,384,192,96)
-    z_dim: int = 16  # latent channels
-    dim_mult: tuple[int, ...] = (1, 2, 4, 4)  # encoder order, as in the official config
-    num_res_blocks: int = 2  # the decoder runs num_res_blocks + 1 residual blocks per stage
-    temporal_upsample: tuple[bool, ...] = (True, True, False)  # decoder order: which 2x upsamples double T
-    # Per-channel statistics of the encoder's mu (SF:utils/wan_wrapper.py); the DiT sees (mu - mean) / std.
-    latent_mean: tuple[float, ...] = (
-        -0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
-        0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921,
-    )  # fmt: skip
-    latent_std: tuple[float, ...] = (
-        2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
-        3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160,
-    )  # fmt: skip
-
-    def __post_init__(self) -> None:
-        if len(self.temporal_upsample) != len(self.dim_mult) - 1:
-            raise ValueError(
-                f"temporal_upsample={self.temporal_upsample} needs one flag per upsample, "
-                f"len(dim_mult) - 1 = {len(self.dim_mult) - 1} for dim_mult={self.dim_mult}"
-            )
-        for name in ("latent_mean", "latent_std"):
-            if len(getattr(self, name)) != self.z_dim:
-                raise ValueError(
-                    f"{name} has {len(getattr(self, name))} values; give one per z_dim={self.z_dim}"
-                )
-
-    @property
-    def spatial_stride(self) -> int:
-        """Pixels per latent along height and width: every upsample doubles them (8)."""
-        return 2 ** len(self.temporal_upsample)
-
-    @property
-    def temporal_stride(self) -> int:
-        """Pixel frames per latent frame after the first (4)."""
-        return 2 ** sum(self.temporal_upsample)
 
 
 @dataclass

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 
 import torch
 
-from pipeline.cache.base import CacheGeometry, ForwardKind, KVCache
+from pipeline.cache import make_cache
+from pipeline.cache.base import ForwardKind, KVCache
 from pipeline.model.rope import RotaryEmbedding3D, apply_rotary, rope_frequencies
+from pipeline.spec.cache import CacheGeometry, policy_params
 
 # Every policy the renderer offers, with the parameters that select its variants (test ids beside them)
 POLICY_CONFIGS = [
@@ -113,6 +115,11 @@ class SyntheticModel:
             v[..., 3] = layer
             vs.append(v)
         return tuple(torch.cat(t, dim=2).to(self.dtype) for t in (qs, ks, vs))  # type: ignore[return-value]
+
+
+def build_cache(name: str, geometry: CacheGeometry, rope: RotaryEmbedding3D, **params: object) -> KVCache:
+    """Policy `name` with `params`, checked as a prompt line's are, for `geometry`."""
+    return make_cache(policy_params(name, params, geometry.chunk_frames), geometry, rope)
 
 
 Observer = Callable[[int, int, int, torch.Tensor, torch.Tensor], None]  # chunk, step, layer, keys, values

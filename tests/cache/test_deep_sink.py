@@ -2,11 +2,19 @@
 
 import pytest
 import torch
-from cache_driver import CONTEXT, FIRST_STEP, GEOMETRY, SyntheticModel, frame_positions, key_info, stream
+from cache_driver import (
+    CONTEXT,
+    FIRST_STEP,
+    GEOMETRY,
+    SyntheticModel,
+    build_cache,
+    frame_positions,
+    key_info,
+    stream,
+)
 
-from pipeline.cache import make_cache
-from pipeline.cache.base import CacheGeometry
 from pipeline.cache.deep_sink import DeepSinkCache
+from pipeline.spec.cache import CacheGeometry
 
 ONE_LAYER = CacheGeometry(num_layers=1, num_heads=2, head_dim=16, tokens_per_frame=4, chunk_frames=3)
 
@@ -16,7 +24,7 @@ def test_deep_sink_rolls_73_times_in_240_frames_moving_the_sink_0_then_3_frames_
     """Facts §1.4/§1.5: from chunk 7 every chunk rolls; the sink sits at [f-21, f-21+S) (Δ 0, then +3)
     and the tail keeps its true positions [f-(18-S), f+3)."""
     model = SyntheticModel(ONE_LAYER)
-    cache = make_cache("deep-sink", ONE_LAYER, model.rope, sink_frames=sink_frames)
+    cache = build_cache("deep-sink", ONE_LAYER, model.rope, sink_frames=sink_frames)
     rows, shifts = {}, []
 
     def observe(chunk, step, layer, keys, values):
@@ -59,7 +67,7 @@ def test_deep_sink_keys_equal_rope_applied_at_the_sink_target():
                     torch.testing.assert_close(keys[:, :, token], expected, rtol=1e-12, atol=1e-12)
                     checked.append(token)
 
-    stream(make_cache("deep-sink", GEOMETRY, model.rope), model, 39, observe)
+    stream(build_cache("deep-sink", GEOMETRY, model.rope), model, 39, observe)
     assert len(checked) == 2 * 2 * 14 * GEOMETRY.tokens_per_frame
 
 

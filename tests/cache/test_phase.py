@@ -1,12 +1,11 @@
 """Moving keys in time from a pristine copy: equal to RoPE at the target, and no bf16 drift."""
 
 import torch
-from cache_driver import CONTEXT, FIRST_STEP, SyntheticModel, key_info, stream
+from cache_driver import CONTEXT, FIRST_STEP, SyntheticModel, build_cache, key_info, stream
 
-from pipeline.cache import make_cache
-from pipeline.cache.base import CacheGeometry
 from pipeline.cache.phase import PristineShift, shift_tokens_in_time, temporal_frequencies
 from pipeline.model.rope import RotaryEmbedding3D, apply_rotary, shift_temporal_phase
+from pipeline.spec.cache import CacheGeometry
 
 ONE_LAYER = CacheGeometry(num_layers=1, num_heads=2, head_dim=16, tokens_per_frame=4, chunk_frames=3)
 
@@ -21,7 +20,7 @@ def pair_ulps(actual: torch.Tensor, expected: torch.Tensor) -> float:
 
 def test_200_sink_shifts_in_bf16_stay_within_two_ulps_of_one_rotation_to_the_same_position():
     model = SyntheticModel(ONE_LAYER, dtype=torch.bfloat16)
-    cache = make_cache("deep-sink", ONE_LAYER, model.rope, sink_frames=10)
+    cache = build_cache("deep-sink", ONE_LAYER, model.rope, sink_frames=10)
     last_chunk = 7 + 200  # the first roll (chunk 7) moves by 0, every later chunk by +3
     sink = {}
 

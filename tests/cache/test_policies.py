@@ -4,34 +4,30 @@ import json
 
 import pytest
 import torch
-from cache_driver import CONTEXT, GEOMETRY, POLICY_CONFIGS, POLICY_IDS, SyntheticModel, key_info, stream
+from cache_driver import (
+    CONTEXT,
+    GEOMETRY,
+    POLICY_CONFIGS,
+    POLICY_IDS,
+    SyntheticModel,
+    build_cache,
+    key_info,
+    stream,
+)
 
-from pipeline.cache import POLICIES, make_cache, policy_parameters
-from pipeline.cache.base import CacheGeometry, KVCache
-
-
-def test_registry_holds_every_policy_with_its_parameters():
-    assert sorted(POLICIES) == ["deep-forcing", "deep-sink", "fifo", "rolling-sink", "sink"]
-    assert policy_parameters("deep-forcing") == {
-        "sink_frames": 10,
-        "budget_frames": 16,
-        "recent_frames": 4,
-        "window_frames": 21,
-        "max_reuse": 7,
-        "layout": "reference",
-    }
-    assert policy_parameters("deep-sink") == {"sink_frames": 14, "window_frames": 21}
-    assert policy_parameters("sink") == {"sink_frames": 3, "window_frames": 21}
-    assert policy_parameters("rolling-sink") == {"sink_frames": None, "window_frames": 21}
+from pipeline.cache import POLICIES, make_cache
+from pipeline.cache.base import KVCache
+from pipeline.spec.cache import POLICY_PARAMS, CacheGeometry
 
 
-def test_unknown_parameter_is_rejected_naming_what_the_policy_takes():
-    with pytest.raises(ValueError) as err:
-        make_cache("deep-sink", GEOMETRY, SyntheticModel().rope, budget_frames=16)
-    assert str(err.value) == (
-        "cache policy 'deep-sink' has no parameter(s) ['budget_frames']; "
-        "it takes ['sink_frames', 'window_frames']"
+def test_every_policy_with_parameters_has_a_cache_and_every_cache_its_parameters():
+    assert (
+        sorted(POLICIES)
+        == sorted(POLICY_PARAMS)
+        == ["deep-forcing", "deep-sink", "fifo", "rolling-sink", "sink"]
     )
+    for name, params in POLICY_PARAMS.items():
+        assert type(make_cache(params(), GEOMETRY, SyntheticModel().rope)) is POLICIES[name]
 
 
 def record(cache: KVCache, model: SyntheticModel, num_frames: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -43,10 +39,10 @@ def record(cache: KVCache, model: SyntheticModel, num_frames: int) -> list[tuple
 @pytest.mark.parametrize(("name", "params"), POLICY_CONFIGS, ids=POLICY_IDS)
 def test_second_clip_with_the_same_cache_equals_a_fresh_cache(name, params):
     first, second = SyntheticModel(batch=2, seed=1), SyntheticModel(batch=2, seed=2)
-    reused = make_cache(name, GEOMETRY, first.rope, **params)
+    reused = build_cache(name, GEOMETRY, first.rope, **params)
     record(reused, first, 60)
     again = record(reused, second, 45)
-    fresh_cache = make_cache(name, GEOMETRY, second.rope, **params)
+    fresh_cache = build_cache(name, GEOMETRY, second.rope, **params)
     fresh = record(fresh_cache, second, 45)
     assert len(again) == len(fresh)
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(again, fresh, strict=True))
@@ -68,7 +64,7 @@ def test_context_keys_come_from_clean_passes_and_the_chunk_from_the_current_pass
         assert {i.layer for i in infos} == {layer}
         assert len(infos) <= 21 * GEOMETRY.tokens_per_frame
 
-    stream(make_cache(name, GEOMETRY, model.rope, **params), model, 60, observe)
+    stream(build_cache(name, GEOMETRY, model.rope, **params), model, 60, observe)
 
 
 def state_size(obj: object, seen: set[int] | None = None) -> tuple[int, int]:
@@ -118,7 +114,7 @@ TINY_GEOMETRY = CacheGeometry(num_layers=2, num_heads=1, head_dim=16, tokens_per
 @pytest.mark.parametrize(("name", "params"), POLICY_CONFIGS, ids=POLICY_IDS)
 def test_memory_and_telemetry_stay_the_same_size_from_300_to_2400_frames(name, params):
     model = FixedModel(TINY_GEOMETRY)
-    cache = make_cache(name, TINY_GEOMETRY, model.rope, **params)
+    cache = build_cache(name, TINY_GEOMETRY, model.rope, **params)
     sizes = {}
     telemetry_shape = {}
 
@@ -133,3 +129,9 @@ def test_memory_and_telemetry_stay_the_same_size_from_300_to_2400_frames(name, p
     stream(cache, model, 2400, observe)
     assert sizes[30] == sizes[100] == sizes[786]
     assert telemetry_shape[100] == telemetry_shape[786]
+
+
+@pytest.mark.parametrize(("name", "params"), POLICY_CONFIGS, ids=POLICY_IDS)
+def test_a_cache_refuses_a_window_its_geometry_cannot_take(name, params):
+    with pytest.raises(ValueError, match="window_frames=2 is out of range: valid is >= "):
+        make_cache(POLICY_PARAMS[name](**params, window_frames=2), GEOMETRY, SyntheticModel().rope)  # type: ignore[call-arg]

@@ -1,8 +1,8 @@
 """The real generator runs every policy, with no change to the model: the tiny preset, random weights.
 
 36 latent frames (12 chunks) take each policy past the 21-frame window: deep-forcing compresses at
-chunks 7, 9 and 11, the sink policies roll from chunk 7 on. Each policy renders the clip twice with
-the same cache object: the repeat must be identical (determinism, and `reset()` at the clip start).
+chunks 7, 9 and 11, the sink policies roll from chunk 7 on. Each policy renders the clip twice: the
+repeat must be identical, telemetry included.
 """
 
 import numpy as np
@@ -10,10 +10,10 @@ import pytest
 import torch
 from cache_driver import POLICY_CONFIGS, POLICY_IDS
 
-from pipeline.cache import make_cache
 from pipeline.generate import ClipGenerator
 from pipeline.model.bundle import ModelBundle
-from pipeline.model.presets import TINY
+from pipeline.spec.cache import policy_params
+from pipeline.spec.model import TINY
 
 PROMPT, SEED, LATENT_FRAMES = "a red fox in the snow", 7, 36
 Clip = tuple[list[np.ndarray], list[np.ndarray], dict, dict]  # two renders and their telemetry
@@ -25,11 +25,9 @@ def generator() -> ClipGenerator:
 
 
 def render_twice(generator: ClipGenerator, name: str, **params) -> Clip:
-    cache = make_cache(name, TINY.cache_geometry(), generator.bundle.dit.rope, **params)
-    first = list(generator.stream(PROMPT, SEED, LATENT_FRAMES, cache))
-    telemetry = cache.telemetry()
-    second = list(generator.stream(PROMPT, SEED, LATENT_FRAMES, cache))
-    return first, second, telemetry, cache.telemetry()
+    cache = policy_params(name, params, TINY.chunk_frames)
+    first, second = (generator.stream(PROMPT, SEED, LATENT_FRAMES, cache) for _ in range(2))
+    return list(first), list(second), first.stats.cache_telemetry, second.stats.cache_telemetry
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,11 @@ nonzero, boolean-mask indexing, ...) into an error. Run on the device machine; s
 
 import pytest
 import torch
-from cache_driver import POLICY_CONFIGS, POLICY_IDS
+from cache_driver import POLICY_CONFIGS, POLICY_IDS, build_cache
 
-from pipeline.cache import make_cache
-from pipeline.cache.base import CacheGeometry, ForwardKind
+from pipeline.cache.base import ForwardKind
 from pipeline.model.rope import RotaryEmbedding3D
+from pipeline.spec.cache import CacheGeometry
 
 pytestmark = [
     pytest.mark.gpu,
@@ -26,7 +26,7 @@ STEPS = [ForwardKind.FIRST_STEP, ForwardKind.STEP, ForwardKind.STEP, ForwardKind
 @pytest.mark.parametrize("batch", [1, 2])
 @pytest.mark.parametrize(("name", "params"), POLICY_CONFIGS, ids=POLICY_IDS)
 def test_forward_path_never_synchronises_with_the_host(name, params, batch):
-    cache = make_cache(name, GEOMETRY, RotaryEmbedding3D(GEOMETRY.head_dim), **params)
+    cache = build_cache(name, GEOMETRY, RotaryEmbedding3D(GEOMETRY.head_dim), **params)
     gen = torch.Generator("cuda").manual_seed(0)
     shape = (batch, GEOMETRY.num_heads, GEOMETRY.chunk_tokens, GEOMETRY.head_dim)
     q, k, v = (torch.randn(shape, generator=gen, device="cuda", dtype=torch.bfloat16) for _ in range(3))

@@ -1,15 +1,23 @@
 """`rolling-sink`: the first chunk, re-rotated each chunk to sit just before the oldest tail key."""
 
 import torch
-from cache_driver import CONTEXT, FIRST_STEP, GEOMETRY, SyntheticModel, frame_positions, key_info, stream
+from cache_driver import (
+    CONTEXT,
+    FIRST_STEP,
+    GEOMETRY,
+    SyntheticModel,
+    build_cache,
+    frame_positions,
+    key_info,
+    stream,
+)
 
-from pipeline.cache import make_cache
 from pipeline.cache.rolling_sink import RollingSinkCache
 
 
 def test_rolling_sink_sits_immediately_before_the_oldest_non_sink_key():
     model = SyntheticModel()
-    cache = make_cache("rolling-sink", GEOMETRY, model.rope)
+    cache = build_cache("rolling-sink", GEOMETRY, model.rope)
     rows = {}
 
     def observe(chunk, step, layer, keys, values):
@@ -43,7 +51,7 @@ def test_rolling_sink_keys_equal_rope_reapplied_at_the_new_position():
                     )
                     checked.append(token)
 
-    stream(make_cache("rolling-sink", GEOMETRY, model.rope), model, 42, observe)
+    stream(build_cache("rolling-sink", GEOMETRY, model.rope), model, 42, observe)
     assert len(checked) == 2 * 3 * GEOMETRY.tokens_per_frame
 
 
@@ -56,5 +64,5 @@ def test_rolling_sink_size_defaults_to_one_chunk_and_any_size_sits_before_the_ta
         if step == FIRST_STEP:
             rows[chunk] = frame_positions(keys, values, model.rope)
 
-    stream(make_cache("rolling-sink", GEOMETRY, model.rope, sink_frames=6), model, 30, observe)
+    stream(build_cache("rolling-sink", GEOMETRY, model.rope, sink_frames=6), model, 30, observe)
     assert rows[9] == {**{f: f + 9 for f in range(6)}, **{f: f for f in range(15, 30)}}  # tail 15 frames

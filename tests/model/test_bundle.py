@@ -6,19 +6,21 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.cache import make_cache
 from pipeline.generate import ClipGenerator
 from pipeline.model.bundle import (
     DIT_FILE,
     TEXT_ENCODER_FILE,
     TOKENIZER_DIR,
     VAE_FILE,
+    WEIGHTS_FILES,
     ModelBundle,
-    resolve_model_dir,
+    weights_digest,
 )
 from pipeline.model.checkpoint import CheckpointError
-from pipeline.model.presets import TINY
 from pipeline.model.text_encoder import tiny_tokenizer
+from pipeline.spec.cache import DeepForcingParams
+from pipeline.spec.model import TINY
+from pipeline.storage.fetch import model_folder
 
 
 @pytest.fixture(scope="module")
@@ -47,18 +49,19 @@ def write_official_folder(bundle: ModelBundle, folder: Path) -> Path:
         folder / TEXT_ENCODER_FILE,
     )
     (folder / TOKENIZER_DIR).mkdir(parents=True)
-    tiny_tokenizer().save(str(folder / TOKENIZER_DIR / "tokenizer.json"))
+    tiny_tokenizer(TINY.dit.text_len).save(str(folder / TOKENIZER_DIR / "tokenizer.json"))
     return folder
 
 
 def render(bundle: ModelBundle) -> np.ndarray:
-    cache = make_cache("deep-forcing", TINY.cache_geometry(), bundle.dit.rope)
-    return np.concatenate(list(ClipGenerator(bundle).stream("a kite over the dunes", 3, 9, cache)))
+    return np.concatenate(
+        list(ClipGenerator(bundle).stream("a kite over the dunes", 3, 9, DeepForcingParams()))
+    )
 
 
 def test_local_model_folder_renders_exactly_like_the_weights_it_was_written_from(source, tmp_path):
     folder = write_official_folder(source, tmp_path / "model")
-    loaded = ModelBundle.load(TINY, resolve_model_dir(str(folder)), "cpu", torch.float32)
+    loaded = ModelBundle.load(TINY, model_folder(str(folder)), "cpu", torch.float32)
     np.testing.assert_array_equal(render(loaded), render(source))
 
 
@@ -69,8 +72,8 @@ def test_s3_model_folder_is_downloaded_once_and_renders_the_same(source, tmp_pat
         if path.is_file():
             client.upload_file(str(path), bucket, f"self-forcing/{path.relative_to(folder)}")
     uri = f"s3://{bucket}/self-forcing"
-    local = resolve_model_dir(uri, cache_root=tmp_path / "cache", settings=s3_moto.settings())
-    assert resolve_model_dir(uri, cache_root=tmp_path / "cache", settings=s3_moto.settings()) == local
+    local = model_folder(uri, s3_moto.settings(), cache_root=tmp_path / "cache")
+    assert model_folder(uri, s3_moto.settings(), cache_root=tmp_path / "cache") == local
     loaded = ModelBundle.load(TINY, local, "cpu", torch.float32)
     np.testing.assert_array_equal(render(loaded), render(source))
 
@@ -87,5 +90,31 @@ def test_missing_text_encoder_file_names_both_accepted_names(source, tmp_path):
 
 
 def test_missing_local_model_folder_is_named(tmp_path):
-    with pytest.raises(CheckpointError, match="model folder not found: "):
-        resolve_model_dir(str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match="model folder not found: "):
+        model_folder(str(tmp_path / "nowhere"))
+
+
+def test_a_bundle_for_the_cpu_is_float32_with_the_text_encoder_beside_it_and_knows_its_weights(
+    source, tmp_path
+):
+    folder = write_official_folder(source, tmp_path / "model")
+    loaded = ModelBundle.for_device(TINY, folder, torch.device("cpu"))
+    assert (loaded.dtype, loaded.text_placement, loaded.device_name) == (torch.float32, "device", None)
+    assert loaded.weights_sha256 == weights_digest(folder)
+    np.testing.assert_array_equal(render(loaded), render(source))
+    random = ModelBundle.for_device(TINY, None, torch.device("cpu"), seed=11)
+    assert random.weights_sha256 is None
+    np.testing.assert_array_equal(
+        render(random), render(ModelBundle.random(TINY, "cpu", torch.float32, seed=11))
+    )
+
+
+def test_the_weights_digest_is_cached_beside_each_file_and_follows_a_changed_file(source, tmp_path):
+    folder = write_official_folder(source, tmp_path / "model")
+    first = weights_digest(folder)
+    assert sorted(p.name for p in folder.glob(".*.sha256")) == sorted(
+        f".{name}.sha256" for name in WEIGHTS_FILES
+    )
+    assert weights_digest(folder) == first
+    torch.save({"encoder.conv1.weight": torch.zeros(1)}, folder / VAE_FILE)  # another file, same name
+    assert weights_digest(folder) != first

@@ -7,7 +7,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.cache import make_cache
 from pipeline.generate import ClipGenerator
 from pipeline.model.attention import (
     FlashAttention4,
@@ -18,14 +17,16 @@ from pipeline.model.attention import (
 )
 from pipeline.model.bundle import ModelBundle
 from pipeline.model.dit import LayerCursor, OwnKeysValues, attend_with_cache
-from pipeline.model.presets import TINY
 from pipeline.model.speed import SpeedConfig, accelerate, accelerate_vae, self_attention_kernel
 from pipeline.model.vae import CausalConv3d, DecodeStream, Resample, WanVAEDecoder, cudnn_benchmark_limit
+from pipeline.spec.cache import DeepForcingParams
+from pipeline.spec.model import TINY
 
 
 def frames(bundle: ModelBundle) -> np.ndarray:
-    cache = make_cache("deep-forcing", bundle.preset.cache_geometry(), bundle.dit.rope)
-    return np.concatenate(list(ClipGenerator(bundle).stream("a lighthouse at dusk", 5, 27, cache)))
+    return np.concatenate(
+        list(ClipGenerator(bundle).stream("a lighthouse at dusk", 5, 27, DeepForcingParams()))
+    )
 
 
 def test_compiled_blocks_render_the_same_frames_and_share_one_graph_across_layers():

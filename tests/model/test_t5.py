@@ -12,7 +12,8 @@ from safetensors.torch import save_file
 
 from pipeline.model.checkpoint import load_strict, read_state_dict
 from pipeline.model.random_init import randomize_
-from pipeline.model.t5 import T5Config, T5LayerNorm, UMT5Encoder, relative_position_bucket
+from pipeline.model.t5 import T5LayerNorm, UMT5Encoder, relative_position_bucket
+from pipeline.spec.model import T5Config
 
 TINY = T5Config.tiny()
 

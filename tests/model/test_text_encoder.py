@@ -10,22 +10,23 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
 from pipeline.model.random_init import randomize_
-from pipeline.model.t5 import T5Config, UMT5Encoder
+from pipeline.model.t5 import UMT5Encoder
 from pipeline.model.text_encoder import (
     TextEncoder,
     clean_prompt,
     load_tokenizer,
     tiny_tokenizer,
 )
+from pipeline.spec.model import SELF_FORCING_1_3B, T5Config
 
-TEXT_LEN = 512  # the Wan prompt length these tests pin
+TEXT_LEN = SELF_FORCING_1_3B.dit.text_len  # 512, the Wan prompt length these tests pin
 
 
 @pytest.fixture(scope="module")
 def text_encoder() -> TextEncoder:
     encoder = UMT5Encoder(T5Config.tiny())
     randomize_(encoder, seed=0)
-    return TextEncoder(encoder.eval(), tiny_tokenizer())
+    return TextEncoder(encoder.eval(), tiny_tokenizer(TEXT_LEN), TEXT_LEN)
 
 
 def write_umt5_folder(root: Path) -> Path:
@@ -56,7 +57,7 @@ def test_clean_prompt_repairs_mojibake_entities_and_whitespace() -> None:
 
 
 def test_tiny_tokenizer_pads_to_512_with_one_token_per_utf8_byte_and_eos() -> None:
-    tokenizer = tiny_tokenizer()
+    tokenizer = tiny_tokenizer(TEXT_LEN)
     encoding = tokenizer.encode("héllo")
     real = [3 + byte for byte in "héllo".encode()] + [1]  # é is two bytes; </s> = 1
     assert encoding.ids == real + [0] * (TEXT_LEN - len(real))
@@ -66,7 +67,7 @@ def test_tiny_tokenizer_pads_to_512_with_one_token_per_utf8_byte_and_eos() -> No
 
 
 def test_tiny_tokenizer_truncates_to_512_keeping_eos() -> None:
-    encoding = tiny_tokenizer().encode("x" * 600)
+    encoding = tiny_tokenizer(TEXT_LEN).encode("x" * 600)
     assert len(encoding.ids) == TEXT_LEN
     assert encoding.ids[-1] == 1
     assert encoding.ids[:-1] == [3 + ord("x")] * (TEXT_LEN - 1)
@@ -74,7 +75,7 @@ def test_tiny_tokenizer_truncates_to_512_keeping_eos() -> None:
 
 
 def test_load_tokenizer_reads_official_layout_and_pads_and_truncates(tmp_path: Path) -> None:
-    tokenizer = load_tokenizer(write_umt5_folder(tmp_path))
+    tokenizer = load_tokenizer(write_umt5_folder(tmp_path), TEXT_LEN)
     short = tokenizer.encode("a cat sat")
     assert short.ids[:5] == [3, 4, 5, 1, 0]
     assert len(short.ids) == TEXT_LEN
@@ -92,7 +93,7 @@ def test_load_tokenizer_honours_a_shorter_text_len(tmp_path: Path) -> None:
 def test_load_tokenizer_missing_folder_names_the_path(tmp_path: Path) -> None:
     folder = tmp_path / "wan" / "google" / "umt5-xxl"
     with pytest.raises(FileNotFoundError) as info:
-        load_tokenizer(folder)
+        load_tokenizer(folder, TEXT_LEN)
     assert str(info.value) == (
         f"tokenizer folder not found: {folder}; expected the google/umt5-xxl tokenizer folder holding "
         "tokenizer.json (in the Wan2.1-T2V-1.3B model folder it is google/umt5-xxl/)"
@@ -101,7 +102,7 @@ def test_load_tokenizer_missing_folder_names_the_path(tmp_path: Path) -> None:
 
 def test_load_tokenizer_missing_file_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError) as info:
-        load_tokenizer(tmp_path)
+        load_tokenizer(tmp_path, TEXT_LEN)
     assert str(info.value) == (
         f"{tmp_path} has no tokenizer.json; expected the google/umt5-xxl tokenizer folder holding "
         "tokenizer.json (in the Wan2.1-T2V-1.3B model folder it is google/umt5-xxl/)"
@@ -114,7 +115,7 @@ def test_load_tokenizer_rejects_a_tokenizer_without_the_eos_template(tmp_path: P
     tokenizer.post_processor = None
     tokenizer.save(str(folder / "tokenizer.json"))
     with pytest.raises(ValueError) as info:
-        load_tokenizer(folder)
+        load_tokenizer(folder, TEXT_LEN)
     assert str(info.value) == (
         f"{folder / 'tokenizer.json'}: encoding 'a' gives ids [3] with no trailing </s>; the tokenizer "
         'needs a post_processor that appends it (TemplateProcessing single="$A </s>")'
@@ -187,7 +188,7 @@ def test_encode_rejects_a_bare_string(text_encoder: TextEncoder) -> None:
 
 def test_text_encoder_rejects_tokenizer_padded_to_another_length(text_encoder: TextEncoder) -> None:
     with pytest.raises(ValueError) as info:
-        TextEncoder(text_encoder.encoder, tiny_tokenizer(text_len=77))
+        TextEncoder(text_encoder.encoder, tiny_tokenizer(text_len=77), TEXT_LEN)
     assert str(info.value) == (
         "tokenizer padding is {'length': 77, 'pad_to_multiple_of': None, 'pad_id': 0, 'pad_token': '<pad>', "
         "'pad_type_id': 0, 'direction': 'right'}, expected right padding to length=512 with pad_id=0; "
@@ -198,7 +199,7 @@ def test_text_encoder_rejects_tokenizer_padded_to_another_length(text_encoder: T
 def test_text_encoder_rejects_tokenizer_larger_than_the_embedding(tmp_path: Path) -> None:
     encoder = UMT5Encoder(T5Config(vocab_size=8, dim=8, dim_attn=8, dim_ffn=16, num_heads=2, num_layers=1))
     with pytest.raises(ValueError) as info:
-        TextEncoder(encoder, tiny_tokenizer())
+        TextEncoder(encoder, tiny_tokenizer(TEXT_LEN), TEXT_LEN)
     assert str(info.value) == (
         "tokenizer has 259 ids but the encoder embeds only vocab_size=8; "
         "pair load_tokenizer with the full T5Config and tiny_tokenizer with T5Config.tiny()"

@@ -11,7 +11,8 @@ from safetensors.torch import save_file
 
 from pipeline.model.checkpoint import CheckpointError, load_strict, read_state_dict
 from pipeline.model.random_init import randomize_
-from pipeline.model.vae import VAE_IGNORED_PREFIXES, VAEConfig, WanVAEDecoder
+from pipeline.model.vae import VAE_IGNORED_PREFIXES, WanVAEDecoder
+from pipeline.spec.model import VAEConfig
 
 TINY = VAEConfig(dim=8)  # the `tiny` preset's VAE: widths 32, 32, 32, 16, 8
 SEED = 7

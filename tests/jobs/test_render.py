@@ -1,9 +1,9 @@
-"""jobs/render.py end to end: prompt-file validation, then whole runs on a real local Ray with fake GPUs,
-the tiny model, real ffmpeg and a real S3 server (moto, on loopback) or a local folder; finally
-`ray job submit` against a `ray start --head` cluster.
+"""jobs/render.py end to end: checking a run before it starts, then whole runs on a real local Ray with
+fake GPUs, the tiny model, real ffmpeg and a real S3 server (moto, on loopback) or a local folder;
+finally `ray job submit` against a `ray start --head` cluster.
 
 The driver is called through `main(argv)`, exactly as `python jobs/render.py ...` calls it. Faults are
-injected as users meet them: an invalid line, an invalid cache parameter value, an ffmpeg that fails,
+injected as users meet them: an invalid line, a cache parameter out of range, an ffmpeg that fails,
 a clip that stalls longer than the hang timeout.
 """
 
@@ -28,23 +28,14 @@ from types import ModuleType
 
 import pytest
 from conftest import REPO_ROOT, S3Server
+from video_probe import probe_video
 
-from pipeline.cache import POLICIES, policy_parameters
-from pipeline.encode import probe_video
 from pipeline.metrics import read_metrics
-from pipeline.model.presets import get_preset
-from pipeline.prompts import (
-    PromptFileError,
-    RenderDefaults,
-    latent_frames_for_seconds,
-    load_prompts,
-    parse_line,
-)
+from pipeline.spec.cache import POLICY_PARAMS, policy_parameters
 from pipeline.storage import open_target
-from pipeline.worker import read_fault_record
+from pipeline.worker.faults import read_fault_record
 
-TINY = get_preset("tiny")
-POLICY_NAMES = ", ".join(sorted(POLICIES))
+POLICY_NAMES = ", ".join(sorted(POLICY_PARAMS))
 
 
 def _load_render_module() -> ModuleType:
@@ -104,6 +95,7 @@ def test_every_invalid_line_is_reported_with_its_number_and_nothing_starts(
         {"prompt": "a heron", "cache_policy": "fifo", "window_frames": "21"},
         {"prompt": "a heron", "id": "no/slashes"},
         ["a list"],
+        {"prompt": "a heron", "cache_policy": "sink", "sink_frames": -1},
     )
     out = tmp_path / "out"
 
@@ -112,7 +104,7 @@ def test_every_invalid_line_is_reported_with_its_number_and_nothing_starts(
     assert code == render.EXIT_INVALID
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert errors == [
-        f"{prompts}: 10 invalid line(s):\n"
+        f"{prompts}: 11 invalid line(s):\n"
         "  line 2: not valid JSON (Expecting ',' delimiter at column 34); each line must be one JSON object "
         'such as {"prompt": "a fox in the snow"}\n'
         '  line 3: "prompt" is missing; every line needs a non-empty "prompt" string\n'
@@ -129,102 +121,11 @@ def test_every_invalid_line_is_reported_with_its_number_and_nothing_starts(
         '  line 11: "id" must be 1-128 letters, digits, "_", "." or "-" (it names the file clips/<id>.mp4), '
         'got "no/slashes"\n'
         '  line 12: expected a JSON object such as {"prompt": "..."}, got a list\n'
+        "  line 13: cache policy 'sink': sink_frames=-1 is out of range: valid is 1..18 "
+        "(window_frames=21 less one chunk of 3 frames; fifo has no sink)\n"
         "fix them, or pass --skip-invalid to render the 1 valid line(s)"
     ]
     assert not out.exists() or not any(out.rglob("*.mp4"))
-
-
-def test_duplicate_ids_name_both_lines() -> None:
-    lines = [
-        {"prompt": "a", "id": "intro"},
-        {"prompt": "b"},
-        {"prompt": "c", "id": "intro"},
-        {"prompt": "b"},  # same prompt, seed, length and policy: the same derived id
-    ]
-    text = "\n".join(map(json.dumps, lines))
-    derived = parse_line(json.dumps(lines[1]), 2, RenderDefaults(TINY)).clip_id
-
-    with pytest.raises(PromptFileError) as error:
-        load_prompts(text, "p.jsonl", RenderDefaults(TINY))
-
-    assert str(error.value) == (
-        "p.jsonl: 2 invalid line(s):\n"
-        '  line 3: duplicate id "intro" (also on line 1); ids must be unique\n'
-        "  line 4: same clip as line 2 (same prompt, seed, length and cache policy, "
-        f"so the same id {derived}); give one of them another seed or an id\n"
-        "fix them, or pass --skip-invalid to render the 2 valid line(s)"
-    )
-    clips, errors = load_prompts(text, "p.jsonl", RenderDefaults(TINY), skip_invalid=True)
-    assert [clip.line for clip in clips] == [1, 2] and [line for line, _ in errors] == [3, 4]
-
-
-def test_an_empty_prompt_file_is_an_error() -> None:
-    with pytest.raises(PromptFileError) as error:
-        load_prompts("\n\n", "empty.jsonl", RenderDefaults(TINY), skip_invalid=True)
-    assert (
-        str(error.value)
-        == 'empty.jsonl has no prompts; write one JSON object per line, e.g. {"prompt": "a fox"}'
-    )
-
-
-@pytest.mark.parametrize(
-    ("seconds", "latent_frames", "pixel_frames"),
-    [(60, 240, 957), (30, 120, 477), (10, 42, 165), (2, 9, 33), (1.5, 6, 21), (1, 6, 21), (0.1, 3, 9)],
-)
-def test_seconds_become_the_smallest_whole_chunk_count_covering_them(
-    seconds: float, latent_frames: int, pixel_frames: int
-) -> None:
-    assert latent_frames_for_seconds(seconds, TINY) == latent_frames
-    assert TINY.pixel_frames(latent_frames) == pixel_frames
-
-
-def test_seeds_and_ids_are_derived_from_the_line_deterministically() -> None:
-    defaults = RenderDefaults(TINY, latent_frames=3)
-    plain = parse_line('{"prompt": "a fox"}', 1, defaults)
-    assert parse_line('{"prompt": "a fox"}', 9, defaults).clip_id == plain.clip_id  # same line, same clip
-    assert (plain.seed, len(plain.clip_id)) == (parse_line('{"prompt": "a fox"}', 2, defaults).seed, 16)
-    # Spelling out a default parameter changes nothing; changing it does.
-    window = policy_parameters(plain.cache_policy)["window_frames"]
-    same = parse_line(json.dumps({"prompt": "a fox", "window_frames": window}), 1, defaults)
-    other = parse_line(json.dumps({"prompt": "a fox", "window_frames": window + 3}), 1, defaults)
-    assert same.clip_id == plain.clip_id and other.clip_id != plain.clip_id
-    # Variants: the same prompt under other ids gets other seeds; an explicit seed wins.
-    seeds = {parse_line(json.dumps({"prompt": "a fox", "id": f"v{i}"}), 1, defaults).seed for i in range(4)}
-    assert len(seeds) == 4 and plain.seed not in seeds
-    assert parse_line('{"prompt": "a fox", "seed": 5}', 1, defaults).seed == 5
-    # The run-wide --seed applies to lines without a seed; other weights make other clips.
-    assert parse_line('{"prompt": "a fox"}', 1, RenderDefaults(TINY, seed=5, latent_frames=3)).seed == 5
-    other_weights = RenderDefaults(TINY, model_source="s3://models/other", latent_frames=3)
-    assert parse_line('{"prompt": "a fox"}', 1, other_weights).clip_id != plain.clip_id
-
-
-# Clip ids and seeds of today's lines, pinned: a rerun after an upgrade must find its finished clips.
-@pytest.mark.parametrize(
-    ("model", "line", "clip_id", "seed", "config_hash"),
-    [
-        ("tiny", {"prompt": "a red fox"}, "5ecaa8780afd040c", 433247293, "9b98caae498b6f71"),
-        (
-            "tiny",
-            {"prompt": "a red fox", "cache_policy": "rolling-sink", "seconds": 5},
-            "ffe0c5fd96387988",
-            433247293,
-            "9894ea6901e541e4",
-        ),
-        (
-            "tiny",
-            {"prompt": "a red fox", "cache_policy": "fifo", "seed": 3},
-            "9415827b345bdfc3",
-            3,
-            "e570d2e8df2084b4",
-        ),
-        ("self-forcing-1.3b", {"prompt": "a red fox"}, "5068445f0e609756", 433247293, "3ebe05f5eebd9446"),
-    ],
-)
-def test_clip_ids_seeds_and_config_hashes_stay_what_earlier_releases_derived(
-    model: str, line: dict, clip_id: str, seed: int, config_hash: str
-) -> None:
-    clip = parse_line(json.dumps(line), 1, RenderDefaults(get_preset(model), model_source="random"))
-    assert (clip.clip_id, clip.seed, clip.config_hash) == (clip_id, seed, config_hash)
 
 
 @pytest.mark.parametrize(
@@ -382,22 +283,22 @@ def test_failing_clips_become_failed_rows_the_others_render_and_the_exit_code_sa
 
     assert code == render.EXIT_FAILED
     rows = {row["clip_id"]: row for row in read_metrics(open_target(str(out)), "faults").to_pylist()}
-    kite = next(clip_id for clip_id in rows if clip_id not in ("fine", "bad-layout", "broken-encoder"))
+    kite = next(clip_id for clip_id in rows if clip_id not in ("fine", "broken-encoder"))
     assert {clip_id: (row["status"], row["error_type"]) for clip_id, row in rows.items()} == {
         "fine": ("ok", None),
         kite: ("ok", None),
-        "bad-layout": ("failed", "ValueError"),
         "broken-encoder": ("failed", "EncodeError"),
     }
-    assert "'sideways'" in rows["bad-layout"]["error"]
     assert "simulated encoder crash" in rows["broken-encoder"]["error"]
     assert sorted(p.name for p in (out / "clips").iterdir()) == sorted(["fine.mp4", f"{kite}.mp4"])
-    assert (
+    skipped = [m for m in caplog.messages if "skipped (--skip-invalid)" in m]
+    assert skipped == [
+        f"{prompts} line 2 skipped (--skip-invalid): cache policy 'deep-forcing': layout='sideways' is not "
+        "one of ['reference', 'paper']",
         f'{prompts} line 4 skipped (--skip-invalid): "prompt" is missing; every line needs a non-empty '
-        '"prompt" string' in caplog.messages
-    )
+        '"prompt" string',
+    ]
     summary = next(m for m in caplog.messages if m.startswith("summary\n"))
-    assert "failed: line 2, clip bad-layout: ValueError: " in summary
     assert "failed: line 5, clip broken-encoder: EncodeError: encoding " in summary
     assert "rerun the same command to retry failed clips; finished ones are skipped" in summary
 

@@ -1,4 +1,4 @@
-"""pipeline/worker.py in-process: the real tiny model, real ffmpeg, a real local folder as the target.
+"""pipeline/worker/actor.py in-process: the real tiny model, real ffmpeg, a real local folder as the target.
 
 RenderWorker is a plain callable class that Ray only constructs, so these tests call it directly and
 control each clip exactly. Faults are injected the way a user would meet them: an ffmpeg binary that
@@ -8,9 +8,9 @@ by an earlier crash. The Ray side (actor restarts, the driver) is in test_render
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-import os
 import re
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,13 +20,16 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pytest
+from video_probe import probe_video
 
-from pipeline.encode import probe_video
 from pipeline.metrics import METRICS_SCHEMA, read_metrics
-from pipeline.model.presets import get_preset
-from pipeline.prompts import ClipSpec, RenderDefaults, parse_line
+from pipeline.prompts import RenderDefaults, parse_line
+from pipeline.spec.cache import DeepForcingParams
+from pipeline.spec.clip import ClipSpec
+from pipeline.spec.model import get_preset
 from pipeline.storage import open_target
-from pipeline.worker import FaultRecord, RenderWorker, WorkerConfig, read_fault_record, write_fault_record
+from pipeline.worker import RenderWorker, WorkerConfig
+from pipeline.worker.faults import FaultRecord, read_fault_record, write_fault_record
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -40,9 +43,10 @@ def make_clip(prompt: str, line: int = 1, **fields: Any) -> ClipSpec:
 
 
 def batch_of(*clips: ClipSpec) -> dict[str, np.ndarray]:
-    """The numpy batch Ray Data hands to map_batches for these rows."""
-    rows = [clip.row() for clip in clips]
-    return {name: np.array([row[name] for row in rows]) for name in rows[0]}
+    """The numpy batch Ray Data hands to map_batches for these rows: the clips as an object column."""
+    column = np.empty(len(clips), dtype=object)
+    column[:] = clips
+    return {"clip": column}
 
 
 WorkerFactory = Callable[..., RenderWorker]
@@ -129,16 +133,20 @@ def test_a_clip_past_its_deadline_fails_with_a_clear_error_and_the_next_clip_ren
     assert rows == {"late": "failed", "after": "ok"}
 
 
-def test_an_invalid_cache_parameter_value_fails_only_that_clip(make_worker: WorkerFactory) -> None:
+def test_a_clip_whose_cache_cannot_be_built_fails_alone(make_worker: WorkerFactory) -> None:
+    """Prompt lines are checked at planning; a clip built in code with a bad value still fails only itself."""
     worker = make_worker()
-    bad = make_clip("a lighthouse in a storm", cache_policy="deep-forcing", layout="sideways")
     good = make_clip("a lighthouse on a calm evening", cache_policy="deep-forcing", layout="paper")
+    bad = dataclasses.replace(good, clip_id="bad", cache=DeepForcingParams(layout="sideways"))
 
     table = worker(batch_of(bad, good))
 
     rows = table.to_pylist()
     assert [r["status"] for r in rows] == ["failed", "ok"]
-    assert rows[0]["error_type"] == "ValueError" and "'sideways'" in rows[0]["error"]
+    assert (rows[0]["error_type"], rows[0]["error"]) == (
+        "ValueError",
+        "layout='sideways' is not one of ['reference', 'paper']",
+    )
 
 
 def test_an_encoder_failure_becomes_a_failed_row_with_ffmpeg_output(
@@ -203,21 +211,6 @@ def test_two_concurrent_calls_share_the_model_and_both_render(
     for name, frames in (("a", 21), ("b", 9)):
         assert probe_video(tmp_path / "out" / "clips" / f"{name}.mp4").frames == frames
     assert sum(r["t_load_s"] is not None for r in rows) == 1
-
-
-def test_a_new_worker_removes_temp_folders_of_workers_that_were_killed(
-    make_worker: WorkerFactory, tmp_path: Path
-) -> None:
-    dead = tmp_path / "render-4294967-x1"  # above Linux's pid_max: no such process
-    (dead / "partial.mp4").parent.mkdir()
-    (dead / "partial.mp4").write_bytes(b"half a clip")
-    alive = tmp_path / f"render-{os.getpid()}-x2"
-    alive.mkdir()
-
-    worker = make_worker()
-
-    assert not dead.exists() and alive.exists()
-    assert worker.tmp.parent == tmp_path and worker.tmp.name.startswith(f"render-{os.getpid()}-")
 
 
 def test_worker_config_rejects_a_non_positive_timeout() -> None:

@@ -1,4 +1,4 @@
-"""pipeline/encode.py against the real ffmpeg from the imageio-ffmpeg wheel (no ffprobe needed).
+"""pipeline/encode/encoder.py against the real ffmpeg from the imageio-ffmpeg wheel (no ffprobe needed).
 
 Failures are injected by handing the encoder a different binary (a shell script), never by patching.
 """
@@ -8,69 +8,20 @@ from __future__ import annotations
 import hashlib
 import pickle
 import re
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
-import imageio_ffmpeg
 import numpy as np
 import pytest
+from synthetic_video import FPS, H, W, decode_rgb, executable_script, moving_gradient, wait_until
+from video_probe import VideoInfo, probe_video
 
-from pipeline.encode import (
-    EncodedVideo,
-    EncodeError,
-    EncoderSettings,
-    VideoEncoder,
-    VideoInfo,
-    find_ffmpeg,
-    probe_video,
-)
+from pipeline.encode import EncodedVideo, EncodeError, EncoderSettings, VideoEncoder
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
-
-FPS = 16.0
-H, W = 48, 64  # small frames keep each encode well under a second on 2 cores
-
-
-@pytest.fixture(scope="module")
-def ffmpeg_bin() -> str:
-    return find_ffmpeg()
-
-
-def moving_gradient(num_frames: int, height: int = H, width: int = W) -> np.ndarray:
-    """(T, H, W, 3) uint8: fixed red/green ramps, a blue diagonal ramp that drifts 4 levels per frame."""
-    y = np.arange(height)[:, None]  # (H, 1)
-    x = np.arange(width)[None, :]  # (1, W)
-    frames = np.empty((num_frames, height, width, 3), np.uint8)
-    frames[..., 0] = x * 255 // max(width - 1, 1)
-    frames[..., 1] = y * 255 // max(height - 1, 1)
-    drift = (4 * np.arange(num_frames) % 256).astype(np.uint8)[:, None, None]  # (T, 1, 1)
-    frames[..., 2] = ((x + y) % 256).astype(np.uint8)[None] + drift  # uint8 addition wraps around
-    return frames
-
-
-def decode_rgb(binary: str, path: Path, width: int, height: int, max_frames: int) -> np.ndarray:
-    """Decode back to rgb24 through a rawvideo pipe; ffmpeg picks the YUV matrix from the stream tags."""
-    command = [binary, "-v", "error", "-i", str(path), "-frames:v", str(max_frames)]
-    command += ["-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
-    raw = subprocess.run(command, capture_output=True, check=True, timeout=30).stdout
-    return np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3)  # (T, H, W, 3)
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
-
-
-def executable_script(path: Path, body: str) -> Path:
-    path.write_text(f"#!/bin/sh\n{body}\n")
-    path.chmod(0o755)
-    return path
 
 
 def test_chunked_encode_gives_h264_high_yuv420p_bt709_faststart_with_every_frame(
@@ -361,64 +312,3 @@ def test_leaving_the_with_block_without_close_aborts_and_says_so(tmp_path: Path,
         "Call close() inside the block to get the EncodedVideo"
     )
     assert list(tmp_path.iterdir()) == []
-
-
-def test_find_ffmpeg_prefers_explicit_then_env_then_the_wheel(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from_env = executable_script(tmp_path / "env-ffmpeg", "exit 0")
-    explicit = executable_script(tmp_path / "explicit-ffmpeg", "exit 0")
-    monkeypatch.delenv("FFMPEG_BINARY", raising=False)
-    assert find_ffmpeg() == imageio_ffmpeg.get_ffmpeg_exe()
-    monkeypatch.setenv("FFMPEG_BINARY", str(from_env))
-    assert find_ffmpeg() == str(from_env)
-    assert find_ffmpeg(str(explicit)) == str(explicit)
-
-
-def test_find_ffmpeg_names_the_bad_path_and_where_it_came_from(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    missing = tmp_path / "no-such-ffmpeg"
-    with pytest.raises(FileNotFoundError) as caught:
-        find_ffmpeg(str(missing))
-    assert str(caught.value) == (
-        f"ffmpeg binary {str(missing)!r} from binary argument does not exist; "
-        "point it at an ffmpeg executable or leave it unset to use the imageio-ffmpeg wheel"
-    )
-
-    monkeypatch.setenv("FFMPEG_BINARY", str(missing))
-    with pytest.raises(FileNotFoundError) as caught:
-        find_ffmpeg()
-    assert str(caught.value) == (
-        f"ffmpeg binary {str(missing)!r} from $FFMPEG_BINARY does not exist; "
-        "point it at an ffmpeg executable or leave it unset to use the imageio-ffmpeg wheel"
-    )
-
-    not_executable = tmp_path / "ffmpeg.txt"
-    not_executable.write_text("not a program")
-    with pytest.raises(PermissionError) as denied:
-        find_ffmpeg(str(not_executable))
-    assert str(denied.value) == (
-        f"ffmpeg binary {str(not_executable)!r} from binary argument is not executable; run chmod +x on it"
-    )
-
-
-def test_probe_rejects_a_file_that_is_not_a_video(tmp_path: Path, ffmpeg_bin: str) -> None:
-    junk = tmp_path / "junk.mp4"
-    junk.write_bytes(b"\x00\x00\x00\x08free" + b"not a video" * 10)
-    with pytest.raises(EncodeError) as caught:
-        probe_video(junk, ffmpeg_bin)
-    assert str(caught.value).startswith(f"ffmpeg could not decode a video stream from {junk} (exit code ")
-
-
-def test_probe_counts_only_the_frames_a_truncated_file_still_holds(tmp_path: Path, ffmpeg_bin: str) -> None:
-    # probe_video demuxes instead of decoding; a cut-off upload or disk-full write must still show.
-    whole = tmp_path / "whole.mp4"
-    with VideoEncoder(whole, W, H, FPS, binary=ffmpeg_bin) as encoder:
-        encoder.write(moving_gradient(40))
-        encoder.close()
-    data = whole.read_bytes()
-    cut = tmp_path / "cut.mp4"
-    cut.write_bytes(data[: len(data) // 2])
-    assert probe_video(whole, ffmpeg_bin).frames == 40
-    assert 0 < probe_video(cut, ffmpeg_bin).frames < 40

@@ -1,0 +1,214 @@
+"""The command line of `jobs/render.py`, and the `RenderConfig` it parses into."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import secrets
+from collections.abc import Sequence
+from typing import Any
+
+from pipeline.driver.config import CPU_CPUS_PER_WORKER, CPU_WORKERS, GPU_CPUS_PER_WORKER, RenderConfig
+from pipeline.encode import EncoderSettings
+from pipeline.prompts import DEFAULT_CLIP_SECONDS, RenderDefaults
+from pipeline.spec.cache import DEFAULT_POLICY, POLICY_PARAMS
+from pipeline.spec.model import PRESETS, get_preset
+from pipeline.storage import S3Settings
+from pipeline.worker import WorkerConfig
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="render.py",
+        description="Render every prompt of a JSONL file into an mp4 and a metrics row (line format: "
+        "pipeline/prompts.py). Clips already done in --out are skipped, so rerunning resumes.",
+    )
+    parser.add_argument("prompts", help="prompt file (JSONL): a local path or s3://bucket/key")
+    out = parser.add_argument_group("output")
+    out.add_argument(
+        "--out", default="renders", help="local folder or s3://bucket/prefix (default: %(default)s)"
+    )
+    out.add_argument("--run-id", help="names the metrics partition (default: UTC start time + random suffix)")
+    out.add_argument("--force", action="store_true", help="render clips again even if they are done")
+    clips = parser.add_argument_group("clip defaults (a line's own fields win)")
+    length = clips.add_mutually_exclusive_group()
+    length.add_argument(
+        "--seconds", type=float, help=f"clip length in seconds (default: {DEFAULT_CLIP_SECONDS:g})"
+    )
+    length.add_argument("--latent-frames", type=int, help="clip length in latent frames (multiple of 3)")
+    clips.add_argument(
+        "--seed", type=int, help="seed for lines without one (default: derived from each line)"
+    )
+    clips.add_argument(
+        "--cache-policy",
+        default=DEFAULT_POLICY,
+        help=f"KV cache policy for lines without one: {', '.join(sorted(POLICY_PARAMS))} "
+        "(default: %(default)s)",
+    )
+    clips.add_argument(
+        "--cache-param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a parameter of --cache-policy (repeatable); VALUE is read as JSON, else as a string",
+    )
+    clips.add_argument(
+        "--skip-invalid", action="store_true", help="render the valid lines when some are invalid"
+    )
+    model = parser.add_argument_group("model")
+    model.add_argument(
+        "--model", default="tiny", choices=sorted(PRESETS), help="model preset (default: %(default)s)"
+    )
+    model.add_argument("--model-dir", help="weights folder or s3:// URI (presets that need weights)")
+    model.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="seeded random weights instead of --model-dir: the videos are noise, the cost is real "
+        "(load tests, throughput benchmarks)",
+    )
+    encoding = parser.add_argument_group("encoding")
+    defaults = EncoderSettings()
+    encoding.add_argument("--crf", type=int, default=defaults.crf, help="x264 CRF (default: %(default)s)")
+    encoding.add_argument("--preset", default=defaults.preset, help="x264 preset (default: %(default)s)")
+    encoding.add_argument("--ffmpeg", help="ffmpeg binary (default: $FFMPEG_BINARY, imageio-ffmpeg's, PATH)")
+    storage = parser.add_argument_group(
+        "S3 (credentials come only from the AWS chain: env, ~/.aws, instance profile)"
+    )
+    storage.add_argument("--s3-endpoint-url", help="S3-compatible endpoint, e.g. http://127.0.0.1:8333")
+    storage.add_argument("--s3-region", help="bucket region (default: the AWS chain's)")
+    storage.add_argument("--s3-addressing-style", default="auto", choices=["auto", "path", "virtual"])
+    storage.add_argument(
+        "--checksum-mode",
+        default="when_supported",
+        choices=["when_supported", "when_required"],
+        help="boto3 request/response checksums; when_required for stores that reject boto3>=1.36 defaults",
+    )
+    storage.add_argument(
+        "--checksum-algorithm",
+        default="SHA256",
+        help="checksum sent with uploads (CRC32, CRC32C, CRC64NVME, SHA1, SHA256; 'none' to send none)",
+    )
+    cluster = parser.add_argument_group("cluster")
+    cluster.add_argument(
+        "--address", help="Ray cluster address (default: $RAY_ADDRESS, else an embedded local Ray)"
+    )
+    cluster.add_argument(
+        "--workers", type=int, help=f"render actors (default: one per GPU, {CPU_WORKERS} without GPUs)"
+    )
+    cluster.add_argument(
+        "--gpus", type=int, help="GPUs to use; 0 for CPU actors (default: the cluster's GPUs now)"
+    )
+    cluster.add_argument(
+        "--cpus-per-worker",
+        type=float,
+        help=f"CPUs each actor reserves (default: {GPU_CPUS_PER_WORKER} with a GPU, "
+        f"{CPU_CPUS_PER_WORKER} without)",
+    )
+    timeouts = parser.add_argument_group("timeouts (seconds)")
+    worker_defaults = WorkerConfig(out="", run_id="")
+    timeouts.add_argument(
+        "--clip-timeout",
+        type=float,
+        default=worker_defaults.clip_timeout_s,
+        help="a clip still generating after this fails (checked between chunks; default: %(default)s)",
+    )
+    timeouts.add_argument(
+        "--hang-timeout",
+        type=float,
+        default=worker_defaults.hang_timeout_s,
+        help="no frames for this long: the worker restarts (default: %(default)s)",
+    )
+    timeouts.add_argument(
+        "--no-progress-timeout",
+        type=float,
+        help="stop when no clip finished for this long (default: max(2 x clip timeout, 3600))",
+    )
+    timeouts.add_argument(
+        "--progress-interval",
+        type=float,
+        default=RenderConfig.progress_interval_s,
+        help="heartbeat log interval (default: %(default)s)",
+    )
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser.parse_args(argv)
+
+
+def config_from_args(args: argparse.Namespace) -> RenderConfig:
+    """Options -> RenderConfig; ValueError naming the option for values that cannot work."""
+    preset = get_preset(args.model)
+    if args.random_weights and args.model_dir:
+        raise ValueError("--random-weights and --model-dir exclude each other; pass one")
+    if preset.needs_weights and not (args.model_dir or args.random_weights):
+        raise ValueError(
+            f"--model {args.model} needs weights: pass --model-dir (a folder or s3:// URI), "
+            "or --random-weights to measure throughput"
+        )
+    if not preset.needs_weights and args.model_dir:
+        raise ValueError(
+            f"--model-dir was given but --model {args.model} uses random weights; "
+            "add --model self-forcing-1.3b to render with the weights in --model-dir"
+        )
+    for name in ("workers", "gpus"):
+        value = getattr(args, name)
+        if value is not None and value < (1 if name == "workers" else 0):
+            raise ValueError(f"--{name}={value} must be >= {1 if name == 'workers' else 0}")
+    s3 = S3Settings(
+        endpoint_url=args.s3_endpoint_url,
+        region=args.s3_region,
+        addressing_style=args.s3_addressing_style,
+        checksum_algorithm="" if args.checksum_algorithm.lower() == "none" else args.checksum_algorithm,
+        request_checksum_calculation=args.checksum_mode,
+        response_checksum_validation=args.checksum_mode,
+    )
+    run_id = args.run_id or f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
+    worker = WorkerConfig(
+        out=args.out,
+        run_id=run_id,
+        model=args.model,
+        model_dir=args.model_dir,
+        random_weights=args.random_weights,
+        s3=s3,
+        encoder=EncoderSettings(crf=args.crf, preset=args.preset),
+        ffmpeg=args.ffmpeg,
+        clip_timeout_s=args.clip_timeout,
+        hang_timeout_s=args.hang_timeout,
+        log_level=args.log_level,
+    )
+    defaults = RenderDefaults(
+        preset=preset,
+        model_source=args.model_dir or "random",
+        seed=args.seed,
+        seconds=None
+        if args.latent_frames is not None
+        else (args.seconds if args.seconds is not None else DEFAULT_CLIP_SECONDS),
+        latent_frames=args.latent_frames,
+        cache_policy=args.cache_policy,
+        cache_params=dict(_parse_param(text) for text in args.cache_param),
+    )
+    return RenderConfig(
+        prompts=args.prompts,
+        defaults=defaults,
+        worker=worker,
+        force=args.force,
+        skip_invalid=args.skip_invalid,
+        address=args.address,
+        workers=args.workers,
+        gpus=args.gpus,
+        cpus_per_worker=args.cpus_per_worker,
+        no_progress_timeout_s=args.no_progress_timeout,
+        progress_interval_s=args.progress_interval,
+        log_level=args.log_level,
+    )
+
+
+def _parse_param(text: str) -> tuple[str, Any]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise ValueError(
+            f"--cache-param {text!r} must look like NAME=VALUE, e.g. --cache-param window_frames=15"
+        )
+    try:
+        return name, json.loads(value)
+    except json.JSONDecodeError:
+        return name, value

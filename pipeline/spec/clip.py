@@ -1,0 +1,27 @@
+"""The one record of a clip, from its prompt-file line through Ray Data to the worker and its metrics row."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from pipeline.spec.cache import PolicyParams
+
+ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")  # clip and run ids: they become parts of object keys
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """One validated clip: everything a worker needs to render it, and its deterministic identity."""
+
+    line: int  # 1-based line in the prompt file
+    clip_id: str  # names the video, clips/<clip_id>.mp4, and the metrics part file
+    prompt: str
+    seed: int
+    num_latent_frames: int
+    cache: PolicyParams  # the KV cache policy and all its parameters, defaults filled in
+    config_hash: str  # model config + generation schedule + cache policy and parameters
+
+    @property
+    def cache_policy(self) -> str:
+        return self.cache.policy

@@ -1,0 +1,34 @@
+"""What a render worker needs to know: where to write, which model, how to encode, when to give up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pipeline.encode import EncoderSettings
+from pipeline.storage import S3Settings
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    out: str  # output target: local folder or s3://bucket/prefix
+    run_id: str  # metrics partition: metrics/run_id=<run_id>/
+    model: str = "tiny"  # preset name (pipeline.spec.model)
+    model_dir: str | None = None  # weights folder or s3:// URI; None for presets without weights
+    random_weights: bool = False  # seeded random weights even for presets that need real ones
+    weights_seed: int = 0  # seed of the random weights (tiny, or random_weights)
+    s3: S3Settings = field(default_factory=S3Settings)
+    encoder: EncoderSettings = field(default_factory=EncoderSettings)
+    ffmpeg: str | None = None  # ffmpeg binary; None: $FFMPEG_BINARY, imageio-ffmpeg's, PATH
+    clip_timeout_s: float = 3600.0  # per-clip deadline, checked between chunks
+    hang_timeout_s: float = 900.0  # no chunk for this long: the device is presumed hung -> restart
+    max_device_faults: int = 2  # hangs/fatal CUDA errors on one clip before it is failed for good
+    encode_timeout_s: float = 600.0  # wait for ffmpeg to finish after the last chunk
+    tmp_dir: str | None = None  # local folder for mp4s before upload; None: the system temp folder
+    log_level: str = "INFO"  # for the worker's own loggers (pipeline.*)
+
+    def __post_init__(self) -> None:
+        for name in ("clip_timeout_s", "hang_timeout_s", "encode_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"WorkerConfig.{name}={getattr(self, name)} must be > 0 seconds")
+        if self.max_device_faults < 1:
+            raise ValueError(f"WorkerConfig.max_device_faults={self.max_device_faults} must be >= 1")

@@ -1,0 +1,93 @@
+"""pipeline/prompts.py: prompt lines become checked clips with deterministic ids and seeds."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipeline.prompts import PromptFileError, RenderDefaults, load_prompts, parse_line
+from pipeline.spec.cache import policy_parameters
+from pipeline.spec.model import TINY, get_preset
+
+
+def test_duplicate_ids_name_both_lines() -> None:
+    lines = [
+        {"prompt": "a", "id": "intro"},
+        {"prompt": "b"},
+        {"prompt": "c", "id": "intro"},
+        {"prompt": "b"},  # same prompt, seed, length and policy: the same derived id
+    ]
+    text = "\n".join(map(json.dumps, lines))
+    derived = parse_line(json.dumps(lines[1]), 2, RenderDefaults(TINY)).clip_id
+
+    with pytest.raises(PromptFileError) as error:
+        load_prompts(text, "p.jsonl", RenderDefaults(TINY))
+
+    assert str(error.value) == (
+        "p.jsonl: 2 invalid line(s):\n"
+        '  line 3: duplicate id "intro" (also on line 1); ids must be unique\n'
+        "  line 4: same clip as line 2 (same prompt, seed, length and cache policy, "
+        f"so the same id {derived}); give one of them another seed or an id\n"
+        "fix them, or pass --skip-invalid to render the 2 valid line(s)"
+    )
+    clips, errors = load_prompts(text, "p.jsonl", RenderDefaults(TINY), skip_invalid=True)
+    assert [clip.line for clip in clips] == [1, 2] and [line for line, _ in errors] == [3, 4]
+
+
+def test_an_empty_prompt_file_is_an_error() -> None:
+    with pytest.raises(PromptFileError) as error:
+        load_prompts("\n\n", "empty.jsonl", RenderDefaults(TINY), skip_invalid=True)
+    assert (
+        str(error.value)
+        == 'empty.jsonl has no prompts; write one JSON object per line, e.g. {"prompt": "a fox"}'
+    )
+
+
+def test_seeds_and_ids_are_derived_from_the_line_deterministically() -> None:
+    defaults = RenderDefaults(TINY, latent_frames=3)
+    plain = parse_line('{"prompt": "a fox"}', 1, defaults)
+    assert parse_line('{"prompt": "a fox"}', 9, defaults).clip_id == plain.clip_id  # same line, same clip
+    assert (plain.seed, len(plain.clip_id)) == (parse_line('{"prompt": "a fox"}', 2, defaults).seed, 16)
+    # Spelling out a default parameter changes nothing; changing it does.
+    window = policy_parameters(plain.cache_policy)["window_frames"]
+    same = parse_line(json.dumps({"prompt": "a fox", "window_frames": window}), 1, defaults)
+    other = parse_line(json.dumps({"prompt": "a fox", "window_frames": window + 3}), 1, defaults)
+    assert same.clip_id == plain.clip_id and other.clip_id != plain.clip_id
+    # Variants: the same prompt under other ids gets other seeds; an explicit seed wins.
+    seeds = {parse_line(json.dumps({"prompt": "a fox", "id": f"v{i}"}), 1, defaults).seed for i in range(4)}
+    assert len(seeds) == 4 and plain.seed not in seeds
+    assert parse_line('{"prompt": "a fox", "seed": 5}', 1, defaults).seed == 5
+    # The run-wide --seed applies to lines without a seed; other weights make other clips.
+    assert parse_line('{"prompt": "a fox"}', 1, RenderDefaults(TINY, seed=5, latent_frames=3)).seed == 5
+    other_weights = RenderDefaults(TINY, model_source="s3://models/other", latent_frames=3)
+    assert parse_line('{"prompt": "a fox"}', 1, other_weights).clip_id != plain.clip_id
+
+
+# Clip ids and seeds of today's lines, pinned: a rerun after an upgrade must find its finished clips.
+@pytest.mark.parametrize(
+    ("model", "line", "clip_id", "seed", "config_hash"),
+    [
+        ("tiny", {"prompt": "a red fox"}, "5ecaa8780afd040c", 433247293, "9b98caae498b6f71"),
+        (
+            "tiny",
+            {"prompt": "a red fox", "cache_policy": "rolling-sink", "seconds": 5},
+            "ffe0c5fd96387988",
+            433247293,
+            "9894ea6901e541e4",
+        ),
+        (
+            "tiny",
+            {"prompt": "a red fox", "cache_policy": "fifo", "seed": 3},
+            "9415827b345bdfc3",
+            3,
+            "e570d2e8df2084b4",
+        ),
+        ("self-forcing-1.3b", {"prompt": "a red fox"}, "5068445f0e609756", 433247293, "3ebe05f5eebd9446"),
+    ],
+)
+def test_clip_ids_seeds_and_config_hashes_stay_what_earlier_releases_derived(
+    model: str, line: dict, clip_id: str, seed: int, config_hash: str
+) -> None:
+    clip = parse_line(json.dumps(line), 1, RenderDefaults(get_preset(model), model_source="random"))
+    assert (clip.clip_id, clip.seed, clip.config_hash) == (clip_id, seed, config_hash)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from benchmarks.gpu import median_ms
+from pipeline.spec.model import SELF_FORCING_1_3B
 
 BACKENDS = {
     "cudnn": SDPBackend.CUDNN_ATTENTION,
@@ -28,7 +29,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    B, H, D, Lq, tpf = 1, 12, 128, 4680, 1560
+    preset = SELF_FORCING_1_3B
+    B, H, D = 1, preset.dit.num_heads, preset.dit.head_dim
+    Lq, tpf = preset.cache_geometry().chunk_tokens, preset.tokens_per_frame
     rows = []
     for frames in (16, 19, 21):
         Lk = frames * tpf

@@ -20,8 +20,11 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from benchmarks.gpu import median_ms
 from pipeline.model.attention import merge_key_splits
+from pipeline.spec.model import SELF_FORCING_1_3B
 
-H, D, TOKENS_PER_FRAME, CHUNK_TOKENS = 12, 128, 1560, 4680
+H, D = SELF_FORCING_1_3B.dit.num_heads, SELF_FORCING_1_3B.dit.head_dim  # 12 heads of 128
+TOKENS_PER_FRAME = SELF_FORCING_1_3B.tokens_per_frame  # 1560
+CHUNK_TOKENS = SELF_FORCING_1_3B.cache_geometry().chunk_tokens  # 4680
 
 
 def cudnn_with_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -105,7 +105,12 @@ def render_clip(
 
 # Cumulative optimisation steps of the earlier speed rounds: each adds one switch to the previous one.
 PLAIN = SpeedConfig(
-    "default", 1, compile_blocks=False, vae_channels_last=False, compile_vae=False, cudnn_benchmark=False
+    attention="default",
+    attention_key_splits=1,
+    compile_blocks=False,
+    vae_channels_last=False,
+    compile_vae=False,
+    cudnn_benchmark=False,
 )
 ROUND_3 = SpeedConfig(attention="cudnn", vae_search_all_conv_algorithms=False)  # shipped before this round
 STEPS: dict[str, SpeedConfig] = {

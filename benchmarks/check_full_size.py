@@ -70,7 +70,10 @@ def check_dit(dtype: torch.dtype) -> dict[str, float]:
         "dit_key_splits_vs_whole_cudnn": rel_err(split, cudnn),
         "dit_key_splits_vs_fp32": rel_err(split, fp32),
     }
-    if FlashAttention4.unavailable_reason(torch.device("cuda")) is None:
+    if (
+        FlashAttention4.unavailable_reason(torch.device("cuda"), PRESET.dit.num_heads, PRESET.dit.head_dim)
+        is None
+    ):
         dit.self_attention = FlashAttention4()
         flash4 = streamed(dit)
         checks["dit_flash4_vs_whole_cudnn"] = rel_err(flash4, cudnn)

@@ -1,7 +1,7 @@
 """Cheap per-clip quality telemetry, computed on downsampled frames as they stream past.
 
 Long autoregressive videos fail in recognisable ways: they freeze (motion dies out), they flicker
-(sudden whole-frame jumps, e.g. every 5 s with a 21-frame window, deep_forcing_facts.md §7.5), and
+(sudden whole-frame jumps, e.g. every 5 s with a 21-frame window, docs/cache_policies.md §8), and
 they drift (colour and brightness wander away from the opening). These numbers make that visible in
 the metrics table without a second pass over the video. Memory is constant in clip length: a few
 floats and one downsampled frame.

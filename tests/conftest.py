@@ -1,4 +1,10 @@
-"""Shared pytest fixtures. Each section is self-contained; add new sections below, not inside these."""
+"""Shared pytest fixtures. Each section is self-contained; add new sections below, not inside these.
+
+Markers (pyproject.toml): a test that starts a real service or program is `integration` - every test
+using one of SERVICE_FIXTURES gets the mark here, and modules that run ffmpeg or Ray without such a
+fixture set it themselves; a test that takes more than about two seconds on a 2-core CPU is `slow`.
+The quick loop, `pytest -m "not slow and not integration"`, runs neither.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+
+SERVICE_FIXTURES = {"s3_moto", "s3_seaweed", "ray_local", "ray_head", "ffmpeg_bin", "failing_ffmpeg"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        on_s3 = callspec is not None and callspec.params.get("target") == "s3"
+        if on_s3 or SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
 
 if TYPE_CHECKING:  # imported lazily so test sessions that never touch S3 skip boto3/pyarrow imports
     import pyarrow.fs as pafs

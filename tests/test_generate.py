@@ -51,6 +51,7 @@ def test_a_stream_closed_early_computes_no_more_chunks_and_reports_its_cache_so_
     assert clip.stats.cache_telemetry == {"rolls": 0, "evicted_frames": 0}
 
 
+@pytest.mark.slow
 def test_same_prompt_seed_and_config_give_the_same_frames_whatever_ran_before(generator):
     first = render(generator, "a red fox in the snow", seed=7, latent_frames=6)
     render(generator, "an unrelated prompt", seed=99, latent_frames=9)  # other work in the process
@@ -66,6 +67,7 @@ def test_different_seeds_or_prompts_give_different_frames(generator):
     assert not np.array_equal(base, other_prompt)
 
 
+@pytest.mark.slow
 def test_clips_longer_than_the_window_stream_with_constant_cache_memory(generator):
     clip = generator.stream("a long walk", seed=1, num_latent_frames=45, cache=FifoParams())
     sizes = [sum(k.numel() for k in clip.cache.buffers.keys) for _ in clip]

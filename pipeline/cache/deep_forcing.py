@@ -16,18 +16,20 @@ chunk's first denoising step (t=1000), each layer compresses its cache to `budge
   times is no longer eligible (release `PC_topc_max_reuse`, not in the paper).
 
 Then the compressed cache (N frames) takes the next chunk without compressing (19 frames), and the one
-after compresses again: every second chunk from chunk 7 on, 37 times in 240 frames (facts §2.6, §2.9).
+after compresses again: every second chunk from chunk 7 on, 37 times in 240 frames
+(docs/cache_policies.md §6.6, §6.8).
 The selection is fixed for the rest of the chunk; later steps only rewrite the chunk's own slots.
 
 Layouts (where the kept keys sit in time; recent keys always keep their own positions):
 
-- `reference` (the release, `causal_model.py` @ea9961aa): the sink starts at f - N, f the chunk's first
-  frame (first shift +5, then +6 per compression, facts §1.4); top-C keys keep the positions they were
-  made at (the release's top-C compensation slice is empty, facts §2.7).
-- `paper` (Algorithm 1, §4.3 Eq. 10-11): sink, top-C and recent are contiguous and end with the chunk:
-  sink at [f+3-N, f+3-N+S), top-C at [f+3-R-C, f+3-R), recent at [f+3-R, f+3). The sink is adjacent
-  to the next block (Eq. 5 read literally would overlap one frame, facts §1.4). The i-th top-C token in
-  temporal order sits at f+3-R-C + i // tokens_per_frame (why: `_packed_positions`).
+- `reference` (the release, `causal_model.py` @ea9961aa): the sink starts at f - N, f the chunk's
+  first frame (first shift +5, then +6 per compression); top-C keys keep the positions they were made
+  at (the release's top-C compensation slice is empty; docs/cache_policies.md §6.7).
+- `paper` (Algorithm 1, paper §4.3 Eq. 10-11; docs/cache_policies.md §7): sink, top-C and recent are
+  contiguous and end with the chunk: sink at [f+3-N, f+3-N+S), top-C at [f+3-R-C, f+3-R), recent at
+  [f+3-R, f+3). The sink is adjacent to the next block (Eq. 5 read literally would overlap one frame,
+  docs/cache_policies.md §5.2). The i-th top-C token in temporal order sits at
+  f+3-R-C + i // tokens_per_frame (why: `_packed_positions`).
 
 Buffers are allocated once (window_frames per layer); the state per layer is a few small device
 tensors of fixed size (top-C source frames and reuse counts, clean-query sums), and every decision of

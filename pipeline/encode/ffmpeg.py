@@ -39,7 +39,7 @@ BT709_FILTER = (
 class EncoderSettings:
     codec: str = "libx264"  # any ffmpeg video encoder; crf/preset/profile below are libx264 options
     crf: int = 18  # 18 is near-transparent; 23 roughly halves the bytes (docs/ecosystem.md §4.2)
-    preset: str = "medium"  # x264 speed/size trade-off; medium: 34-47 fps at 832x480 on 2 cores (§5.1)
+    preset: str = "medium"  # x264 speed/size trade-off; medium: 34-47 fps at 832x480 on 2 cores
     gop: int = 32  # keyframe every 2 s at 16 fps, for seeking
     threads: int = 0  # 0 = ffmpeg decides
 

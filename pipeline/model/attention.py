@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 
 Attention = tuple[torch.Tensor, torch.Tensor | None]  # output, and per-split log-sum-exp if keys were split
+# Relative error against float32 a bf16 attention kernel must stay under (they reach about a quarter of it)
+BF16_ATTENTION_TOLERANCE = 1e-2
 
 
 class SelfAttentionKernel(Protocol):
@@ -49,9 +51,9 @@ def attention_over_key_splits(
     of a single fused call: (S, nh, L, hd) partial outputs and their (S, nh, L, 1) log-sum-exps.
 
     Why: cuDNN tiles a chunk's 4680 queries by 128 per head, 444 tiles, which an H100's 132 SMs run
-    in 4 waves, the last a third full. Two key runs make 888 half-length tiles in 7 waves: 7% less
-    kernel time at 19 frames of keys and 17% at 21, none at 16, where the per-tile overhead eats the
-    gain (benchmarks/results/2026-11-21_h100_attention_split.json).
+    in 4 waves, the last a third full. Two key runs make 888 half-length tiles in 7 waves, which pays
+    from about 18 frames of keys on; below, the per-tile overhead eats the gain (benchmarks/README.md,
+    third round).
     """
     _, nh, num_keys, hd = k.shape
     runs = (splits, num_keys // splits)
@@ -74,9 +76,9 @@ def merge_key_splits(out: torch.Tensor, lse: torch.Tensor) -> torch.Tensor:
 class FlashAttention4:
     """FlashAttention-4's CuTe DSL forward (pip package `flash-attn-4`, optional).
 
-    On an H100 at a chunk's shapes it runs 7-10% faster than cuDNN (whole or split) from 19 frames of
-    keys on, about even at 16, at the same error against float32 (benchmarks/README.md, fourth round:
-    24.3 instead of 23.6-23.8 FPS for a 60 s clip). It reads the cache's (B, nh, L_kv, hd) buffers
+    On Hopper at a chunk's shapes it is faster than cuDNN (whole or split) once the cache holds more
+    than one chunk, at the same error against float32 (benchmarks/README.md, fourth round). It reads
+    the cache's (B, nh, L_kv, hd) buffers
     as (B, L_kv, nh, hd) views, and its output is laid out (B, L, nh, hd), the order the output
     projection wants. Its first call compiles the kernel (about 2 s).
     """
@@ -85,10 +87,10 @@ class FlashAttention4:
         from flash_attn.cute import flash_attn_func  # optional dependency: see `unavailable_reason`
 
         self.flash_attn_func = flash_attn_func
-        self.min_keys = min_keys  # fewer keys: SDPA (cuDNN), see SpeedConfig.flash4_min_keys
+        self.min_keys = min_keys  # fewer keys: SDPA (cuDNN), see SpeedConfig.flash4_min_key_frames
 
     @staticmethod
-    def unavailable_reason(device: torch.device) -> str | None:
+    def unavailable_reason(device: torch.device, heads: int, head_dim: int) -> str | None:
         """Why it cannot run on `device` (None: it can). Measured on Hopper only, so used there only."""
         if device.type != "cuda":
             return f"it needs a CUDA device, not {device.type}"
@@ -101,14 +103,14 @@ class FlashAttention4:
         except Exception as exc:  # a broken install names its own cause (e.g. a missing CUDA DSL library)
             return f"flash_attn.cute failed to import: {exc!r}"
         try:  # compiles the kernel (about 2 s): a DSL or driver mismatch shows here, not mid-clip
-            FlashAttention4.check_against_sdpa(device)
+            FlashAttention4.check_against_sdpa(device, heads, head_dim)
         except Exception as exc:
             return f"its check against SDPA failed: {exc!r}"
         return None
 
     @staticmethod
-    def check_against_sdpa(device: torch.device, heads: int = 12, head_dim: int = 128) -> None:
-        """Raise unless a small attention over uneven key runs matches SDPA within bf16 error."""
+    def check_against_sdpa(device: torch.device, heads: int, head_dim: int) -> None:
+        """Raise unless a small attention at the model's head sizes matches float32 SDPA within bf16 error."""
         generator = torch.Generator(device).manual_seed(0)
         q, k, v = (
             torch.randn(1, heads, n, head_dim, device=device, dtype=torch.bfloat16, generator=generator)
@@ -117,7 +119,7 @@ class FlashAttention4:
         out, _ = FlashAttention4()(q, k, v)
         expected = F.scaled_dot_product_attention(q.float(), k.float(), v.float())
         error = ((out.float() - expected).norm() / expected.norm()).item()
-        if not error < 1e-2:  # bf16 kernels: about 0.25%
+        if not error < BF16_ATTENTION_TOLERANCE:
             raise RuntimeError(f"output differs from float32 SDPA by {error:.2%}")
 
     def __repr__(self) -> str:

@@ -15,6 +15,7 @@ from torch.nn.attention import SDPBackend
 
 from pipeline.model.attention import FlashAttention4, KeySplitAttention, SelfAttentionKernel, sdpa
 from pipeline.model.vae import CausalConv3d, Resample, ResidualBlock, WanVAEDecoder
+from pipeline.spec.model import ModelPreset
 
 if TYPE_CHECKING:  # bundle.py applies these settings when it loads for a GPU
     from pipeline.model.bundle import ModelBundle
@@ -24,24 +25,25 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SpeedConfig:
+    """Each switch and threshold below was measured at full size; the numbers are in benchmarks/README.md."""
+
     # "auto": FlashAttention-4 for the chunk's self-attention on Hopper when installed, else "cudnn";
     # "flash4": FlashAttention-4 or an error; "cudnn": cuDNN > flash > efficient > math (SDPA);
     # "default": PyTorch's SDPA order. SDPA runs cross-attention and masked attention in every case.
     attention: str = "auto"
-    # FlashAttention-4 from this many keys on, cuDNN below: on a clip's first chunk, which attends to
-    # its own 4680 tokens only, FA4 measured 0.20-0.25 s of DiT against cuDNN's 0.18 (H100); from the
-    # second chunk's 9360 keys on it is as fast or faster.
-    flash4_min_keys: int = 6_000
+    # FlashAttention-4 from this many frames of keys on, cuDNN below: a clip's first chunk attends only to
+    # its own frames, where cuDNN is the faster kernel; from the second chunk on FA4 is as fast or faster.
+    flash4_min_key_frames: int = 4
     attention_key_splits: int = 2  # cuDNN self-attention over 2 key runs fills the last SM wave ...
-    attention_split_min_keys: int = 28_000  # ... from 18 frames of keys on (H100: -5% at 19, +1.4% at 16)
+    attention_split_min_key_frames: int = 18  # ... from this many frames of keys on (a loss at 16)
     compile_blocks: bool = True  # torch.compile each DiT block's dense parts (attention stays eager)
     compile_backend: str = "inductor"  # "aot_eager" traces without code generation (CPU tests)
     vae_channels_last: bool = True  # VAE activations channels-last end to end (cuDNN's fast layout)
     compile_vae: bool = True  # torch.compile the VAE's residual blocks and head (norm + SiLU fused)
     cudnn_benchmark: bool = True  # let cuDNN time its conv algorithms once per shape ...
     # ... all of them for the VAE's full-resolution residual convs, not PyTorch's default first 10: the
-    # fastest kernels for 96 channels lie beyond those (H100: 5.8 instead of 7.7 ms each). Searching
-    # all for every conv as well costs 81 s more warm-up and gains nothing more.
+    # fastest kernels for 96 channels lie beyond those. Searching all for every conv as well costs
+    # minutes of warm-up and gains nothing more.
     vae_search_all_conv_algorithms: bool = True
 
     def __post_init__(self) -> None:
@@ -52,9 +54,8 @@ class SpeedConfig:
             raise ValueError(f"attention_key_splits={splits} must be >= 1; 1 means no split")
 
 
-# SDPA backend order per choice. On an H100 at our shapes (4680 queries, 16-21 frames of keys, head
-# dim 128) cuDNN attention runs at 515 TFLOP/s against flash's 310 (gpu_ceilings.md); the others are
-# fallbacks for masks and old GPUs.
+# SDPA backend order per choice. At our shapes on Hopper cuDNN attention is the fastest SDPA backend by
+# far (docs/gpu_ceilings.md §1.1); the others are fallbacks for masks and old GPUs.
 CUDNN_FIRST = [
     SDPBackend.CUDNN_ATTENTION,
     SDPBackend.FLASH_ATTENTION,
@@ -74,7 +75,7 @@ def accelerate(bundle: ModelBundle, config: SpeedConfig = SpeedConfig()) -> Mode
     device = next(bundle.dit.parameters()).device
     on_cuda = device.type == "cuda"
     bundle.dit.sdpa_backends = ATTENTION_ORDERS[config.attention] if on_cuda else None
-    bundle.dit.self_attention = self_attention_kernel(config, device)
+    bundle.dit.self_attention = self_attention_kernel(config, device, bundle.preset)
     if config.compile_blocks:
         for block in bundle.dit.blocks:
             # Regional compilation: the 30 blocks share one compiled graph (parameters are inputs).
@@ -92,20 +93,25 @@ def accelerate(bundle: ModelBundle, config: SpeedConfig = SpeedConfig()) -> Mode
     return bundle
 
 
-def self_attention_kernel(config: SpeedConfig, device: torch.device) -> SelfAttentionKernel:
+def self_attention_kernel(
+    config: SpeedConfig, device: torch.device, preset: ModelPreset
+) -> SelfAttentionKernel:
     """The streaming self-attention kernel `config` asks for on `device` (attention.py has them)."""
     if device.type != "cuda":
         return sdpa
+    tokens_per_frame = preset.tokens_per_frame
     if config.attention in ("auto", "flash4"):
-        reason = FlashAttention4.unavailable_reason(device)
+        reason = FlashAttention4.unavailable_reason(device, preset.dit.num_heads, preset.dit.head_dim)
         if reason is None:
-            return FlashAttention4(config.flash4_min_keys)
+            return FlashAttention4(config.flash4_min_key_frames * tokens_per_frame)
         if config.attention == "flash4":
             raise RuntimeError(f"attention='flash4' cannot be used: {reason}")
         logger.info("FlashAttention-4 not used (%s): cuDNN attention instead", reason)
     # Key splits call cuDNN's kernel directly, so they come with cuDNN only (attention.py: why they win).
     if config.attention != "default" and config.attention_key_splits > 1:
-        return KeySplitAttention(config.attention_key_splits, config.attention_split_min_keys)
+        return KeySplitAttention(
+            config.attention_key_splits, config.attention_split_min_key_frames * tokens_per_frame
+        )
     return sdpa
 
 

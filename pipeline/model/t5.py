@@ -1,10 +1,10 @@
 """The UMT5-XXL encoder that turns prompt tokens into the DiT's text context, with the official names.
 
-Parameter names and shapes match `models_t5_umt5-xxl-enc-bf16.pth` (242 tensors; facts §6.2), so the
+Parameter names and shapes match `models_t5_umt5-xxl-enc-bf16.pth` (242 tensors; docs/model.md §6.2), so the
 released file loads strictly through `pipeline.model.checkpoint`. Read top-down: config, relative
 position buckets, norm, attention, feed-forward, block, encoder.
 
-Numerics follow the Wan release (SF:wan/modules/t5.py; facts §6.1): pre-norm blocks with a T5 layer
+Numerics follow the Wan release (docs/model.md §6.3): pre-norm blocks with a T5 layer
 norm (mean of squares in float32, no mean subtraction), attention logits q·kᵀ with no 1/sqrt(d)
 scaling plus a relative-position bias that every layer owns (shared_pos=False), masked keys set to the
 dtype's minimum, and a gated-GELU(tanh) feed-forward. No linear layer has a bias. Upstream dropout
@@ -26,7 +26,7 @@ from pipeline.spec.model import T5Config
 
 
 def relative_position_bucket(relative: torch.Tensor, num_buckets: int, max_distance: int) -> torch.Tensor:
-    """Bidirectional T5 bucket of `relative` = key position - query position (facts §6.1).
+    """Bidirectional T5 bucket of `relative` = key position - query position (docs/model.md §6.3).
 
     Keys after the query (relative > 0) use the upper half of the buckets. Within a half, distances
     below a quarter of num_buckets (8) get a bucket each, longer ones a logarithmic bucket up to

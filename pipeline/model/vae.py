@@ -2,7 +2,7 @@
 
 We only decode, so only `conv2.*` and `decoder.*` of `Wan2.1_VAE.pth` are built (108 tensors); the
 loader skips the encoder tensors by prefix. Architecture and numerics follow SF:wan/modules/vae.py
-(self_forcing_facts.md §5). Read top-down: config, stream state, causal conv, norm, residual and
+(docs/model.md §5). Read top-down: config, stream state, causal conv, norm, residual and
 attention blocks, resampling, decoder body, public module.
 
 Time is causal: every 3-tap conv looks only at the current and two earlier frames, so a video can be
@@ -161,7 +161,7 @@ class ResidualBlock(nn.Module):
         # Unrolled, not a loop over the layers: compiled, each stretch between the (eager) causal
         # convs becomes one fused kernel, the same graph for every block of a width.
         # The biases are added here, not by the convs: cuDNN adds a channels-last 3D bias in a slow
-        # pass of its own (12% of the decode on an H100), here it fuses into the norm and residual.
+        # pass of its own (a tenth of the decode on an H100), here it fuses into the norm and residual.
         norm1, act1, conv1, norm2, act2, dropout, conv2 = self.residual
         assert isinstance(conv1, CausalConv3d) and isinstance(conv2, CausalConv3d)
         # Each history is fetched before the activations it pads: an eager call in between would end

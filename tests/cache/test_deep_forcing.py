@@ -1,6 +1,6 @@
-"""`deep-forcing`: schedule, top-C selection, recent queries and both layouts, checked against the facts.
+"""`deep-forcing`: schedule, top-C selection, recent queries and both layouts (docs/cache_policies.md §6).
 
-deep_forcing_facts.md §2 describes the authors' release line by line; §2.9 is its worked schedule for
+docs/cache_policies.md §6 describes the authors' release; §6.8 is its worked schedule for
 S=10, N=16, R=4 over 240 latent frames, written out below as the expected table.
 """
 
@@ -13,7 +13,6 @@ from cache_driver import (
     CONTEXT,
     FIRST_STEP,
     GEOMETRY,
-    KINDS,
     SyntheticModel,
     build_cache,
     key_info,
@@ -46,7 +45,7 @@ def sink_span(row, sink_frames=10):
     return min(positions), max(positions) + 1
 
 
-# deep_forcing_facts.md §2.9: (event, K_aug frames, candidate frames, sink target [lo, hi), Δ), chunks 0..9
+# docs/cache_policies.md §6.8: (event, K_aug frames, candidate frames, sink target [lo, hi), Δ), chunks 0..9
 FACTS_TABLE = {
     **{c: ("append", None, None, (0, min(10, 3 * c + 3)), None) for c in range(7)},  # sink fills up
     7: ("compress", 24, 10, (5, 15), 5),
@@ -401,4 +400,3 @@ def test_telemetry_of_a_clip_without_compression_has_the_same_keys():
 def test_top_c_is_the_budget_less_sink_and_recent_in_tokens():
     cache = DeepForcingCache(GEOMETRY, SyntheticModel().rope)
     assert (cache.topc_frames, cache.topc_tokens) == (2, 2 * TPF)
-    assert all(KINDS[step] for step in (FIRST_STEP, CONTEXT))

@@ -1,4 +1,4 @@
-"""`deep-sink`: the release's DS-only mode, its schedule checked against deep_forcing_facts.md §1.4, §2.9."""
+"""`deep-sink`: the release's DS-only mode, its schedule checked against docs/cache_policies.md §5.3, §5.4."""
 
 import pytest
 import torch
@@ -21,8 +21,8 @@ ONE_LAYER = CacheGeometry(num_layers=1, num_heads=2, head_dim=16, tokens_per_fra
 
 @pytest.mark.parametrize("sink_frames", [14, 10])
 def test_deep_sink_rolls_73_times_in_240_frames_moving_the_sink_0_then_3_frames_per_chunk(sink_frames):
-    """Facts §1.4/§1.5: from chunk 7 every chunk rolls; the sink sits at [f-21, f-21+S) (Δ 0, then +3)
-    and the tail keeps its true positions [f-(18-S), f+3)."""
+    """docs/cache_policies.md §5.3: from chunk 7 every chunk rolls; the sink sits at [f-21, f-21+S)
+    (Δ 0, then +3) and the tail keeps its true positions [f-(18-S), f+3)."""
     model = SyntheticModel(ONE_LAYER)
     cache = build_cache("deep-sink", ONE_LAYER, model.rope, sink_frames=sink_frames)
     rows, shifts = {}, []

@@ -1,4 +1,4 @@
-"""A whole model folder in the official formats, local or on S3, loads and renders like the original."""
+"""pipeline/model/bundle.py: model folders in the official formats load and render like their weights."""
 
 from pathlib import Path
 
@@ -14,6 +14,7 @@ from pipeline.model.bundle import (
     VAE_FILE,
     WEIGHTS_FILES,
     ModelBundle,
+    find_weights,
     weights_digest,
 )
 from pipeline.model.checkpoint import CheckpointError
@@ -59,6 +60,7 @@ def render(bundle: ModelBundle) -> np.ndarray:
     )
 
 
+@pytest.mark.slow
 def test_local_model_folder_renders_exactly_like_the_weights_it_was_written_from(source, tmp_path):
     folder = write_official_folder(source, tmp_path / "model")
     loaded = ModelBundle.load(TINY, model_folder(str(folder)), "cpu", torch.float32)
@@ -94,6 +96,7 @@ def test_missing_local_model_folder_is_named(tmp_path):
         model_folder(str(tmp_path / "nowhere"))
 
 
+@pytest.mark.slow
 def test_a_bundle_for_the_cpu_is_float32_with_the_text_encoder_beside_it_and_knows_its_weights(
     source, tmp_path
 ):
@@ -118,3 +121,20 @@ def test_the_weights_digest_is_cached_beside_each_file_and_follows_a_changed_fil
     assert weights_digest(folder) == first
     torch.save({"encoder.conv1.weight": torch.zeros(1)}, folder / VAE_FILE)  # another file, same name
     assert weights_digest(folder) != first
+
+
+def test_missing_weights_file_is_named(tmp_path):
+    with pytest.raises(
+        CheckpointError, match=r"has neither self_forcing_dmd\.pt nor self_forcing_dmd\.safetensors"
+    ):
+        find_weights(tmp_path, DIT_FILE)
+
+
+def test_text_encoder_placements_give_the_same_embedding():
+    bundle = ModelBundle.random(TINY, "cpu", torch.float32, seed=2)
+    resident = bundle.encode_prompt("a paper boat")
+    for placement in ("cpu", "offload", "device"):
+        bundle.place_text_encoder(placement)
+        torch.testing.assert_close(bundle.encode_prompt("a paper boat"), resident, rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"placement 'gpu'; choose one of \['device', 'cpu', 'offload'\]"):
+        bundle.place_text_encoder("gpu")

@@ -14,7 +14,7 @@ from pipeline.spec.model import TINY, DiTConfig
 
 
 def official_dit_shapes() -> dict[str, tuple[int, ...]]:
-    """self_forcing_facts.md §1.2: the 825 tensors of the 1.3B generator (without the `model.` prefix)."""
+    """docs/model.md §3.2: the 825 tensors of the 1.3B generator (without the `model.` prefix)."""
     d, ffn = 1536, 8960
     shapes: dict[str, tuple[int, ...]] = {
         "patch_embedding.weight": (d, 16, 1, 2, 2),
@@ -124,22 +124,6 @@ def test_checkpoint_missing_a_tensor_names_the_file_and_the_key_and_loads_nothin
         "  1 wrong shape: blocks.0.self_attn.q.weight: file (3, 3) vs model (48, 48)"
     )
     assert all(p.is_meta for p in dit.parameters())  # nothing was half-loaded
-
-
-def test_checkpoint_without_the_requested_state_dict_lists_what_it_holds(tmp_path):
-    path = tmp_path / "self_forcing_dmd.pt"
-    torch.save({"critic": {"w": torch.zeros(1)}}, path)
-    with pytest.raises(
-        CheckpointError, match=r"has none of the state dicts \['generator_ema'\]; it holds \['critic'\]"
-    ):
-        read_state_dict(path, keys=("generator_ema",))
-
-
-def test_missing_weights_file_is_named(tmp_path):
-    with pytest.raises(
-        CheckpointError, match=r"has neither self_forcing_dmd\.pt nor self_forcing_dmd\.safetensors"
-    ):
-        find_weights(tmp_path, DIT_FILE)
 
 
 def test_streaming_chunks_with_kv_cache_equal_one_block_causal_forward():

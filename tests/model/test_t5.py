@@ -19,7 +19,7 @@ TINY = T5Config.tiny()
 
 
 def official_shapes() -> dict[str, tuple[int, ...]]:
-    """`models_t5_umt5-xxl-enc-bf16.pth`, written out from facts §6.2."""
+    """`models_t5_umt5-xxl-enc-bf16.pth`, written out from docs/model.md §6.2."""
     shapes: dict[str, tuple[int, ...]] = {"token_embedding.weight": (256384, 4096)}
     for n in range(24):
         shapes[f"blocks.{n}.norm1.weight"] = (4096,)
@@ -34,8 +34,8 @@ def official_shapes() -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def facts_bucket(relative: int) -> int:
-    """Facts §6.1 in plain float64 maths: 16 buckets per direction, 8 exact, log up to distance 128."""
+def documented_bucket(relative: int) -> int:
+    """docs/model.md §6.3 in plain maths: 16 buckets per direction, 8 exact, log up to distance 128."""
     offset = 16 if relative > 0 else 0
     distance = abs(relative)
     if distance < 8:
@@ -60,7 +60,7 @@ def tiny_batch(length: int = 40) -> tuple[torch.Tensor, torch.Tensor]:
 def reference_encoder(
     weights: dict[str, torch.Tensor], config: T5Config, ids: torch.Tensor, mask: torch.Tensor
 ) -> torch.Tensor:
-    """The encoder written out in float64 from facts §6.1, attending only to the unmasked keys."""
+    """The encoder written out in float64 from docs/model.md §6.3, attending only to the unmasked keys."""
     B, L = ids.shape
     nh = config.num_heads
     w = {k: v.double() for k, v in weights.items()}
@@ -68,7 +68,9 @@ def reference_encoder(
     def norm(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         return x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + config.eps) * weight
 
-    buckets = torch.tensor([[facts_bucket(key - query) for key in range(L)] for query in range(L)])  # (L, L)
+    buckets = torch.tensor(
+        [[documented_bucket(key - query) for key in range(L)] for query in range(L)]
+    )  # (L, L)
     x = w["token_embedding.weight"][ids]  # (B, L, dim)
     for n in range(config.num_layers):
         p = f"blocks.{n}."
@@ -124,10 +126,10 @@ def test_relative_position_bucket_matches_hand_computed_values() -> None:
     assert relative_position_bucket(relative, 32, 128).tolist() == list(expected.values())
 
 
-def test_relative_position_bucket_matches_facts_formula_over_a_wide_range() -> None:
+def test_relative_position_bucket_matches_the_documented_formula_over_a_wide_range() -> None:
     relative = torch.arange(-600, 601)
     got = relative_position_bucket(relative, 32, 128).tolist()
-    assert got == [facts_bucket(r) for r in relative.tolist()]
+    assert got == [documented_bucket(r) for r in relative.tolist()]
 
 
 def test_encoder_matches_explicit_float64_reference_without_scaling_and_with_masked_keys_ignored() -> None:

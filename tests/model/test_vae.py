@@ -20,7 +20,7 @@ LATENT_FRAMES, LATENT_H, LATENT_W = 9, 4, 6
 
 
 def official_decoder_shapes() -> dict[str, tuple[int, ...]]:
-    """The `conv2.*` and `decoder.*` tensors of Wan2.1_VAE.pth, as self_forcing_facts.md §5.1 lists them."""
+    """The `conv2.*` and `decoder.*` tensors of Wan2.1_VAE.pth, as docs/model.md §5.3 lists them."""
     shapes: dict[str, tuple[int, ...]] = {}
 
     def conv(name: str, c_out: int, c_in: int, *kernel: int) -> None:

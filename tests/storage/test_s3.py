@@ -105,7 +105,7 @@ def test_missing_bucket_errors_name_the_bucket(s3_moto, tmp_path: Path) -> None:
         target.list_keys("clips/")
 
 
-def test_unreachable_endpoint_error_names_the_endpoint() -> None:
+def test_unreachable_endpoint_error_names_the_endpoint(aws_test_env: dict[str, str]) -> None:
     with socket_closed_port() as port:
         endpoint = f"http://127.0.0.1:{port}"
         settings = S3Settings(endpoint_url=endpoint, region="us-east-1", max_attempts=1, connect_timeout_s=2)

@@ -1,0 +1,38 @@
+"""pipeline/driver/options.py: the command line and the RenderConfig it parses into."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from pipeline.driver.options import config_from_args, parse_args
+from pipeline.prompts import DEFAULT_CLIP_SECONDS
+from pipeline.spec.cache import DEFAULT_POLICY
+
+
+def test_defaults_render_a_minute_of_the_default_policy_on_the_tiny_model_into_renders() -> None:
+    cfg = config_from_args(parse_args(["prompts.jsonl"]))
+    assert (cfg.worker.out, cfg.worker.model, cfg.defaults.preset.name) == ("renders", "tiny", "tiny")
+    assert (cfg.defaults.seconds, cfg.defaults.latent_frames) == (DEFAULT_CLIP_SECONDS, None)
+    assert (cfg.defaults.cache_policy, dict(cfg.defaults.cache_params)) == (DEFAULT_POLICY, {})
+    assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{4}", cfg.run_id)
+
+
+def test_cache_params_are_read_as_json_else_as_strings() -> None:
+    args = ["p.jsonl", "--cache-param", "sink_frames=12", "--cache-param", "layout=paper"]
+    cfg = config_from_args(parse_args(args))
+    assert dict(cfg.defaults.cache_params) == {"sink_frames": 12, "layout": "paper"}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--workers", "0"], "--workers=0 must be >= 1"),
+        (["--gpus", "-1"], "--gpus=-1 must be >= 0"),
+        (["--checksum-algorithm", "MD5"], "S3Settings.checksum_algorithm='MD5' is not one of "),
+    ],
+)
+def test_values_that_cannot_work_name_the_option(args: list[str], message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        config_from_args(parse_args(["p.jsonl", *args]))

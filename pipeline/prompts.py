@@ -29,10 +29,11 @@ Decisions a user can rely on:
 
 from __future__ import annotations
 
+import codecs
 import functools
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -48,6 +49,8 @@ CLIP_ID_HEX = 16  # 64 bits: collisions are negligible for millions of clips
 CONFIG_HASH_HEX = 16  # the same for the config hashes in clip ids and metrics rows
 LINE_FIELDS = ("prompt", "id", "seed", "seconds", "latent_frames", "cache_policy")
 DEFAULT_CLIP_SECONDS = 60.0  # a minute: what this renderer is for
+DEFAULT_MAX_SECONDS = 1800.0  # 30 minutes: longer lines are almost always typos (1e9), and cost GPU-days
+MAX_SECONDS_LIMIT = 86400.0  # a day: --max-seconds itself stays where every frame count fits int32
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,7 @@ class RenderDefaults:
     latent_frames: int | None = None  # run-wide alternative to seconds; wins over seconds when set
     cache_policy: str = DEFAULT_POLICY
     cache_params: Mapping[str, Any] = field(default_factory=dict)  # run-wide policy parameters
+    max_seconds: float = DEFAULT_MAX_SECONDS  # a longer clip is an error of its line
 
     @functools.cached_property
     def model_config_hash(self) -> str:
@@ -152,12 +156,56 @@ def check_defaults(defaults: RenderDefaults) -> None:
         raise ValueError(resolved)
     if defaults.seed is not None and not 0 <= defaults.seed <= MAX_SEED:
         raise ValueError(f"seed={defaults.seed} must be between 0 and 2**63-1")
+    if not 0 < defaults.max_seconds <= MAX_SECONDS_LIMIT:
+        raise ValueError(
+            f"--max-seconds={defaults.max_seconds:g} must be more than 0 "
+            f"and at most {MAX_SECONDS_LIMIT:g} (a day)"
+        )
     if defaults.latent_frames is not None:
         defaults.preset.check_latent_frames(defaults.latent_frames)
+        length = defaults.latent_frames
+        what, requested_s = f"--latent-frames={length}", defaults.preset.nominal_seconds(length)
     elif defaults.seconds is not None:
-        defaults.preset.latent_frames_for_seconds(defaults.seconds)
+        length = defaults.preset.latent_frames_for_seconds(defaults.seconds)
+        what, requested_s = f"--seconds={defaults.seconds:g}", defaults.seconds
     else:
         raise ValueError("RenderDefaults needs seconds or latent_frames for lines that give neither")
+    if too_long := _over_max_length(length, what, requested_s, defaults):
+        raise ValueError(too_long)
+
+
+def _given_length(data: Mapping[str, Any], preset: ModelPreset) -> tuple[str, float] | None:
+    """How a line gave its length, as its error message quotes it, and that length in seconds; None
+    when the line takes the run-wide default."""
+    if "seconds" in data:
+        value = data["seconds"]
+        return f"seconds={value:g}" if isinstance(value, float) else f"seconds={value}", float(value)
+    if "latent_frames" in data:
+        value = data["latent_frames"]
+        return f"latent_frames={value}", preset.nominal_seconds(value)
+    return None
+
+
+def _over_max_length(
+    num_latent_frames: int, what: str, requested_s: float, defaults: RenderDefaults
+) -> str | None:
+    """The reason a clip of `num_latent_frames` (asked for as `what`, `requested_s` long) is too long."""
+    if defaults.preset.nominal_seconds(num_latent_frames) <= defaults.max_seconds:
+        return None
+    shown = f"{what} ({_duration(requested_s)})" if requested_s < 1e10 else what
+    return (
+        f"{shown} is longer than --max-seconds={defaults.max_seconds:g} ({_duration(defaults.max_seconds)}); "
+        f"split it into several clips, or raise --max-seconds (at most {MAX_SECONDS_LIMIT:g}, a day)"
+    )
+
+
+def _duration(seconds: float) -> str:
+    """1801 -> "30 min 1 s", 1e9 -> "277777 h 46 min": the two largest units."""
+    whole = round(seconds)
+    hours, minutes, secs = whole // 3600, whole % 3600 // 60, whole % 60
+    parts = [(hours, "h"), (minutes, "min"), (secs, "s")]
+    first = next((i for i, (value, _) in enumerate(parts) if value), 2)
+    return " ".join(f"{value} {unit}" for value, unit in parts[first : first + 2] if value) or "0 s"
 
 
 def parse_line(text: str, line: int, defaults: RenderDefaults) -> ClipSpec:
@@ -183,12 +231,12 @@ def parse_line(text: str, line: int, defaults: RenderDefaults) -> ClipSpec:
     if clip_id is not None and (
         not isinstance(clip_id, str)
         or not ID_PATTERN.fullmatch(clip_id)
-        or clip_id in (".", "..")
+        or clip_id.startswith(".")
         or len(clip_id) > MAX_ID_CHARS
     ):
         problems.append(
-            f'"id" must be 1-{MAX_ID_CHARS} letters, digits, "_", "." or "-" (it names the file '
-            f"clips/<id>.mp4), got {json.dumps(clip_id)}"
+            f'"id" must be 1-{MAX_ID_CHARS} letters, digits, "_", "." or "-", not starting with "." '
+            f"(it names the file clips/<id>.mp4), got {json.dumps(clip_id)}"
         )
 
     seed = data.get("seed", defaults.seed)
@@ -218,6 +266,13 @@ def parse_line(text: str, line: int, defaults: RenderDefaults) -> ClipSpec:
     else:
         assert defaults.seconds is not None  # check_defaults guarantees one of the two
         num_latent_frames = defaults.preset.latent_frames_for_seconds(defaults.seconds)
+    given = _given_length(data, defaults.preset)  # None: the run-wide length, checked in check_defaults
+    if (
+        num_latent_frames is not None
+        and given
+        and (too_long := _over_max_length(num_latent_frames, *given, defaults))
+    ):
+        problems.append(too_long)
 
     # Other keys are cache policy parameters; run-wide ones apply where the line keeps the run's policy.
     policy = data.get("cache_policy", defaults.cache_policy)
@@ -251,7 +306,21 @@ def parse_line(text: str, line: int, defaults: RenderDefaults) -> ClipSpec:
 # ---------------------------------------------------------------------------------------------
 
 
-def parse_prompts(text: str, defaults: RenderDefaults) -> tuple[list[ClipSpec], list[tuple[int, str]]]:
+def file_lines(data: bytes) -> Iterator[tuple[int, str | UnicodeDecodeError]]:
+    """(line number, text or the reason it is not UTF-8) of each line of a file.
+
+    Only "\n" ends a line (and a "\r" before it is dropped): JSON strings may hold U+2028 or U+0085,
+    which `str.splitlines` would split on, and line numbers must be the ones an editor shows. A byte
+    order mark before the first line is dropped; one bad byte spoils only its own line.
+    """
+    for number, raw in enumerate(data.removeprefix(codecs.BOM_UTF8).split(b"\n"), start=1):
+        try:
+            yield number, raw.removesuffix(b"\r").decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield number, exc
+
+
+def parse_prompts(data: bytes, defaults: RenderDefaults) -> tuple[list[ClipSpec], list[tuple[int, str]]]:
     """Every line checked: (valid clips in file order, [(line, reason)] for the invalid ones).
 
     A clip id seen before is an error on the later line (naming the first): two lines may not write
@@ -260,7 +329,16 @@ def parse_prompts(text: str, defaults: RenderDefaults) -> tuple[list[ClipSpec], 
     clips: list[ClipSpec] = []
     errors: list[tuple[int, str]] = []
     first_line: dict[str, int] = {}
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in file_lines(data):
+        if isinstance(raw, UnicodeDecodeError):
+            bad = raw.object[raw.start]
+            errors.append(
+                (
+                    number,
+                    f"not UTF-8 text (byte {bad:#04x} at column {raw.start + 1}); save the file as UTF-8",
+                )
+            )
+            continue
         if not raw.strip():
             continue
         try:
@@ -285,15 +363,15 @@ def parse_prompts(text: str, defaults: RenderDefaults) -> tuple[list[ClipSpec], 
 
 
 def load_prompts(
-    text: str, source: str, defaults: RenderDefaults, skip_invalid: bool = False
+    data: bytes, source: str, defaults: RenderDefaults, skip_invalid: bool = False
 ) -> tuple[list[ClipSpec], list[tuple[int, str]]]:
-    """(valid clips, [(line, reason)] of the bad lines) of a prompt file.
+    """(valid clips, [(line, reason)] of the bad lines) of a prompt file's bytes.
 
     Raises PromptFileError listing every bad line, unless `skip_invalid` (then the caller reports
     them); a file with no valid line is always an error.
     """
     check_defaults(defaults)
-    clips, errors = parse_prompts(text, defaults)
+    clips, errors = parse_prompts(data, defaults)
     if (errors and not skip_invalid) or not clips:
         raise PromptFileError(source, errors, len(clips))
     return clips, errors

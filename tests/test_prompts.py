@@ -22,7 +22,7 @@ def test_duplicate_ids_name_both_lines() -> None:
     derived = parse_line(json.dumps(lines[1]), 2, RenderDefaults(TINY)).clip_id
 
     with pytest.raises(PromptFileError) as error:
-        load_prompts(text, "p.jsonl", RenderDefaults(TINY))
+        load_prompts(text.encode(), "p.jsonl", RenderDefaults(TINY))
 
     assert str(error.value) == (
         "p.jsonl: 2 invalid line(s):\n"
@@ -31,13 +31,13 @@ def test_duplicate_ids_name_both_lines() -> None:
         f"so the same id {derived}); give one of them another seed or an id\n"
         "fix them, or pass --skip-invalid to render the 2 valid line(s)"
     )
-    clips, errors = load_prompts(text, "p.jsonl", RenderDefaults(TINY), skip_invalid=True)
+    clips, errors = load_prompts(text.encode(), "p.jsonl", RenderDefaults(TINY), skip_invalid=True)
     assert [clip.line for clip in clips] == [1, 2] and [line for line, _ in errors] == [3, 4]
 
 
 def test_an_empty_prompt_file_is_an_error() -> None:
     with pytest.raises(PromptFileError) as error:
-        load_prompts("\n\n", "empty.jsonl", RenderDefaults(TINY), skip_invalid=True)
+        load_prompts(b"\n\n", "empty.jsonl", RenderDefaults(TINY), skip_invalid=True)
     assert (
         str(error.value)
         == 'empty.jsonl has no prompts; write one JSON object per line, e.g. {"prompt": "a fox"}'
@@ -91,3 +91,87 @@ def test_clip_ids_seeds_and_config_hashes_stay_what_earlier_releases_derived(
 ) -> None:
     clip = parse_line(json.dumps(line), 1, RenderDefaults(get_preset(model), model_source="random"))
     assert (clip.clip_id, clip.seed, clip.config_hash) == (clip_id, seed, config_hash)
+
+
+# ---------------------------------------------------------------------------------------------
+# Input edge cases: what editors and other tools write
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_byte_order_mark_before_the_first_line_is_accepted() -> None:
+    data = "\ufeff".encode() + b'{"prompt": "a fox", "id": "fox"}\n{"prompt": "a heron", "id": "heron"}\n'
+    clips, errors = load_prompts(data, "p.jsonl", RenderDefaults(TINY))
+    assert ([c.clip_id for c in clips], errors) == (["fox", "heron"], [])
+
+
+def test_only_newlines_end_lines_so_unicode_separators_in_a_prompt_keep_line_numbers_physical() -> None:
+    lines = [
+        {"prompt": "first\u2028part of one prompt", "id": "a"},
+        {"prompt": "next\u0085line, also one prompt\u2029", "id": "b"},
+        {"id": "no-prompt"},
+    ]
+    data = "\r\n".join(json.dumps(line, ensure_ascii=False) for line in lines).encode()
+    with pytest.raises(PromptFileError) as error:
+        load_prompts(data, "p.jsonl", RenderDefaults(TINY))
+    assert error.value.errors == [(3, '"prompt" is missing; every line needs a non-empty "prompt" string')]
+    clips, _ = load_prompts(data, "p.jsonl", RenderDefaults(TINY), skip_invalid=True)
+    assert [(c.line, c.prompt) for c in clips] == [(1, lines[0]["prompt"]), (2, lines[1]["prompt"])]
+
+
+def test_a_line_that_is_not_utf8_is_reported_by_number_and_skipped_alone() -> None:
+    data = (
+        b'{"prompt": "a fox", "id": "fox"}\n{"prompt": "un caf\xe9", "id": "cafe"}\n{"prompt": "a heron"}\n'
+    )
+    with pytest.raises(PromptFileError) as error:
+        load_prompts(data, "p.jsonl", RenderDefaults(TINY))
+    assert str(error.value) == (
+        "p.jsonl: 1 invalid line(s):\n"
+        "  line 2: not UTF-8 text (byte 0xe9 at column 19); save the file as UTF-8\n"
+        "fix them, or pass --skip-invalid to render the 2 valid line(s)"
+    )
+    clips, errors = load_prompts(data, "p.jsonl", RenderDefaults(TINY), skip_invalid=True)
+    assert [c.line for c in clips] == [1, 3] and [line for line, _ in errors] == [2]
+
+
+def test_ids_may_not_start_with_a_dot_because_they_name_files() -> None:
+    with pytest.raises(ValueError) as error:
+        parse_line('{"prompt": "a fox", "id": ".hidden"}', 1, RenderDefaults(TINY))
+    assert str(error.value) == (
+        '"id" must be 1-128 letters, digits, "_", "." or "-", not starting with "." (it names the file '
+        'clips/<id>.mp4), got ".hidden"'
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Clip lengths have an upper bound, checked before anything renders
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "length"),
+    [
+        ({"seconds": 1e9}, "seconds=1e+09 (277777 h 46 min)"),
+        ({"seconds": 1e300}, "seconds=1e+300"),
+        ({"latent_frames": 3 * 10**12}, "latent_frames=3000000000000"),
+        ({"seconds": 1801}, "seconds=1801 (30 min 1 s)"),
+    ],
+)
+def test_a_clip_longer_than_max_seconds_is_an_error_of_its_line(fields: dict, length: str) -> None:
+    with pytest.raises(ValueError) as error:
+        parse_line(json.dumps({"prompt": "a fox", **fields}), 1, RenderDefaults(TINY))
+    assert str(error.value).startswith(f"{length} is longer than --max-seconds=1800 (30 min); ")
+    assert str(error.value).endswith(
+        "split it into several clips, or raise --max-seconds (at most 86400, a day)"
+    )
+
+
+def test_max_seconds_admits_what_it_says_and_is_itself_bounded() -> None:
+    assert (
+        parse_line('{"prompt": "a fox", "seconds": 1800}', 1, RenderDefaults(TINY)).num_latent_frames == 7200
+    )
+    longer = RenderDefaults(TINY, max_seconds=3600)
+    assert parse_line('{"prompt": "a fox", "seconds": 3600}', 1, longer).num_latent_frames == 14400
+    for bad in (0, -5, 86401, float("inf")):
+        with pytest.raises(ValueError) as error:
+            load_prompts(b'{"prompt": "a fox"}', "p.jsonl", RenderDefaults(TINY, max_seconds=bad))
+        assert str(error.value) == f"--max-seconds={bad:g} must be more than 0 and at most 86400 (a day)"

@@ -9,14 +9,14 @@ from pipeline.metrics import done_clip_ids
 from pipeline.prompts import load_prompts
 from pipeline.spec.clip import ClipSpec
 from pipeline.storage import OutputTarget
-from pipeline.storage.fetch import read_text
+from pipeline.storage.fetch import read_input
 
 logger = logging.getLogger("render")
 
 
 def read_clips(cfg: RenderConfig) -> list[ClipSpec]:
-    text = read_text(cfg.prompts, cfg.worker.s3)
-    clips, invalid = load_prompts(text, cfg.prompts, cfg.defaults, skip_invalid=cfg.skip_invalid)
+    data = read_input(cfg.prompts, cfg.worker.s3)
+    clips, invalid = load_prompts(data, cfg.prompts, cfg.defaults, skip_invalid=cfg.skip_invalid)
     for line, reason in invalid:
         logger.warning("%s line %d skipped (--skip-invalid): %s", cfg.prompts, line, reason)
     logger.info(

@@ -157,6 +157,10 @@ class ModelPreset:
         """The causal VAE turns L latent frames into 1 + 4(L-1) pixel frames (240 -> 957)."""
         return 1 + self.vae.temporal_stride * (latent_frames - 1)
 
+    def nominal_seconds(self, latent_frames: int) -> float:
+        """The length latent frames stand for: 4 pixel frames each (240 -> 60 s)."""
+        return latent_frames * self.vae.temporal_stride / self.fps
+
     def latent_frames_for_seconds(self, seconds: float) -> int:
         """Smallest multiple of chunk_frames whose nominal length (4 pixel frames each) covers `seconds`.
 

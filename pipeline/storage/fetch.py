@@ -22,21 +22,16 @@ MODEL_CACHE_ENV = "RENDER_MODEL_CACHE"  # where model folders from S3 are kept o
 DEFAULT_MODEL_CACHE = "~/.cache/deepforcing-render"
 
 
-def read_text(uri: str, settings: S3Settings = S3Settings(), *, client: S3Client | None = None) -> str:
-    """A UTF-8 text file (a prompt list) from a local path or s3://bucket/key."""
+def read_input(uri: str, settings: S3Settings = S3Settings(), *, client: S3Client | None = None) -> bytes:
+    """A whole input file (a prompt list) from a local path or s3://bucket/key."""
     if uri.startswith("s3://"):
         bucket, key = parse_s3_uri(uri)
         if not key:
             raise ValueError(
                 f"S3 URI {uri!r} names a bucket but no object; use s3://bucket/path/prompts.jsonl"
             )
-        data = S3Target(bucket, "", settings, client=client).read_bytes(key)
-    else:
-        data = Path(uri).expanduser().read_bytes()  # FileNotFoundError names the path
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{uri} is not UTF-8 text ({exc}); save it as UTF-8") from None
+        return S3Target(bucket, "", settings, client=client).read_bytes(key)
+    return Path(uri).expanduser().read_bytes()  # FileNotFoundError names the path
 
 
 def model_folder(uri: str, settings: S3Settings = S3Settings(), cache_root: Path | None = None) -> Path:

@@ -118,7 +118,8 @@ def test_every_invalid_line_is_reported_with_its_number_and_nothing_starts(
         "cache_policy and the parameters of its cache policy (fifo: window_frames)\n"
         "  line 10: cache policy 'fifo' parameter 'window_frames' must be an integer (default 21), "
         'got "21"\n'
-        '  line 11: "id" must be 1-128 letters, digits, "_", "." or "-" (it names the file clips/<id>.mp4), '
+        '  line 11: "id" must be 1-128 letters, digits, "_", "." or "-", not starting with "." (it names '
+        "the file clips/<id>.mp4), "
         'got "no/slashes"\n'
         '  line 12: expected a JSON object such as {"prompt": "..."}, got a list\n'
         "  line 13: cache policy 'sink': sink_frames=-1 is out of range: valid is 1..18 "

@@ -11,31 +11,30 @@ from pathlib import Path
 import pytest
 from storage_helpers import MIB, write_file
 
-from pipeline.storage.fetch import download_tree, read_text
+from pipeline.storage.fetch import download_tree, read_input
 
 
-def test_read_text_reads_local_and_s3_files(s3_moto, tmp_path: Path) -> None:
+def test_read_input_reads_local_and_s3_files(s3_moto, tmp_path: Path) -> None:
     text = '{"prompt": "a cat surfing at dawn, ünïcode ok"}\n'
     local = write_file(tmp_path / "prompts.jsonl", text.encode())
     bucket = s3_moto.make_bucket()
     s3_moto.client().put_object(Bucket=bucket, Key="in/prompts.jsonl", Body=text.encode())
 
-    assert read_text(str(local)) == text
-    assert read_text(f"s3://{bucket}/in/prompts.jsonl", s3_moto.settings()) == text
+    assert read_input(str(local)) == text.encode()
+    assert read_input(f"s3://{bucket}/in/prompts.jsonl", s3_moto.settings()) == text.encode()
 
 
-def test_read_text_errors_name_the_file(s3_moto, tmp_path: Path) -> None:
+def test_read_input_errors_name_the_file(s3_moto, tmp_path: Path) -> None:
     bucket = s3_moto.make_bucket()
     with pytest.raises(FileNotFoundError) as excinfo:
-        read_text(f"s3://{bucket}/in/missing.jsonl", s3_moto.settings())
+        read_input(f"s3://{bucket}/in/missing.jsonl", s3_moto.settings())
     assert str(excinfo.value) == f"no object s3://{bucket}/in/missing.jsonl at {s3_moto.endpoint_url}"
 
-    latin1 = write_file(tmp_path / "p.txt", "café".encode("latin-1"))
-    with pytest.raises(ValueError, match=r"p.txt is not UTF-8 text .*; save it as UTF-8"):
-        read_text(str(latin1))
+    with pytest.raises(FileNotFoundError, match=r"missing\.jsonl"):
+        read_input(str(tmp_path / "missing.jsonl"))
 
     with pytest.raises(ValueError) as bad_uri:
-        read_text(f"s3://{bucket}", s3_moto.settings())
+        read_input(f"s3://{bucket}", s3_moto.settings())
     assert str(bad_uri.value) == (
         f"S3 URI 's3://{bucket}' names a bucket but no object; use s3://bucket/path/prompts.jsonl"
     )

@@ -51,6 +51,7 @@ from pipeline.worker.faults import (
 from pipeline.worker.rows import (
     MAX_ERROR_CHARS,
     failure_columns,
+    last_resort_row,
     generation_columns,
     now,
     quality_columns,
@@ -103,7 +104,21 @@ class RenderWorker:
         Returns a pyarrow Table with METRICS_SCHEMA rather than numpy columns: numpy has no nullable
         integers or time-zone-aware timestamps, so an ok row and a failed row would get different types.
         """
-        return rows_to_table([self.render(clip) for clip in batch["clip"]])
+        return rows_to_table([self.render_safely(clip) for clip in batch["clip"]])
+
+    def render_safely(self, clip: ClipSpec) -> dict[str, Any]:
+        """`render`, except that nothing raises: a clip whose row cannot be built or stored (a value the
+        schema cannot hold, a broken record) gets a failed row that can, so the rest of the run goes on."""
+        try:
+            row = self.render(clip)
+            rows_to_table([row])  # fits the schema
+            return row
+        except Exception as exc:
+            logger.error(
+                "clip %s: its metrics row could not be built: %s", getattr(clip, "clip_id", "?"), exc
+            )
+            row = last_resort_row(clip, self.config.run_id, self.config.model, self.preset, self.node, exc)
+            return self._record(row)
 
     def close(self) -> None:
         """Stop the watchdog and remove the scratch folder (Ray simply ends the process instead)."""

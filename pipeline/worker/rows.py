@@ -10,8 +10,9 @@ import json
 import os
 from typing import TYPE_CHECKING, Any
 
+from pipeline.metrics import rows_to_table
 from pipeline.quality import ClipQuality
-from pipeline.spec.clip import ClipSpec
+from pipeline.spec.clip import ID_PATTERN, ClipSpec
 from pipeline.spec.model import ModelPreset
 from pipeline.storage import StoredObject
 
@@ -92,6 +93,56 @@ def video_columns(stored: StoredObject, encode_s: float, upload_s: float) -> dic
 
 def failure_columns(exc: BaseException) -> dict[str, Any]:
     return {"status": "failed", "error_type": type(exc).__name__, "error": str(exc)[:MAX_ERROR_CHARS]}
+
+
+def last_resort_row(
+    clip: Any, run_id: str, model: str, preset: ModelPreset, node: str, exc: BaseException
+) -> dict[str, Any]:
+    """A failed row for a clip whose own row could not be built or stored: only the clip's values that
+    fit the schema are kept, the rest are zero or empty, and the error says what the clip asked for."""
+    try:
+        started_row(clip, run_id, model, None, preset, node, None)
+        asked = repr(clip)
+    except Exception:  # the clip record itself is broken: say what it is
+        asked = f"{type(clip).__name__} {vars(clip) if hasattr(clip, '__dict__') else clip!r}"
+    clip_id = getattr(clip, "clip_id", None)
+    if not (isinstance(clip_id, str) and ID_PATTERN.fullmatch(clip_id) and not clip_id.startswith(".")):
+        clip_id = "invalid-" + hashlib.sha256(asked.encode()).hexdigest()[:16]
+    prompt = getattr(clip, "prompt", "")
+    prompt = prompt if isinstance(prompt, str) else ""
+    fields = {
+        "seed": getattr(clip, "seed", 0),
+        "num_latent_frames": getattr(clip, "num_latent_frames", 0),
+        "config_hash": getattr(clip, "config_hash", ""),
+        "cache_policy": getattr(getattr(clip, "cache", None), "policy", ""),
+    }
+    row = {
+        "run_id": run_id,
+        "clip_id": clip_id,
+        "attempt": 0,
+        "prompt": prompt,
+        "prompt_sha256": hashlib.sha256(prompt.encode()).hexdigest(),
+        "model": model,
+        "num_frames": 0,
+        "width": preset.width,
+        "height": preset.height,
+        "fps": float(preset.fps),
+        "node": node,
+        "worker_pid": os.getpid(),
+        "started_at": now(),
+        "finished_at": now(),
+        **failure_columns(exc),
+        "error": f"{type(exc).__name__}: {exc}; the clip asked for {asked}"[:MAX_ERROR_CHARS],
+    }
+    for name, value in fields.items():  # each kept only where the schema can hold it
+        try:
+            rows_to_table([{**row, name: value}])
+            row[name] = value
+        except ValueError:
+            row[name] = 0 if name in ("seed", "num_latent_frames") else ""
+    if row["num_latent_frames"]:
+        row["num_frames"] = preset.pixel_frames(row["num_latent_frames"])
+    return row
 
 
 def telemetry_json(telemetry: dict[str, Any]) -> str:

@@ -213,6 +213,36 @@ def test_two_concurrent_calls_share_the_model_and_both_render(
     assert sum(r["t_load_s"] is not None for r in rows) == 1
 
 
+def test_no_exception_leaves_a_batch_a_clip_whose_row_cannot_be_stored_becomes_a_failed_row(
+    make_worker: WorkerFactory, tmp_path: Path
+) -> None:
+    """A length the metrics schema cannot hold (planning refuses such lines; code can still build one)."""
+    worker = make_worker(clip_timeout_s=0.01)
+    huge = dataclasses.replace(make_clip("a very long pan", id="huge"), num_latent_frames=3 * 10**9)
+    fine = make_clip("a short pan", id="fine")
+
+    rows = worker(batch_of(huge, fine)).to_pylist()
+
+    assert [(r["clip_id"], r["status"]) for r in rows] == [("huge", "failed"), ("fine", "ok")]
+    assert rows[0]["num_latent_frames"] == 0 and rows[0]["error_type"] == "ValueError"
+    assert "column 'num_latent_frames' must be an integer in [-2147483648, 2147483647]" in rows[0]["error"]
+    assert "num_latent_frames=3000000000" in rows[0]["error"]  # what the clip asked for, in words
+    stored = {r["clip_id"]: r["status"] for r in read_metrics(open_target(str(tmp_path / "out"))).to_pylist()}
+    assert stored == {"huge": "failed", "fine": "ok"}
+
+
+def test_no_exception_leaves_a_batch_even_for_a_clip_record_that_is_not_one(
+    make_worker: WorkerFactory,
+) -> None:
+    worker = make_worker()
+    broken = dataclasses.replace(make_clip("a fox", id="broken"), prompt=None)  # type: ignore[arg-type]
+
+    rows = worker(batch_of(broken, make_clip("a heron", id="heron"))).to_pylist()
+
+    assert [(r["clip_id"], r["status"]) for r in rows] == [("broken", "failed"), ("heron", "ok")]
+    assert rows[0]["error_type"] == "AttributeError" and rows[0]["prompt"] == ""
+
+
 def test_worker_config_rejects_a_non_positive_timeout() -> None:
     with pytest.raises(ValueError) as error:
         WorkerConfig(out="x", run_id="r", clip_timeout_s=0)

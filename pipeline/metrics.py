@@ -43,7 +43,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from pipeline.spec.clip import ID_PATTERN
+from pipeline.spec.clip import ID_RULE, is_valid_id
 from pipeline.storage import OutputTarget
 
 log = logging.getLogger(__name__)
@@ -122,11 +122,12 @@ _METRICS_FILE_RE = re.compile(
 
 
 def _check_id(name: str, value: object) -> str:
-    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value) or value in (".", ".."):
+    if not is_valid_id(value):
         raise ValueError(
-            f"{name}={value!r} must be a non-empty string of letters, digits, '_', '.' or '-' "
-            "(it becomes part of an object key), e.g. 'run-2026-11-21' or 'a1b2c3d4e5f60718'"
+            f"{name}={value!r} must be {ID_RULE} (it becomes part of an object key), "
+            "e.g. 'run-2026-11-21' or 'a1b2c3d4e5f60718'"
         )
+    assert isinstance(value, str)
     return value
 
 

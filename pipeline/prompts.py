@@ -39,10 +39,9 @@ from typing import Any
 
 from pipeline.digest import json_sha256
 from pipeline.spec.cache import DEFAULT_POLICY, POLICY_PARAMS, PolicyParams, policy_parameters, policy_params
-from pipeline.spec.clip import ID_PATTERN, ClipSpec
+from pipeline.spec.clip import ID_RULE, ClipSpec, is_valid_id
 from pipeline.spec.model import GenerationConfig, ModelPreset
 
-MAX_ID_CHARS = 128  # ids become object keys: clips/<id>.mp4
 MAX_SEED = 2**63 - 1  # the metrics column is int64
 DERIVED_SEED_BITS = 31  # derived seeds stay small enough to read and retype
 CLIP_ID_HEX = 16  # 64 bits: collisions are negligible for millions of clips
@@ -228,15 +227,9 @@ def parse_line(text: str, line: int, defaults: RenderDefaults) -> ClipSpec:
         problems.append(f'"prompt" must be a non-empty string, got {json.dumps(prompt)}')
 
     clip_id = data.get("id")
-    if clip_id is not None and (
-        not isinstance(clip_id, str)
-        or not ID_PATTERN.fullmatch(clip_id)
-        or clip_id.startswith(".")
-        or len(clip_id) > MAX_ID_CHARS
-    ):
+    if clip_id is not None and not is_valid_id(clip_id):
         problems.append(
-            f'"id" must be 1-{MAX_ID_CHARS} letters, digits, "_", "." or "-", not starting with "." '
-            f"(it names the file clips/<id>.mp4), got {json.dumps(clip_id)}"
+            f'"id" must be {ID_RULE} (it names the file clips/<id>.mp4), got {json.dumps(clip_id)}'
         )
 
     seed = data.get("seed", defaults.seed)

@@ -108,11 +108,12 @@ def test_metrics_key_rejects_ids_that_are_not_safe_in_a_key(run_id: str, clip_id
     with pytest.raises(ValueError) as excinfo:
         metrics_key(run_id, clip_id)
     assert str(excinfo.value) == (
-        f"{bad} must be a non-empty string of letters, digits, '_', '.' or '-' (it becomes part of an "
-        "object key), e.g. 'run-2026-11-21' or 'a1b2c3d4e5f60718'"
+        f'{bad} must be 1-128 letters, digits, "_", "." or "-", not starting with "." (it becomes part of '
+        "an object key), e.g. 'run-2026-11-21' or 'a1b2c3d4e5f60718'"
     )
-    with pytest.raises(ValueError, match="must be a non-empty string"):
-        metrics_key("..", "a")
+    for hidden in ("..", ".run"):
+        with pytest.raises(ValueError, match="not starting with"):
+            metrics_key(hidden, "a")
 
 
 def test_rows_to_table_matches_the_schema_and_fills_missing_nullable_columns() -> None:

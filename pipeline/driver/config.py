@@ -19,6 +19,7 @@ class RenderConfig:
     worker: WorkerConfig  # everything a RenderWorker needs (output, model, encoder, timeouts)
     force: bool = False  # render clips that are already done
     skip_invalid: bool = False  # render the valid lines of a file with invalid ones
+    dry_run: bool = False  # check everything and print the plan, render nothing
     address: str | None = None  # Ray cluster; None: $RAY_ADDRESS, else an embedded local Ray
     workers: int | None = None  # actors; None: one per GPU, or CPU_WORKERS without GPUs
     gpus: int | None = None  # GPUs to use; None: those the cluster has now (autoscaling: pass it)

@@ -11,8 +11,9 @@ from typing import Any
 
 from pipeline.driver.config import CPU_CPUS_PER_WORKER, CPU_WORKERS, GPU_CPUS_PER_WORKER, RenderConfig
 from pipeline.encode import EncoderSettings
-from pipeline.prompts import DEFAULT_CLIP_SECONDS, RenderDefaults
+from pipeline.prompts import DEFAULT_CLIP_SECONDS, DEFAULT_MAX_SECONDS, MAX_SECONDS_LIMIT, RenderDefaults
 from pipeline.spec.cache import DEFAULT_POLICY, POLICY_PARAMS
+from pipeline.spec.clip import ID_RULE, is_valid_id
 from pipeline.spec.model import PRESETS, get_preset
 from pipeline.storage import S3Settings
 from pipeline.worker import WorkerConfig
@@ -29,7 +30,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     out.add_argument(
         "--out", default="renders", help="local folder or s3://bucket/prefix (default: %(default)s)"
     )
-    out.add_argument("--run-id", help="names the metrics partition (default: UTC start time + random suffix)")
+    out.add_argument(
+        "--run-id",
+        help="names the metrics partition metrics/run_id=<id>/ (default: UTC start time + random suffix); "
+        "rerun with the same id to resume a run as one",
+    )
     out.add_argument("--force", action="store_true", help="render clips again even if they are done")
     clips = parser.add_argument_group("clip defaults (a line's own fields win)")
     length = clips.add_mutually_exclusive_group()
@@ -54,7 +59,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="a parameter of --cache-policy (repeatable); VALUE is read as JSON, else as a string",
     )
     clips.add_argument(
+        "--max-seconds",
+        type=float,
+        default=DEFAULT_MAX_SECONDS,
+        help=f"longest clip a line may ask for (default: %(default)g, 30 min; at most {MAX_SECONDS_LIMIT:g})",
+    )
+    clips.add_argument(
         "--skip-invalid", action="store_true", help="render the valid lines when some are invalid"
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check everything a run needs (lines, options, model folder, ffmpeg, output, S3), print the "
+        "plan and its estimated GPU-hours, and stop before Ray starts",
     )
     model = parser.add_argument_group("model")
     model.add_argument(
@@ -161,6 +178,11 @@ def config_from_args(args: argparse.Namespace) -> RenderConfig:
         request_checksum_calculation=args.checksum_mode,
         response_checksum_validation=args.checksum_mode,
     )
+    if args.run_id is not None and not is_valid_id(args.run_id):
+        raise ValueError(
+            f"--run-id {args.run_id!r} must be {ID_RULE}: it names the folder metrics/run_id=<id>/; "
+            "e.g. --run-id run-2026-12-01"
+        )
     run_id = args.run_id or f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
     worker = WorkerConfig(
         out=args.out,
@@ -185,6 +207,7 @@ def config_from_args(args: argparse.Namespace) -> RenderConfig:
         latent_frames=args.latent_frames,
         cache_policy=args.cache_policy,
         cache_params=dict(_parse_param(text) for text in args.cache_param),
+        max_seconds=args.max_seconds,
     )
     return RenderConfig(
         prompts=args.prompts,
@@ -192,6 +215,7 @@ def config_from_args(args: argparse.Namespace) -> RenderConfig:
         worker=worker,
         force=args.force,
         skip_invalid=args.skip_invalid,
+        dry_run=args.dry_run,
         address=args.address,
         workers=args.workers,
         gpus=args.gpus,

@@ -8,6 +8,18 @@ from dataclasses import dataclass
 from pipeline.spec.cache import PolicyParams
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")  # clip and run ids: they become parts of object keys
+MAX_ID_CHARS = 128
+ID_RULE = f'1-{MAX_ID_CHARS} letters, digits, "_", "." or "-", not starting with "."'  # for error messages
+
+
+def is_valid_id(value: object) -> bool:
+    """A clip or run id: it names files and key prefixes, so no "/" and no hidden (".") names."""
+    return (
+        isinstance(value, str)
+        and ID_PATTERN.fullmatch(value) is not None
+        and not value.startswith(".")
+        and len(value) <= MAX_ID_CHARS
+    )
 
 
 @dataclass(frozen=True)

@@ -51,8 +51,8 @@ from pipeline.worker.faults import (
 from pipeline.worker.rows import (
     MAX_ERROR_CHARS,
     failure_columns,
-    last_resort_row,
     generation_columns,
+    last_resort_row,
     now,
     quality_columns,
     started_row,

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.metrics import rows_to_table
 from pipeline.quality import ClipQuality
-from pipeline.spec.clip import ID_PATTERN, ClipSpec
+from pipeline.spec.clip import ClipSpec, is_valid_id
 from pipeline.spec.model import ModelPreset
 from pipeline.storage import StoredObject
 
@@ -106,7 +106,7 @@ def last_resort_row(
     except Exception:  # the clip record itself is broken: say what it is
         asked = f"{type(clip).__name__} {vars(clip) if hasattr(clip, '__dict__') else clip!r}"
     clip_id = getattr(clip, "clip_id", None)
-    if not (isinstance(clip_id, str) and ID_PATTERN.fullmatch(clip_id) and not clip_id.startswith(".")):
+    if not is_valid_id(clip_id):
         clip_id = "invalid-" + hashlib.sha256(asked.encode()).hexdigest()[:16]
     prompt = getattr(clip, "prompt", "")
     prompt = prompt if isinstance(prompt, str) else ""

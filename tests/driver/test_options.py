@@ -36,3 +36,19 @@ def test_cache_params_are_read_as_json_else_as_strings() -> None:
 def test_values_that_cannot_work_name_the_option(args: list[str], message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         config_from_args(parse_args(["p.jsonl", *args]))
+
+
+@pytest.mark.parametrize("run_id", ["a/b", "../../x", ".hidden", "run 1", "x" * 129])
+def test_a_run_id_that_cannot_name_a_folder_is_refused_before_anything_starts(run_id: str) -> None:
+    with pytest.raises(ValueError) as err:
+        config_from_args(parse_args(["p.jsonl", "--run-id", run_id]))
+    assert str(err.value) == (
+        f'--run-id {run_id!r} must be 1-128 letters, digits, "_", "." or "-", not starting with ".": '
+        "it names the folder metrics/run_id=<id>/; e.g. --run-id run-2026-12-01"
+    )
+
+
+def test_max_seconds_and_dry_run_reach_the_config() -> None:
+    cfg = config_from_args(parse_args(["p.jsonl", "--max-seconds", "3600", "--dry-run"]))
+    assert (cfg.defaults.max_seconds, cfg.dry_run) == (3600, True)
+    assert config_from_args(parse_args(["p.jsonl"])).defaults.max_seconds == 1800

@@ -4,9 +4,10 @@
         --model self-forcing-1.3b --model-dir s3://bucket/models/self-forcing
     python jobs/render.py examples/prompts.jsonl        # embedded local Ray, ./renders, tiny model
 
-The recipe: parse the options -> check every prompt line and skip the clips already done -> one clip per
-Ray Data block -> `map_batches(RenderWorker)` on an actor pool, one actor per GPU -> a progress line per
-finished clip -> compact the run's metrics -> summary. Exit code 0 when every clip is ok (or was already
+The recipe: parse the options -> check what the run needs (weights, ffmpeg, output, S3) and every prompt
+line, then skip the clips already done (`--dry-run` stops here with the plan) -> one clip per Ray Data
+block -> `map_batches(RenderWorker)` on an actor pool, one actor per GPU -> a progress line per finished
+clip -> compact the run's metrics -> summary. Exit code 0 when every clip is ok (or was already
 done), 1 when any clip failed or the pipeline stopped, 2 when the input or options are invalid (nothing
 rendered). The driver never imports torch: the model loads inside the actors.
 
@@ -31,7 +32,8 @@ from ray.data import ActorPoolStrategy, DataContext  # noqa: E402
 from pipeline.driver.cluster import Resources, ray_session  # noqa: E402
 from pipeline.driver.config import RenderConfig  # noqa: E402
 from pipeline.driver.options import config_from_args, parse_args  # noqa: E402
-from pipeline.driver.plan import plan, read_clips  # noqa: E402
+from pipeline.driver.plan import describe_plan, plan, read_clips  # noqa: E402
+from pipeline.driver.preflight import preflight  # noqa: E402
 from pipeline.driver.progress import RunReport  # noqa: E402
 from pipeline.metrics import compact_run  # noqa: E402
 from pipeline.spec.clip import ClipSpec  # noqa: E402
@@ -50,28 +52,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(name).setLevel(args.log_level)
     try:
         cfg = config_from_args(args)
-        clips = read_clips(cfg)  # 1. every line validated before anything starts
+    except ValueError as exc:
+        return refuse([str(exc)])
+    problems = [str(problem) for problem in preflight(cfg)]  # 1. weights, ffmpeg, output, S3
+    try:
+        clips = read_clips(cfg)  # 2. every line validated before anything starts
         target = open_target(cfg.worker.out, cfg.worker.s3)
-        todo, skipped = plan(clips, target, cfg.force)  # 2. resume
+        todo, skipped = plan(clips, target, cfg.force)  # 3. resume
     except (ValueError, OSError, StorageError) as exc:
-        logger.error("%s", exc)
-        return EXIT_INVALID
+        problems.insert(0, str(exc))
+    if problems:
+        return refuse(problems)
+    if cfg.dry_run:
+        logger.info("%s", describe_plan(cfg, todo, skipped, target))
+        return EXIT_OK
     run = RunReport(cfg.run_id, target.uri, total=len(todo), skipped=len(skipped))
     if todo:
         try:
-            with ray_session(cfg, len(todo)) as resources:  # 3. the cluster, or an embedded local Ray
-                render(todo, cfg, resources, run)  # 4. one clip per block, progress per clip
+            with ray_session(cfg, len(todo)) as resources:  # 4. the cluster, or an embedded local Ray
+                render(todo, cfg, resources, run)  # 5. one clip per block, progress per clip
         except ValueError as exc:  # the cluster cannot run this (no GPUs, local --out on many nodes)
-            logger.error("%s", exc)
-            return EXIT_INVALID
+            return refuse([str(exc)])
         try:
-            run.metrics_uri = compact_run(target, cfg.run_id)  # 5. one metrics file per run
+            run.metrics_uri = compact_run(target, cfg.run_id)  # 6. one metrics file per run
         except (StorageError, OSError, ValueError) as exc:  # the per-clip files are still all there
             logger.warning(
                 "compacting the metrics of run %s failed (per-clip files remain): %s", cfg.run_id, exc
             )
-    run.log_summary({clip.clip_id: clip for clip in clips})  # 6. summary
+    run.log_summary({clip.clip_id: clip for clip in clips})  # 7. summary
     return EXIT_OK if run.all_ok else EXIT_FAILED
+
+
+def refuse(problems: list[str]) -> int:
+    """Report every problem once, and that nothing ran."""
+    for problem in problems:
+        logger.error("%s", problem)
+    logger.error("nothing was rendered: fix the above and run the same command again")
+    return EXIT_INVALID
 
 
 def render(todo: list[ClipSpec], cfg: RenderConfig, resources: Resources, run: RunReport) -> None:

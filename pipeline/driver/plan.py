@@ -1,13 +1,15 @@
-"""Planning a run without the model: read and check every prompt line, then skip the clips already done."""
+"""Planning a run without the model: read and check every prompt line, skip the clips already done, and
+say what the rest will cost."""
 
 from __future__ import annotations
 
 import logging
 
 from pipeline.driver.config import RenderConfig
-from pipeline.metrics import done_clip_ids
+from pipeline.metrics import done_clip_ids, read_metrics
 from pipeline.prompts import load_prompts
 from pipeline.spec.clip import ClipSpec
+from pipeline.spec.model import REFERENCE_FPS_PER_GPU, get_preset
 from pipeline.storage import OutputTarget
 from pipeline.storage.fetch import read_input
 
@@ -41,3 +43,42 @@ def plan(clips: list[ClipSpec], target: OutputTarget, force: bool) -> tuple[list
             target.uri,
         )
     return todo, skipped
+
+
+def describe_plan(
+    cfg: RenderConfig, todo: list[ClipSpec], skipped: list[ClipSpec], target: OutputTarget
+) -> str:
+    """What a run would do, for --dry-run: clips to render and to skip, video length, GPU time."""
+    preset = get_preset(cfg.worker.model)
+    frames = sum(preset.pixel_frames(clip.num_latent_frames) for clip in todo)
+    video_min = frames / preset.fps / 60
+    fps, source = _throughput(cfg, target)
+    lines = [
+        f"plan for run {cfg.run_id} -> {target.uri} (model {preset.name}):",
+        f"  to render  {len(todo):>7} clip(s), {frames} frames, {video_min:.1f} min of video",
+        f"  done       {len(skipped):>7} clip(s), skipped (--force renders them again)",
+    ]
+    if fps is None:
+        lines.append(f"  GPU time   unknown: no measured throughput for model {preset.name} on a GPU")
+    else:
+        lines.append(
+            f"  GPU time   {frames / fps / 3600:.2f} GPU-hours at {fps:.1f} frames/s per GPU ({source})"
+        )
+    lines.append("nothing was rendered (--dry-run)")
+    return "\n".join(lines)
+
+
+def _throughput(cfg: RenderConfig, target: OutputTarget) -> tuple[float | None, str]:
+    """Frames per second per GPU: measured on this output's earlier clips of the model, else the
+    benchmark's reference figure."""
+    table = read_metrics(target)
+    rows = [
+        row
+        for row in table.to_pylist()
+        if row["status"] == "ok" and row["model"] == cfg.worker.model and row["gpu"] and row["t_total_s"]
+    ]
+    if rows:
+        fps = sum(row["num_frames"] for row in rows) / sum(row["t_total_s"] for row in rows)
+        return fps, f"measured on {len(rows)} earlier clip(s) in this output"
+    reference = REFERENCE_FPS_PER_GPU.get(cfg.worker.model)
+    return reference, "the benchmark figure in benchmarks/README.md"

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,22 +25,31 @@ from pathlib import Path
 import torch
 
 from pipeline.digest import file_sha256
-from pipeline.model.checkpoint import CheckpointError, load_strict, read_state_dict, strip_wrapper_prefixes
+from pipeline.model.checkpoint import (
+    CheckpointError,
+    check_shapes,
+    load_strict,
+    read_state_dict,
+    strip_wrapper_prefixes,
+    tensor_shapes,
+)
 from pipeline.model.dit import CausalWanDiT
 from pipeline.model.random_init import randomize_
 from pipeline.model.speed import SpeedConfig, accelerate
 from pipeline.model.t5 import UMT5Encoder
 from pipeline.model.text_encoder import TextEncoder, load_tokenizer, tiny_tokenizer
 from pipeline.model.vae import VAE_IGNORED_PREFIXES, WanVAEDecoder
-from pipeline.spec.model import ModelPreset
+from pipeline.spec.model import (
+    DIT_FILE,
+    TEXT_ENCODER_FILE,
+    TOKENIZER_DIR,
+    VAE_FILE,
+    WEIGHTS_FILES,
+    ModelPreset,
+)
 
 logger = logging.getLogger(__name__)
 
-DIT_FILE = "self_forcing_dmd.pt"
-VAE_FILE = "Wan2.1_VAE.pth"
-TEXT_ENCODER_FILE = "models_t5_umt5-xxl-enc-bf16.pth"
-TOKENIZER_DIR = "google/umt5-xxl"
-WEIGHTS_FILES = (DIT_FILE, VAE_FILE, TEXT_ENCODER_FILE)
 DIT_KEYS = ("generator_ema", "generator")  # EMA weights are the released ones (inference.py --use_ema)
 
 
@@ -83,6 +92,52 @@ def weights_digest(model_dir: Path) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class Network:
+    """How one network of the bundle is read from its official file."""
+
+    file: str  # official name (a .safetensors file of the same stem also does)
+    build: Callable[[ModelPreset], torch.nn.Module]
+    keys: tuple[str, ...] = ()  # nested state dicts to look for, in order of preference
+    ignore_prefixes: tuple[str, ...] = ()  # tensors of the file we do not build
+
+
+NETWORKS = (
+    Network(DIT_FILE, lambda preset: CausalWanDiT(preset.dit), keys=DIT_KEYS),
+    Network(VAE_FILE, lambda preset: WanVAEDecoder(preset.vae), ignore_prefixes=VAE_IGNORED_PREFIXES),
+    Network(TEXT_ENCODER_FILE, lambda preset: UMT5Encoder(preset.text_encoder)),
+)
+
+
+def _load_network(model_dir: Path, network: Network, preset: ModelPreset) -> torch.nn.Module:
+    path = find_weights(model_dir, network.file)
+    state = strip_wrapper_prefixes(read_state_dict(path, keys=network.keys))
+    with torch.device("meta"):
+        module = network.build(preset)
+    load_strict(module, state, path, ignore_prefixes=network.ignore_prefixes)
+    return module
+
+
+def folder_problems(preset: ModelPreset, model_dir: Path) -> list[str]:
+    """What in a model folder would keep `ModelBundle.load` from loading it, read from the files'
+    headers only: missing files, tensor names and shapes, the tokenizer. Empty: it loads."""
+    problems = []
+    for network in NETWORKS:
+        try:
+            path = find_weights(model_dir, network.file)
+            with torch.device("meta"):
+                module = network.build(preset)
+            shapes = strip_wrapper_prefixes(tensor_shapes(path, network.keys))
+            check_shapes(module, shapes, path, network.ignore_prefixes)
+        except CheckpointError as exc:
+            problems.append(str(exc))
+    try:
+        load_tokenizer(model_dir / TOKENIZER_DIR, preset.dit.text_len)
+    except (FileNotFoundError, ValueError) as exc:
+        problems.append(str(exc))
+    return problems
+
+
 # Where the 11.4 GB UMT5-XXL lives between prompts (generation must fit a 24 GB card without it):
 TEXT_PLACEMENTS = (
     "device",  # resident beside the DiT: fastest, costs its full size in GPU memory
@@ -108,27 +163,14 @@ class ModelBundle:
         model_dir: Path,
         device: torch.device | str,
         dtype: torch.dtype = torch.bfloat16,
-        dit_key: str | None = None,
         text_placement: str = "device",
     ) -> ModelBundle:
         """Load all three networks strictly from the official files."""
-        dit_path = find_weights(model_dir, DIT_FILE)
-        state = read_state_dict(dit_path, keys=(dit_key,) if dit_key else DIT_KEYS)
-        with torch.device("meta"):
-            dit = CausalWanDiT(preset.dit)
-        load_strict(dit, strip_wrapper_prefixes(state), dit_path)
-
-        vae_path = find_weights(model_dir, VAE_FILE)
-        with torch.device("meta"):
-            vae = WanVAEDecoder(preset.vae)
-        load_strict(vae, read_state_dict(vae_path), vae_path, ignore_prefixes=VAE_IGNORED_PREFIXES)
-
-        t5_path = find_weights(model_dir, TEXT_ENCODER_FILE)
-        with torch.device("meta"):
-            t5 = UMT5Encoder(preset.text_encoder)
-        load_strict(t5, read_state_dict(t5_path), t5_path)
+        dit, vae, t5 = (_load_network(model_dir, network, preset) for network in NETWORKS)
         tokenizer = load_tokenizer(model_dir / TOKENIZER_DIR, preset.dit.text_len)
-
+        assert (
+            isinstance(dit, CausalWanDiT) and isinstance(vae, WanVAEDecoder) and isinstance(t5, UMT5Encoder)
+        )
         text_encoder = TextEncoder(t5, tokenizer, preset.dit.text_len)
         return cls(preset, dit, vae, text_encoder).to(device, dtype, text_placement)
 

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import torch
+
+T = TypeVar("T")
 
 # Wrappers that training code puts around the module tree: the `WanDiffusionWrapper` attribute
 # (`model.`, SF:utils/wan_wrapper.py), torch.compile (`_orig_mod.`) and FSDP (`_fsdp_wrapped_module.`).
@@ -56,7 +59,21 @@ def read_state_dict(path: Path, keys: Sequence[str] = ()) -> dict[str, torch.Ten
     return tensors
 
 
-def strip_wrapper_prefixes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def tensor_shapes(path: Path, keys: Sequence[str] = ()) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of a checkpoint's tensors without reading their data: the safetensors header,
+    or the torch pickle memory-mapped (its tensors are never touched)."""
+    if path.suffix == ".safetensors" and path.is_file():
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                return {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}  # noqa: SIM118
+        except Exception as exc:
+            raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+    return {name: tuple(tensor.shape) for name, tensor in read_state_dict(path, keys).items()}
+
+
+def strip_wrapper_prefixes(state_dict: Mapping[str, T]) -> dict[str, T]:
     """Remove the wrapper prefixes wherever they appear (FSDP inserts its marker mid-name)."""
     out = {}
     for name, tensor in state_dict.items():
@@ -67,26 +84,26 @@ def strip_wrapper_prefixes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, 
     return out
 
 
-def load_strict(
+def check_shapes(
     module: torch.nn.Module,
-    state_dict: Mapping[str, torch.Tensor],
+    shapes: Mapping[str, tuple[int, ...]],
     source: Path | str,
     ignore_prefixes: Iterable[str] = (),
 ) -> None:
-    """Assign `state_dict` to `module` (which may live on the meta device), all or nothing.
+    """CheckpointError unless `shapes` (name -> shape, from a file) are exactly `module`'s tensors.
 
     Tensors whose names start with `ignore_prefixes` are parts of the file we deliberately do not
-    build (e.g. the VAE encoder); any other difference in names or shapes raises `CheckpointError`.
+    build (e.g. the VAE encoder); any other difference in names or shapes is an error naming them.
     """
     ignore = tuple(ignore_prefixes)
-    given = {k: v for k, v in state_dict.items() if not k.startswith(ignore)}
+    given = {k: v for k, v in shapes.items() if not k.startswith(ignore)}
     expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     missing = sorted(expected.keys() - given.keys())
     unexpected = sorted(given.keys() - expected.keys())
     mismatched = sorted(
-        f"{k}: file {tuple(given[k].shape)} vs model {expected[k]}"
+        f"{k}: file {given[k]} vs model {expected[k]}"
         for k in expected.keys() & given.keys()
-        if tuple(given[k].shape) != expected[k]
+        if given[k] != expected[k]
     )
     if missing or unexpected or mismatched:
         parts = [f"{source} does not match {type(module).__name__} ({len(expected)} tensors expected):"]
@@ -95,4 +112,17 @@ def load_strict(
                 more = f" (+{len(items) - _SHOW} more)" if len(items) > _SHOW else ""
                 parts.append(f"  {len(items)} {label}: {', '.join(items[:_SHOW])}{more}")
         raise CheckpointError("\n".join(parts))
+
+
+def load_strict(
+    module: torch.nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    source: Path | str,
+    ignore_prefixes: Iterable[str] = (),
+) -> None:
+    """Assign `state_dict` to `module` (which may live on the meta device), all or nothing
+    (`check_shapes` says what does not match)."""
+    ignore = tuple(ignore_prefixes)
+    check_shapes(module, {k: tuple(v.shape) for k, v in state_dict.items()}, source, ignore)
+    given = {k: v for k, v in state_dict.items() if not k.startswith(ignore)}
     module.load_state_dict(given, strict=True, assign=True)

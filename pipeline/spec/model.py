@@ -195,6 +195,14 @@ class ModelPreset:
         )
 
 
+# An official model folder (docs/model.md §2.1); each weights file may instead be a .safetensors file
+# with the same stem.
+DIT_FILE = "self_forcing_dmd.pt"
+VAE_FILE = "Wan2.1_VAE.pth"
+TEXT_ENCODER_FILE = "models_t5_umt5-xxl-enc-bf16.pth"
+TOKENIZER_DIR = "google/umt5-xxl"  # holds tokenizer.json
+WEIGHTS_FILES = (DIT_FILE, VAE_FILE, TEXT_ENCODER_FILE)
+
 SELF_FORCING_1_3B = ModelPreset(name="self-forcing-1.3b", height=480, width=832)
 
 TINY = ModelPreset(
@@ -208,6 +216,11 @@ TINY = ModelPreset(
 )
 
 PRESETS = {preset.name: preset for preset in (SELF_FORCING_1_3B, TINY)}
+
+
+# Frames per second of a whole 60 s clip, mp4 included, per GPU (benchmarks/README.md, fourth round,
+# H100 80GB): what a dry run's GPU-hour estimate assumes when the output holds no earlier clips.
+REFERENCE_FPS_PER_GPU = {SELF_FORCING_1_3B.name: 25.4}
 
 
 def get_preset(name: str) -> ModelPreset:

@@ -36,6 +36,7 @@ from pipeline.storage import open_target
 from pipeline.worker.faults import read_fault_record
 
 POLICY_NAMES = ", ".join(sorted(POLICY_PARAMS))
+NOTHING_RENDERED = "nothing was rendered: fix the above and run the same command again"
 
 
 def _load_render_module() -> ModuleType:
@@ -124,7 +125,8 @@ def test_every_invalid_line_is_reported_with_its_number_and_nothing_starts(
         '  line 12: expected a JSON object such as {"prompt": "..."}, got a list\n'
         "  line 13: cache policy 'sink': sink_frames=-1 is out of range: valid is 1..18 "
         "(window_frames=21 less one chunk of 3 frames; fifo has no sink)\n"
-        "fix them, or pass --skip-invalid to render the 1 valid line(s)"
+        "fix them, or pass --skip-invalid to render the 1 valid line(s)",
+        NOTHING_RENDERED,
     ]
     assert not out.exists() or not any(out.rglob("*.mp4"))
 
@@ -166,7 +168,7 @@ def test_bad_run_wide_options_are_reported_before_anything_starts(
 ) -> None:
     prompts = write_lines(tmp_path / "prompts.jsonl", {"prompt": "a fox"})
     assert render.main([str(prompts), "--out", str(tmp_path / "out"), *args]) == render.EXIT_INVALID
-    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [message]
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [message, NOTHING_RENDERED]
 
 
 def test_a_prompt_file_on_s3_is_read_and_checked_like_a_local_one(
@@ -182,8 +184,48 @@ def test_a_prompt_file_on_s3_is_read_and_checked_like_a_local_one(
     assert code == render.EXIT_INVALID
     assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
         f'{uri}: 1 invalid line(s):\n  line 2: "prompt" must be a non-empty string, got ""\n'
-        "fix them, or pass --skip-invalid to render the 1 valid line(s)"
+        "fix them, or pass --skip-invalid to render the 1 valid line(s)",
+        NOTHING_RENDERED,
     ]
+
+
+def test_a_dry_run_checks_everything_prints_the_plan_and_renders_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    prompts = write_lines(
+        tmp_path / "prompts.jsonl", {"prompt": "a fox", "seconds": 60}, {"prompt": "a heron", "seconds": 30}
+    )
+    out = tmp_path / "out"
+
+    code = render.main([str(prompts), "--out", str(out), "--run-id", "dry", "--dry-run", "--model", "tiny"])
+
+    assert code == render.EXIT_OK
+    plan = next(m for m in caplog.messages if m.startswith("plan for run dry"))
+    assert plan == (
+        f"plan for run dry -> {out} (model tiny):\n"
+        "  to render        2 clip(s), 1434 frames, 1.5 min of video\n"
+        "  done             0 clip(s), skipped (--force renders them again)\n"
+        "  GPU time   unknown: no measured throughput for model tiny on a GPU\n"
+        "nothing was rendered (--dry-run)"
+    )
+    assert [p for p in out.rglob("*") if p.is_file()] == []
+
+
+def test_a_dry_run_estimates_gpu_hours_from_the_benchmark_figure(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    prompts = write_lines(
+        tmp_path / "prompts.jsonl", *({"prompt": f"take {i}", "seconds": 60} for i in range(100))
+    )
+    args = [str(prompts), "--out", str(tmp_path / "out"), "--dry-run"]
+
+    assert render.main([*args, "--model", "self-forcing-1.3b", "--random-weights", "--run-id", "d"]) == 0
+
+    plan = next(m for m in caplog.messages if m.startswith("plan for run d "))
+    assert (
+        "  GPU time   1.05 GPU-hours at 25.4 frames/s per GPU (the benchmark figure in benchmarks/README.md)"
+        in plan
+    )
 
 
 # =============================================================================================

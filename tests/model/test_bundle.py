@@ -1,26 +1,15 @@
 """pipeline/model/bundle.py: model folders in the official formats load and render like their weights."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
+from model_folder import write_official_folder
 
 from pipeline.generate import ClipGenerator
-from pipeline.model.bundle import (
-    DIT_FILE,
-    TEXT_ENCODER_FILE,
-    TOKENIZER_DIR,
-    VAE_FILE,
-    WEIGHTS_FILES,
-    ModelBundle,
-    find_weights,
-    weights_digest,
-)
+from pipeline.model.bundle import ModelBundle, find_weights, folder_problems, weights_digest
 from pipeline.model.checkpoint import CheckpointError
-from pipeline.model.text_encoder import tiny_tokenizer
 from pipeline.spec.cache import DeepForcingParams
-from pipeline.spec.model import TINY
+from pipeline.spec.model import DIT_FILE, TEXT_ENCODER_FILE, TINY, TOKENIZER_DIR, VAE_FILE, WEIGHTS_FILES
 from pipeline.storage.fetch import model_folder
 
 
@@ -31,27 +20,6 @@ def source() -> ModelBundle:
         for param in bundle.text_encoder.parameters():
             param.copy_(param.bfloat16().float())
     return bundle
-
-
-def write_official_folder(bundle: ModelBundle, folder: Path) -> Path:
-    """The released layouts: nested `generator_ema` with `model.` prefix, a VAE file that also holds
-    the encoder, a bf16 UMT5 state dict, and the tokenizer folder."""
-    folder.mkdir(parents=True, exist_ok=True)
-    dit = {f"model.{k}": v.clone() for k, v in bundle.dit.state_dict().items()}
-    torch.save(
-        {"generator": {k: torch.zeros_like(v) for k, v in dit.items()}, "generator_ema": dit},
-        folder / DIT_FILE,
-    )
-    vae = dict(bundle.vae.state_dict())
-    vae |= {"encoder.conv1.weight": torch.randn(4, 3, 3, 3, 3), "conv1.weight": torch.randn(32, 32, 1, 1, 1)}
-    torch.save(vae, folder / VAE_FILE)
-    torch.save(
-        {k: v.bfloat16() for k, v in bundle.text_encoder.encoder.state_dict().items()},
-        folder / TEXT_ENCODER_FILE,
-    )
-    (folder / TOKENIZER_DIR).mkdir(parents=True)
-    tiny_tokenizer(TINY.dit.text_len).save(str(folder / TOKENIZER_DIR / "tokenizer.json"))
-    return folder
 
 
 def render(bundle: ModelBundle) -> np.ndarray:
@@ -138,3 +106,25 @@ def test_text_encoder_placements_give_the_same_embedding():
         torch.testing.assert_close(bundle.encode_prompt("a paper boat"), resident, rtol=0, atol=0)
     with pytest.raises(ValueError, match=r"placement 'gpu'; choose one of \['device', 'cpu', 'offload'\]"):
         bundle.place_text_encoder("gpu")
+
+
+def test_a_folder_that_loads_has_no_problems_and_each_broken_part_is_named(source, tmp_path):
+    folder = write_official_folder(source, tmp_path / "model")
+    assert folder_problems(TINY, folder) == []
+
+    (folder / TEXT_ENCODER_FILE).unlink()
+    (folder / TOKENIZER_DIR / "tokenizer.json").unlink()
+    state = torch.load(folder / DIT_FILE, weights_only=True)
+    state["generator_ema"]["model.head.head.weight"] = torch.zeros(3, 3)
+    torch.save(state, folder / DIT_FILE)
+
+    problems = folder_problems(TINY, folder)
+    assert problems[0] == (
+        f"{folder / DIT_FILE} does not match CausalWanDiT (69 tensors expected):\n"
+        "  1 wrong shape: head.head.weight: file (3, 3) vs model (64, 48)"
+    )
+    assert problems[1:] == [
+        f"model folder {folder} has neither {TEXT_ENCODER_FILE} nor models_t5_umt5-xxl-enc-bf16.safetensors",
+        f"{folder / TOKENIZER_DIR} has no tokenizer.json; expected the google/umt5-xxl tokenizer folder "
+        "holding tokenizer.json (in the Wan2.1-T2V-1.3B model folder it is google/umt5-xxl/)",
+    ]

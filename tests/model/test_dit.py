@@ -6,11 +6,11 @@ from safetensors.torch import save_file
 
 from pipeline.cache.base import ForwardKind
 from pipeline.cache.fifo import FifoCache
-from pipeline.model.bundle import DIT_FILE, find_weights
+from pipeline.model.bundle import find_weights
 from pipeline.model.checkpoint import CheckpointError, load_strict, read_state_dict, strip_wrapper_prefixes
 from pipeline.model.dit import CausalWanDiT
 from pipeline.model.random_init import randomize_
-from pipeline.spec.model import TINY, DiTConfig
+from pipeline.spec.model import DIT_FILE, TINY, DiTConfig
 
 
 def official_dit_shapes() -> dict[str, tuple[int, ...]]:

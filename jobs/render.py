@@ -26,9 +26,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # `python jobs/render.py` from a checkout without `pip install -e .`
     sys.path.insert(0, str(REPO_ROOT))
 
-import ray  # noqa: E402
-from ray.data import ActorPoolStrategy, DataContext  # noqa: E402
-
 from pipeline.driver.cluster import Resources, ray_session  # noqa: E402
 from pipeline.driver.config import RenderConfig  # noqa: E402
 from pipeline.driver.options import config_from_args, parse_args  # noqa: E402
@@ -93,12 +90,15 @@ def refuse(problems: list[str]) -> int:
 
 def render(todo: list[ClipSpec], cfg: RenderConfig, resources: Resources, run: RunReport) -> None:
     """Ray Data: one clip per block, a pool of RenderWorker actors; rows come back as clips finish."""
+    import ray.data  # Ray is imported once the run is checked and its session set up (cluster.py)
+    from ray.data import ActorPoolStrategy, DataContext
+
     context = DataContext.get_current()
     context.enable_progress_bars = False  # our own log lines read better in `ray job logs`
     context.execution_no_progress_timeout_s = cfg.no_progress_timeout_s or max(
         2 * cfg.worker.clip_timeout_s, 3600.0
     )
-    clips = ray.data.from_items([{"clip": clip} for clip in todo], override_num_blocks=len(todo))
+    clips = ray.data.from_items([{"clip": clip.to_bytes()} for clip in todo], override_num_blocks=len(todo))
     rows = clips.map_batches(
         RenderWorker,
         fn_constructor_kwargs={"config": cfg.worker},

@@ -21,6 +21,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from pipeline.driver.cluster import LOCAL_ONLY_ENV
+
+# As the driver does for an embedded Ray, before anything imports Ray: it listens on loopback only.
+os.environ.update(LOCAL_ONLY_ENV)
+
 SERVICE_FIXTURES = {"s3_moto", "s3_seaweed", "ray_local", "ray_head", "ffmpeg_bin", "failing_ffmpeg"}
 
 
@@ -251,35 +256,15 @@ RAY_TEST_GPUS = 2  # fake GPUs: actors get CUDA_VISIBLE_DEVICES, torch finds no 
 
 @pytest.fixture(scope="session")
 def ray_local(aws_test_env: dict[str, str]) -> Iterator[dict[str, float]]:
-    """`ray.init(num_cpus=4, num_gpus=2)`, started once; yields the cluster's resources.
-
-    Started after the fake AWS credentials are set, so that actors inherit them. PYTHONPATH points
-    at this checkout so that actors import the same `pipeline`. Auth mode is set explicitly
-    (Ray 2.59+ turns token auth on for local clusters by default).
-    """
-    import logging
-
+    """The driver's embedded Ray (`local_ray`: loopback, token auth on) with fake GPUs, started once;
+    yields the cluster's resources. Started after the fake AWS credentials are set, so that actors
+    inherit them."""
     import ray
 
-    saved = {name: os.environ.get(name) for name in ("PYTHONPATH", "RAY_AUTH_MODE")}
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), saved["PYTHONPATH"]]))
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    ray.init(
-        address="local",
-        num_cpus=RAY_TEST_CPUS,
-        num_gpus=RAY_TEST_GPUS,
-        include_dashboard=False,
-        logging_level=logging.WARNING,
-    )
-    try:
+    from pipeline.driver.cluster import local_ray
+
+    with local_ray(num_cpus=RAY_TEST_CPUS, num_gpus=RAY_TEST_GPUS):
         yield ray.cluster_resources()
-    finally:
-        ray.shutdown()
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 @pytest.fixture(params=["local", "s3"])

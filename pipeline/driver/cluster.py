@@ -5,11 +5,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
-import ray
 
 from pipeline.driver.config import CPU_CPUS_PER_WORKER, CPU_WORKERS, GPU_CPUS_PER_WORKER, RenderConfig
 from pipeline.spec.model import get_preset
@@ -17,6 +17,9 @@ from pipeline.spec.model import get_preset
 logger = logging.getLogger("render")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]  # actors of an embedded Ray import this checkout
+LOCAL_ONLY_ENV_VAR = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+LOCAL_ONLY_ENV = {LOCAL_ONLY_ENV_VAR: "0"}  # an embedded Ray binds loopback only (see local_ray)
+REAPER_EXIT_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -32,35 +35,74 @@ class Resources:
 def ray_session(cfg: RenderConfig, clips: int) -> Iterator[Resources]:
     """Connect to the cluster ($RAY_ADDRESS, set by `ray job submit`, or --address) or start a local Ray.
 
-    A local Ray gets more logical CPUs than its actors take, so nothing else starves, and
-    PYTHONPATH pointing at this checkout so that actors import the same `pipeline`.
+    A local Ray gets more logical CPUs than its actors take, so nothing else starves.
     """
-    started = False
-    if not ray.is_initialized():
-        address = cfg.address or os.environ.get("RAY_ADDRESS") or None
-        if address:
-            ray.init(address=address, logging_level=logging.WARNING)
-        else:
-            workers = cfg.workers or CPU_WORKERS
-            per_worker = cfg.cpus_per_worker or GPU_CPUS_PER_WORKER
-            logical_cpus = max(os.cpu_count() or 1, int(workers * per_worker) + 2)
-            os.environ["PYTHONPATH"] = os.pathsep.join(
-                filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])
-            )
-            ray.init(
-                address="local", num_cpus=logical_cpus, include_dashboard=False, logging_level=logging.WARNING
-            )
-            logger.info(
-                "started an embedded local Ray (%d logical CPUs); pass --address to use a cluster",
-                logical_cpus,
-            )
-        started = True
-    try:
-        resources = size_pool(cfg, ray.cluster_resources(), len(ray.nodes()), clips)
-        yield resources
-    finally:
-        if started:
+    address = cfg.address or os.environ.get("RAY_ADDRESS") or None
+    if not address:
+        os.environ.update(LOCAL_ONLY_ENV)  # before Ray's first import in this process (local_ray)
+    import ray
+
+    if ray.is_initialized():  # a caller's own Ray (tests, notebooks): theirs to shut down
+        yield size_pool(cfg, ray.cluster_resources(), len(ray.nodes()), clips)
+    elif address:
+        ray.init(address=address, logging_level=logging.WARNING)
+        try:
+            yield size_pool(cfg, ray.cluster_resources(), len(ray.nodes()), clips)
+        finally:
             ray.shutdown()
+    else:
+        workers = cfg.workers or CPU_WORKERS
+        per_worker = cfg.cpus_per_worker or GPU_CPUS_PER_WORKER
+        with local_ray(max(os.cpu_count() or 1, int(workers * per_worker) + 2)):
+            yield size_pool(cfg, ray.cluster_resources(), len(ray.nodes()), clips)
+
+
+@contextlib.contextmanager
+def local_ray(num_cpus: int, num_gpus: int | None = None) -> Iterator[None]:
+    """An embedded Ray for this machine alone: it listens on loopback only, keeps Ray's token
+    authentication (on by default for local clusters), imports this checkout in its actors, and
+    does not outlive the driver (reaper.py).
+
+    Loopback only is Ray's own switch for single-machine nodes (`RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`,
+    the default on macOS and Windows); Ray reads it when it is imported, so it must be in the
+    environment before `import ray` (LOCAL_ONLY_ENV, also set by the tests' conftest).
+    """
+    import ray
+
+    if os.environ.get(LOCAL_ONLY_ENV_VAR) != "0":
+        logger.warning(
+            "%s=0 was not set before Ray was imported: the embedded Ray may listen on every interface",
+            LOCAL_ONLY_ENV_VAR,
+        )
+    reaper = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.driver.reaper", str(os.getpid()), str(Path(ray.__file__).parent)],
+        env={**os.environ, "PYTHONPATH": _python_path()},
+        start_new_session=True,  # a Ctrl-C to the driver's group must not take the watcher along
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    os.environ["PYTHONPATH"] = _python_path()  # actors import the same `pipeline` as the driver
+    try:
+        ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+        )
+        logger.info(
+            "started an embedded local Ray on loopback (%d logical CPUs); pass --address to use a cluster",
+            num_cpus,
+        )
+        yield
+    finally:
+        ray.shutdown()
+        reaper.terminate()  # it ends what ray.shutdown() left behind, then exits
+        reaper.wait(timeout=REAPER_EXIT_TIMEOUT_S)
+
+
+def _python_path() -> str:
+    return os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
 
 
 def size_pool(cfg: RenderConfig, cluster: dict[str, float], nodes: int, clips: int) -> Resources:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import re
 from dataclasses import dataclass
 
@@ -37,3 +38,18 @@ class ClipSpec:
     @property
     def cache_policy(self) -> str:
         return self.cache.policy
+
+    def to_bytes(self) -> bytes:
+        """The record as one binary value, for Ray Data's column "clip" (`from_bytes` reads it back).
+
+        Ray Data would pickle a Python object column by itself, with a warning on every run; pickling
+        it here keeps the column plain binary. Only our own processes, on the same code, read it.
+        """
+        return pickle.dumps(self)
+
+    @staticmethod
+    def from_bytes(data: bytes) -> ClipSpec:
+        clip = pickle.loads(data)  # written by this run's driver (to_bytes)
+        if not isinstance(clip, ClipSpec):
+            raise TypeError(f"expected a pickled ClipSpec, got {type(clip).__name__}")
+        return clip

@@ -1,7 +1,7 @@
 """`RenderWorker`, the Ray Data actor: the model loaded once, then per clip generate, encode, upload, row.
 
 A callable class for `Dataset.map_batches`: `__init__` loads the model once per actor, `__call__` renders
-the clips of a batch (column "clip": `ClipSpec`s) and returns their metrics rows. It knows nothing of
+the clips of a batch (column "clip": `ClipSpec.to_bytes`) and returns their metrics rows. It knows nothing of
 Ray itself, so tests call it in-process too.
 
 Overlap. The driver runs the actor with two concurrent calls. A call holds `_device_lock` only while its
@@ -104,12 +104,15 @@ class RenderWorker:
         Returns a pyarrow Table with METRICS_SCHEMA rather than numpy columns: numpy has no nullable
         integers or time-zone-aware timestamps, so an ok row and a failed row would get different types.
         """
-        return rows_to_table([self.render_safely(clip) for clip in batch["clip"]])
+        return rows_to_table([self.render_safely(data) for data in batch["clip"]])
 
-    def render_safely(self, clip: ClipSpec) -> dict[str, Any]:
-        """`render`, except that nothing raises: a clip whose row cannot be built or stored (a value the
-        schema cannot hold, a broken record) gets a failed row that can, so the rest of the run goes on."""
+    def render_safely(self, data: bytes) -> dict[str, Any]:
+        """`render` of one `ClipSpec.to_bytes`, except that nothing raises: a clip whose row cannot be
+        built or stored (a value the schema cannot hold, a broken record) gets a failed row that can, so
+        the rest of the run goes on."""
+        clip: object = data
         try:
+            clip = ClipSpec.from_bytes(data)
             row = self.render(clip)
             rows_to_table([row])  # fits the schema
             return row

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-import pytest
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
-from pipeline.driver.cluster import Resources, size_pool
+import psutil
+import pytest
+from conftest import REPO_ROOT
+
+from pipeline.driver.cluster import LOCAL_ONLY_ENV, Resources, size_pool
 from pipeline.driver.config import CPU_CPUS_PER_WORKER, CPU_WORKERS, GPU_CPUS_PER_WORKER, RenderConfig
 from pipeline.driver.options import config_from_args, parse_args
 
@@ -43,3 +51,61 @@ def test_a_local_output_folder_on_a_cluster_of_several_nodes_is_refused() -> Non
         "--out renders is a local folder but the cluster has 2 nodes: each would keep its own videos; "
         "pass --out s3://bucket/prefix"
     )
+
+
+LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1", "::1"}
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _listening(processes: list[psutil.Process]) -> set[tuple[str, int, str]]:
+    pids = {p.pid: p for p in processes}
+    found = set()
+    for conn in psutil.net_connections(kind="inet"):
+        if conn.status == psutil.CONN_LISTEN and conn.pid in pids:
+            found.add((conn.laddr.ip, conn.laddr.port, pids[conn.pid].name()))
+    return found
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_the_embedded_ray_listens_on_loopback_only_and_ends_with_a_killed_driver(tmp_path: Path) -> None:
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(f'{{"prompt": "take {i}", "latent_frames": 12}}\n' for i in range(8)))
+    env = {k: v for k, v in os.environ.items() if k not in (*LOCAL_ONLY_ENV, "RAY_ADDRESS", "RAY_AUTH_MODE")}
+    driver = subprocess.Popen(
+        [sys.executable, "jobs/render.py", str(prompts), "--out", str(tmp_path / "out")],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not any("RenderWorker" in p.name() or p.name() == "raylet" for p in _descendants(driver.pid)):
+            assert driver.poll() is None and time.monotonic() < deadline, "the driver never started Ray"
+            time.sleep(0.5)
+        time.sleep(5)  # the agents and the first actors bind their ports
+        ray_processes = _descendants(driver.pid)
+        listening = _listening(ray_processes)
+
+        assert {name for _, _, name in listening} >= {"gcs_server", "raylet"}
+        assert {(ip, name) for ip, _, name in listening if ip not in LOOPBACK} == set()
+    finally:
+        driver.kill()  # as an OOM killer or a lost SSH session would
+        driver.wait()
+    deadline = time.monotonic() + 20
+    while alive := [p for p in ray_processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]:
+        assert time.monotonic() < deadline, f"still running after the driver was killed: {alive}"
+        time.sleep(0.5)
+
+
+def test_an_embedded_ray_keeps_token_authentication_on(ray_local: dict[str, float]) -> None:
+    assert os.environ.get("RAY_AUTH_MODE") == "token"

@@ -43,10 +43,8 @@ def make_clip(prompt: str, line: int = 1, **fields: Any) -> ClipSpec:
 
 
 def batch_of(*clips: ClipSpec) -> dict[str, np.ndarray]:
-    """The numpy batch Ray Data hands to map_batches for these rows: the clips as an object column."""
-    column = np.empty(len(clips), dtype=object)
-    column[:] = clips
-    return {"clip": column}
+    """The numpy batch Ray Data hands to map_batches for these rows."""
+    return {"clip": np.array([clip.to_bytes() for clip in clips], dtype=object)}
 
 
 WorkerFactory = Callable[..., RenderWorker]
@@ -241,6 +239,16 @@ def test_no_exception_leaves_a_batch_even_for_a_clip_record_that_is_not_one(
 
     assert [(r["clip_id"], r["status"]) for r in rows] == [("broken", "failed"), ("heron", "ok")]
     assert rows[0]["error_type"] == "AttributeError" and rows[0]["prompt"] == ""
+
+
+def test_no_exception_leaves_a_batch_for_bytes_that_are_no_clip_record(make_worker: WorkerFactory) -> None:
+    worker = make_worker()
+    batch = {"clip": np.array([b"not a pickle", make_clip("a heron", id="heron").to_bytes()], dtype=object)}
+
+    rows = worker(batch).to_pylist()
+
+    assert [r["status"] for r in rows] == ["failed", "ok"]
+    assert rows[0]["clip_id"].startswith("invalid-") and rows[0]["error_type"] == "UnpicklingError"
 
 
 def test_worker_config_rejects_a_non_positive_timeout() -> None:

@@ -50,7 +50,9 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2  # bump when columns are added; old files stay readable (missing columns read as null)
 PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
-STATUSES = ("ok", "failed")
+# "skipped" is never written to the table: it is how a worker tells the driver that another run owns a
+# clip (worker/claims.py).
+STATUSES = ("ok", "failed", "skipped")
 _READ_THREADS = 8  # parallel GETs when reading many small part files
 _READ_RETRIES = 5  # re-list when a listed file vanished (a compaction deleted it meanwhile)
 
@@ -62,7 +64,7 @@ METRICS_SCHEMA = pa.schema(
         pa.field("run_id", pa.string(), nullable=False),  # also the hive key: metrics/run_id=<run_id>/
         pa.field("clip_id", pa.string(), nullable=False),  # deterministic; video at clips/<clip_id>.mp4
         pa.field("attempt", pa.int16(), nullable=False),  # 1 for the first try of this clip in this run
-        pa.field("status", pa.string(), nullable=False),  # ok | failed
+        pa.field("status", pa.string(), nullable=False),  # ok | failed (skipped: to the driver only)
         pa.field("error_type", pa.string()),  # exception class name; set when status = failed
         pa.field("error", pa.string()),  # error text; set when status = failed
         # 2. What was asked for
@@ -188,7 +190,11 @@ def _check_row(i: int, row: Mapping[str, Any]) -> dict[str, Any]:
     status = checked["status"]
     if status not in STATUSES:
         raise ValueError(f"{where}: status={status!r} must be one of {', '.join(STATUSES)}")
-    needed = {"ok": ("bytes", "video_uri", "sha256"), "failed": ("error_type", "error")}.get(status, ())
+    needed = {
+        "ok": ("bytes", "video_uri", "sha256"),
+        "failed": ("error_type", "error"),
+        "skipped": ("error_type", "error"),
+    }[status]
     if missing := [name for name in needed if checked[name] is None]:
         raise ValueError(f"{where} has status={status!r} but no {', '.join(missing)}")
     if checked["cache_telemetry"] is not None:
@@ -252,6 +258,10 @@ def _conform(table: pa.Table, source: str) -> pa.Table:
 
 def write_clip_metrics(target: OutputTarget, row: Mapping[str, Any]) -> str:
     """Write the clip's row to its deterministic part file, replacing an earlier attempt's; return its URI."""
+    if row["status"] == "skipped":
+        raise ValueError(
+            f"clip {row['clip_id']}: a skipped clip has no row in the table (another run owns it)"
+        )
     table = rows_to_table([row])
     key = metrics_key(row["run_id"], row["clip_id"])
     target.put_bytes(_to_parquet(table), key, PARQUET_CONTENT_TYPE)

@@ -152,7 +152,7 @@ def test_rows_to_table_matches_the_schema_and_fills_missing_nullable_columns() -
         ),
         (
             {"status": "done"},
-            "metrics row 0 (clip_id='clip-a'): status='done' must be one of ok, failed",
+            "metrics row 0 (clip_id='clip-a'): status='done' must be one of ok, failed, skipped",
         ),
         ({"video_uri": None}, "metrics row 0 (clip_id='clip-a') has status='ok' but no video_uri"),
         (

@@ -6,6 +6,7 @@ import argparse
 import datetime as dt
 import json
 import secrets
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -196,6 +197,8 @@ def config_from_args(args: argparse.Namespace) -> RenderConfig:
         clip_timeout_s=args.clip_timeout,
         hang_timeout_s=args.hang_timeout,
         log_level=args.log_level,
+        planned_at=time.time(),
+        force=args.force,
     )
     defaults = RenderDefaults(
         preset=preset,

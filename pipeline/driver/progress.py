@@ -38,11 +38,16 @@ class RunReport:
 
     @property
     def failed(self) -> int:
-        return len(self.rows) - self.ok
+        return sum(row["status"] == "failed" for row in self.rows)
+
+    @property
+    def held(self) -> int:
+        """Clips another run owned when this run reached them (worker/claims.py)."""
+        return sum(row["status"] == "skipped" for row in self.rows)
 
     @property
     def all_ok(self) -> bool:
-        return self.ok == self.total and self.pipeline_error is None
+        return self.ok + self.held == self.total and self.pipeline_error is None
 
     def add(self, row: dict[str, Any], line: int | None) -> None:
         self.rows.append(row)
@@ -112,11 +117,14 @@ class RunReport:
             f"  {'failed':<8} {self.failed:>6}",
             f"  {'skipped':<8} {self.skipped:>6}   (done in an earlier run)",
         ]
+        if self.held:
+            holder = next(row["error"] for row in self.rows if row["status"] == "skipped")
+            lines.append(f"  {'held':<8} {self.held:>6}   (another run has them, e.g. {holder}; rerun later)")
         if lost:
             lines.append(f"  {'lost':<8} {lost:>6}   (never came back: {_last_line(self.pipeline_error)})")
         if self.rows:
             lines.append(f"  throughput: {len(self.rows) / elapsed * 3600:.0f} clips/h")
-        failed = [row for row in self.rows if row["status"] != "ok"]
+        failed = [row for row in self.rows if row["status"] == "failed"]
         for row in failed[:FAILED_CLIPS_SHOWN]:
             clip = clips.get(row["clip_id"])
             line = f"line {clip.line}, " if clip else ""

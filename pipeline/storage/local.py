@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from pipeline.storage.target import OutputTarget, StoredObject, check_key, check_metadata, check_prefix
@@ -73,6 +75,24 @@ class LocalTarget(OutputTarget):
         size, digest = self._write_atomically(dest, [data], "data")
         return StoredObject(uri=str(dest), bytes=size, sha256=digest, checksum=None)
 
+    def read_versioned(self, key: str) -> tuple[bytes, str]:
+        data = self.read_bytes(key)
+        return data, hashlib.sha256(data).hexdigest()
+
+    def put_bytes_if(self, data: bytes, key: str, content_type: str, version: str | None) -> str | None:
+        dest = self._path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        # The folder's lock makes compare-and-replace one step for every process of this machine (a
+        # local --out is refused on clusters of several nodes).
+        with _locked(dest.parent):
+            try:
+                current: str | None = hashlib.sha256(dest.read_bytes()).hexdigest()
+            except FileNotFoundError:
+                current = None
+            if current != version:
+                return None
+            return self._write_atomically(dest, [data], "data")[1]
+
     def read_bytes(self, key: str) -> bytes:
         path = self._path(key)
         try:
@@ -98,3 +118,14 @@ class LocalTarget(OutputTarget):
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """An exclusive lock on a folder, held by this process until the block ends."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing drops the lock

@@ -46,6 +46,9 @@ _CREDENTIAL_CODES = {
     "InvalidToken",
 }
 _CHECKSUM_CODES = {"BadDigest", "XAmzContentSHA256Mismatch", "InvalidDigest"}
+# A conditional write that lost: the object exists (If-None-Match) or moved on (If-Match), or another
+# conditional write to it is in flight (S3 answers 409 then).
+_LOST_RACE_CODES = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
 
 
 def _hint(code: str, bucket: str, settings: S3Settings) -> str:
@@ -171,6 +174,33 @@ class S3Target(OutputTarget):
             sha256=digest,
             checksum=self._checksum_of(response),
         )
+
+    def read_versioned(self, key: str) -> tuple[bytes, str]:
+        full = self._full_key(key)
+        try:
+            with self._errors("GetObject", full):
+                response = self.client.get_object(Bucket=self.bucket, Key=full)
+                return response["Body"].read(), response["ETag"]
+        except StorageError as exc:
+            if exc.code in ("NoSuchKey", "404"):
+                raise FileNotFoundError(
+                    f"no object s3://{self.bucket}/{full} at {self.settings.endpoint_label}"
+                ) from None
+            raise
+
+    def put_bytes_if(self, data: bytes, key: str, content_type: str, version: str | None) -> str | None:
+        full = self._full_key(key)
+        condition = {"IfNoneMatch": "*"} if version is None else {"IfMatch": version}
+        try:
+            with self._errors("PutObject", full):
+                response = self.client.put_object(
+                    Bucket=self.bucket, Key=full, Body=data, ContentType=content_type, **condition
+                )
+        except StorageError as exc:
+            if exc.code in _LOST_RACE_CODES:
+                return None
+            raise
+        return str(response["ETag"])
 
     def read_bytes(self, key: str) -> bytes:
         full = self._full_key(key)

@@ -89,6 +89,19 @@ class OutputTarget(ABC):
         """The object's content; FileNotFoundError naming it if there is none."""
 
     @abstractmethod
+    def read_versioned(self, key: str) -> tuple[bytes, str]:
+        """The object's content and a tag of this version of it, for `put_bytes_if`."""
+
+    @abstractmethod
+    def put_bytes_if(self, data: bytes, key: str, content_type: str, version: str | None) -> str | None:
+        """Store `data` only if the object is still at `version` (None: only if there is none yet), and
+        return the new version's tag.
+
+        None, and nothing written, when another writer came first: of writers racing for one object,
+        exactly one wins. This is what keeps two runs from rendering the same clip (worker/claims.py).
+        """
+
+    @abstractmethod
     def list_keys(self, prefix: str) -> list[str]:
         """Sorted keys that start with prefix (a plain string prefix, as S3 does)."""
 

@@ -37,6 +37,7 @@ from pipeline.spec.clip import ClipSpec
 from pipeline.spec.model import get_preset
 from pipeline.storage import open_target
 from pipeline.storage.fetch import model_folder
+from pipeline.worker.claims import ClipClaims
 from pipeline.worker.config import WorkerConfig
 from pipeline.worker.faults import (
     ClipTimeoutError,
@@ -55,6 +56,7 @@ from pipeline.worker.rows import (
     last_resort_row,
     now,
     quality_columns,
+    skipped_columns,
     started_row,
     telemetry_json,
     video_columns,
@@ -81,6 +83,7 @@ class RenderWorker:
         self.config = config
         self.preset = get_preset(config.model)
         self.target = open_target(config.out, config.s3)
+        self.claims = ClipClaims(self.target, config.run_id, config.planned_at, config.force)
         self.bundle = ModelBundle.for_device(self.preset, _weights_folder(config), seed=config.weights_seed)
         self.generator = ClipGenerator(self.bundle)
         self.tmp = make_scratch_dir(config.tmp_dir)
@@ -146,6 +149,7 @@ class RenderWorker:
         encoder: VideoEncoder | None = None
         stream: ClipStream | None = None
         started: FaultRecord | None = None  # set once this attempt is counted
+        claimed = False  # set once this run holds the clip's claim
         start = time.perf_counter()
         try:
             record = read_fault_record(self.target, config.run_id, clip.clip_id)
@@ -153,6 +157,10 @@ class RenderWorker:
             self._refuse_if_it_broke_the_device(clip, record)
             # 1. Generate under the device lock; frames go to the encoder chunk by chunk.
             with self._device_lock:
+                # Claimed only now: a claim waiting for the lock would not be refreshed.
+                if (holder := self.claims.acquire(clip.clip_id)) is not None:
+                    return {**row, **skipped_columns(holder)}  # not recorded: another run owns the clip
+                claimed = True
                 start = time.perf_counter()
                 row["started_at"] = now()
                 started = record.next_attempt()
@@ -169,6 +177,7 @@ class RenderWorker:
                 row.update(generation_columns(stream.stats, preset))
                 row.update(quality_columns(quality.result()))
             # 2. Finalise outside the lock, while the next clip generates.
+            self.claims.refresh(clip.clip_id)
             encode_start = time.perf_counter()
             video = encoder.close(timeout_s=config.encode_timeout_s)
             upload_start = time.perf_counter()
@@ -195,7 +204,17 @@ class RenderWorker:
             local.unlink(missing_ok=True)
         row["t_total_s"] = time.perf_counter() - start
         row["finished_at"] = now()
-        return self._record(row)
+        row = self._record(row)
+        if claimed:
+            self._release(clip.clip_id, row["status"])
+        return row
+
+    def _release(self, clip_id: str, status: str) -> None:
+        """Mark the clip's claim with its outcome; a store that refuses leaves the claim to expire."""
+        try:
+            self.claims.release(clip_id, status)
+        except Exception as exc:
+            logger.warning("clip %s: its claim could not be marked %s (it expires): %s", clip_id, status, exc)
 
     def _refuse_if_it_broke_the_device(self, clip: ClipSpec, record: FaultRecord) -> None:
         """DeviceFaultError if the clip has taken the device down too often in this run."""
@@ -225,6 +244,7 @@ class RenderWorker:
         try:
             for done, frames in enumerate(stream, start=1):
                 self._watchdog.beat()
+                self.claims.refresh(clip.clip_id)
                 encoder.write(frames)
                 quality.update(frames)
                 if done < num_chunks and time.monotonic() > deadline:

@@ -24,6 +24,8 @@ class WorkerConfig:
     max_device_faults: int = 2  # hangs/fatal CUDA errors on one clip before it is failed for good
     encode_timeout_s: float = 600.0  # wait for ffmpeg to finish after the last chunk
     tmp_dir: str | None = None  # local folder for mp4s before upload; None: the system temp folder
+    planned_at: float = 0.0  # unix time the driver planned the run: clips other runs finish later are theirs
+    force: bool = False  # render clips again even if another run finished them meanwhile
     log_level: str = "INFO"  # for the worker's own loggers (pipeline.*)
 
     def __post_init__(self) -> None:

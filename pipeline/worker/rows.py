@@ -91,6 +91,11 @@ def video_columns(stored: StoredObject, encode_s: float, upload_s: float) -> dic
     }
 
 
+def skipped_columns(holder: str) -> dict[str, Any]:
+    """A clip another run owns (worker/claims.py): reported to the driver, never written to the table."""
+    return {"status": "skipped", "error_type": "ClaimedByAnotherRun", "error": holder}
+
+
 def failure_columns(exc: BaseException) -> dict[str, Any]:
     return {"status": "failed", "error_type": type(exc).__name__, "error": str(exc)[:MAX_ERROR_CHARS]}
 

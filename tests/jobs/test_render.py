@@ -373,6 +373,38 @@ def test_a_clip_that_stalls_the_device_restarts_the_worker_and_is_failed_after_t
     assert list((out / "clips").glob("*.mp4")) == []
 
 
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_two_runs_on_one_output_never_render_a_clip_twice(tmp_path: Path) -> None:
+    """Overlapping prompt files, two drivers at once (each with its embedded Ray): the claims decide."""
+    lines = [{"prompt": f"take {i}", "id": f"take-{i}", "latent_frames": 6} for i in range(8)]
+    first = write_lines(tmp_path / "first.jsonl", *lines[:6])
+    second = write_lines(tmp_path / "second.jsonl", *lines[2:])
+    out = tmp_path / "out"
+
+    def driver(prompts: Path, run_id: str) -> subprocess.Popen[str]:
+        command = [sys.executable, "jobs/render.py", str(prompts), "--out", str(out), "--run-id", run_id]
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        return subprocess.Popen(
+            [*command, "--workers", "1", "--cpus-per-worker", "1"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    runs = [driver(first, "first"), driver(second, "second")]
+    logs = [run.communicate(timeout=360)[0] for run in runs]
+
+    assert [run.returncode for run in runs] == [0, 0], logs
+    rows = read_metrics(open_target(str(out))).to_pylist()
+    ok = sorted(row["clip_id"] for row in rows if row["status"] == "ok")
+    assert ok == [f"take-{i}" for i in range(8)]  # every clip once, in one run or the other
+    assert sorted(p.name for p in (out / "clips").glob("*.mp4")) == [f"take-{i}.mp4" for i in range(8)]
+
+
 # =============================================================================================
 # 3. `ray job submit` against `ray start --head`
 # =============================================================================================

@@ -207,3 +207,13 @@ def test_seaweed_wrong_credentials_error_names_the_bucket_and_the_fix(s3_seaweed
         f"AWS_SECRET_ACCESS_KEY, instance profile) and the policy of bucket '{bucket}'"
     )
     assert "not-a-key" not in str(excinfo.value) and "nope" not in str(excinfo.value)
+
+
+@pytest.mark.integration
+def test_seaweed_honours_conditional_writes_as_claims_need(s3_seaweed) -> None:
+    target = S3Target(s3_seaweed.make_bucket(), "run", s3_seaweed.settings())
+    assert target.put_bytes_if(b"a", "claims/x.json", "application/json", None)
+    assert not target.put_bytes_if(b"b", "claims/x.json", "application/json", None)
+    _, version = target.read_versioned("claims/x.json")
+    assert target.put_bytes_if(b"c", "claims/x.json", "application/json", version)
+    assert not target.put_bytes_if(b"d", "claims/x.json", "application/json", version)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -99,3 +101,37 @@ def test_metadata_that_cannot_travel_as_s3_headers_is_rejected(target: OutputTar
     )
     with pytest.raises(ValueError, match="metadata key 'sha256' is reserved"):
         target.put_file(src, "clips/a.mp4", "video/mp4", {"sha256": "abc"})
+
+
+def test_a_conditional_write_lands_only_where_the_writer_expected_the_object_to_be(
+    target: OutputTarget,
+) -> None:
+    key = "claims/fox.json"
+    assert target.put_bytes_if(b"first", key, "application/json", version=None)
+    assert not target.put_bytes_if(b"second", key, "application/json", version=None)  # it exists now
+    data, version = target.read_versioned(key)
+    assert data == b"first"
+
+    third = target.put_bytes_if(b"third", key, "application/json", version=version)
+    assert third is not None and third != version
+    assert not target.put_bytes_if(b"fourth", key, "application/json", version=version)  # moved on
+    assert target.read_versioned(key) == (b"third", third)
+    with pytest.raises(FileNotFoundError):
+        target.read_versioned("claims/nobody.json")
+
+
+def test_of_two_writers_racing_for_one_object_exactly_one_wins(target: OutputTarget) -> None:
+    barrier = threading.Barrier(8)
+
+    def race(i: int) -> bool:
+        barrier.wait()
+        return (
+            target.put_bytes_if(f"writer {i}".encode(), "claims/raced.json", "application/json", None)
+            is not None
+        )
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        won = list(pool.map(race, range(8)))
+
+    assert won.count(True) == 1
+    assert target.read_bytes("claims/raced.json") == f"writer {won.index(True)}".encode()

@@ -29,6 +29,7 @@ from pipeline.spec.clip import ClipSpec
 from pipeline.spec.model import get_preset
 from pipeline.storage import open_target
 from pipeline.worker import RenderWorker, WorkerConfig
+from pipeline.worker.claims import ClipClaims, claim_key
 from pipeline.worker.faults import FaultRecord, read_fault_record, write_fault_record
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -249,6 +250,30 @@ def test_no_exception_leaves_a_batch_for_bytes_that_are_no_clip_record(make_work
 
     assert [r["status"] for r in rows] == ["failed", "ok"]
     assert rows[0]["clip_id"].startswith("invalid-") and rows[0]["error_type"] == "UnpicklingError"
+
+
+def test_a_clip_another_live_run_renders_is_skipped_unrecorded_and_its_claim_left_alone(
+    make_worker: WorkerFactory, tmp_path: Path
+) -> None:
+    target = open_target(str(tmp_path / "out"))
+    other = ClipClaims(target, "other-run", planned_at=0.0)
+    assert other.acquire("fox") is None
+
+    row = render_one(make_worker(), make_clip("a fox", id="fox"))
+
+    assert (row["status"], row["error_type"]) == ("skipped", "ClaimedByAnotherRun")
+    assert row["error"].startswith("run other-run renders it (on ")
+    assert read_metrics(target).num_rows == 0 and not (tmp_path / "out" / "clips" / "fox.mp4").exists()
+    assert json.loads(target.read_bytes(claim_key("fox")))["run_id"] == "other-run"
+
+
+def test_a_rendered_clip_leaves_its_claim_marked_with_the_outcome(
+    make_worker: WorkerFactory, tmp_path: Path
+) -> None:
+    worker = make_worker()
+    render_one(worker, make_clip("a fox", id="fox"))
+    claim = json.loads(open_target(str(tmp_path / "out")).read_bytes(claim_key("fox")))
+    assert (claim["run_id"], claim["state"]) == (RUN_ID, "ok")
 
 
 def test_worker_config_rejects_a_non_positive_timeout() -> None:

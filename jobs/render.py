@@ -26,7 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # `python jobs/render.py` from a checkout without `pip install -e .`
     sys.path.insert(0, str(REPO_ROOT))
 
-from pipeline.driver.cluster import Resources, ray_session  # noqa: E402
+from pipeline.driver.cluster import Resources, actor_runtime_env, ray_session  # noqa: E402
 from pipeline.driver.config import RenderConfig  # noqa: E402
 from pipeline.driver.options import config_from_args, parse_args  # noqa: E402
 from pipeline.driver.plan import describe_plan, plan, read_clips  # noqa: E402
@@ -65,17 +65,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     run = RunReport(cfg.run_id, target.uri, total=len(todo), skipped=len(skipped))
     if todo:
+        logger.info("run %s: if it stops, --run-id %s continues it as the same run", cfg.run_id, cfg.run_id)
         try:
             with ray_session(cfg, len(todo)) as resources:  # 4. the cluster, or an embedded local Ray
                 render(todo, cfg, resources, run)  # 5. one clip per block, progress per clip
         except ValueError as exc:  # the cluster cannot run this (no GPUs, local --out on many nodes)
             return refuse([str(exc)])
-        try:
-            run.metrics_uri = compact_run(target, cfg.run_id)  # 6. one metrics file per run
-        except (StorageError, OSError, ValueError) as exc:  # the per-clip files are still all there
-            logger.warning(
-                "compacting the metrics of run %s failed (per-clip files remain): %s", cfg.run_id, exc
-            )
+    try:  # 6. one metrics file per run, with what an earlier, stopped attempt of the run left
+        run.metrics_uri = compact_run(target, cfg.run_id)
+    except (StorageError, OSError, ValueError) as exc:  # the per-clip files are still all there
+        logger.warning("compacting the metrics of run %s failed (per-clip files remain): %s", cfg.run_id, exc)
     run.log_summary({clip.clip_id: clip for clip in clips})  # 7. summary
     return EXIT_OK if run.all_ok else EXIT_FAILED
 
@@ -112,6 +111,7 @@ def render(todo: list[ClipSpec], cfg: RenderConfig, resources: Resources, run: R
         ),
         num_gpus=resources.num_gpus,
         num_cpus=resources.num_cpus,
+        runtime_env=actor_runtime_env(),
     )
     logger.info(
         "rendering %d clip(s) on %d worker(s) (%s GPU, %s CPU each) into %s, run %s",

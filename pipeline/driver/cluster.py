@@ -10,9 +10,11 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pipeline.driver.config import CPU_CPUS_PER_WORKER, CPU_WORKERS, GPU_CPUS_PER_WORKER, RenderConfig
 from pipeline.spec.model import get_preset
+from pipeline.worker.chaos import CHAOS_ENV
 
 logger = logging.getLogger("render")
 
@@ -99,6 +101,14 @@ def local_ray(num_cpus: int, num_gpus: int | None = None) -> Iterator[None]:
         ray.shutdown()
         reaper.terminate()  # it ends what ray.shutdown() left behind, then exits
         reaper.wait(timeout=REAPER_EXIT_TIMEOUT_S)
+
+
+def actor_runtime_env() -> dict[str, Any] | None:
+    """The Ray runtime env of the render actors: a fault-injection plan in the driver's environment
+    (worker/chaos.py) reaches them on any cluster; otherwise nothing is added."""
+    if CHAOS_ENV not in os.environ:
+        return None
+    return {"env_vars": {CHAOS_ENV: os.environ[CHAOS_ENV]}}
 
 
 def _python_path() -> str:

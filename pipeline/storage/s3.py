@@ -127,6 +127,7 @@ class S3Target(OutputTarget):
         if self.settings.checksum_algorithm:
             extra["ChecksumAlgorithm"] = self.settings.checksum_algorithm
         start = time.monotonic()
+        self._abort_unfinished_uploads(full)
         with self._errors("upload_file", full):
             # Same key on a retry: S3 PUT/CompleteMultipartUpload replace the object atomically.
             self.client.upload_file(
@@ -155,6 +156,19 @@ class S3Target(OutputTarget):
         return StoredObject(
             uri=f"s3://{self.bucket}/{full}", bytes=size, sha256=digest, checksum=self._checksum_of(head)
         )
+
+    def _abort_unfinished_uploads(self, full: str) -> None:
+        """Abort multipart uploads to this key that a killed writer left: their parts cost storage and
+        no one will complete them. Only a clip's claimant uploads its key (worker/claims.py)."""
+        with self._errors("ListMultipartUploads", full):
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=full
+            )
+            for upload in (u for page in pages for u in page.get("Uploads", []) if u["Key"] == full):
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=full, UploadId=upload["UploadId"])
+                log.info(
+                    "aborted an unfinished upload of s3://%s/%s (%s)", self.bucket, full, upload["UploadId"]
+                )
 
     def _checksum_of(self, response: Mapping[str, Any]) -> str | None:
         algorithm = self.settings.checksum_algorithm

@@ -19,6 +19,7 @@ a deterministic key.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import shutil
 import socket
@@ -37,6 +38,7 @@ from pipeline.spec.clip import ClipSpec
 from pipeline.spec.model import get_preset
 from pipeline.storage import open_target
 from pipeline.storage.fetch import model_folder
+from pipeline.worker.chaos import ChaosPlan
 from pipeline.worker.claims import ClipClaims
 from pipeline.worker.config import WorkerConfig
 from pipeline.worker.faults import (
@@ -84,9 +86,11 @@ class RenderWorker:
         self.preset = get_preset(config.model)
         self.target = open_target(config.out, config.s3)
         self.claims = ClipClaims(self.target, config.run_id, config.planned_at, config.force)
+        self.chaos = ChaosPlan.from_environment()  # faults for drills and soak tests; none unless asked
         self.bundle = ModelBundle.for_device(self.preset, _weights_folder(config), seed=config.weights_seed)
         self.generator = ClipGenerator(self.bundle)
         self.tmp = make_scratch_dir(config.tmp_dir)
+        atexit.register(shutil.rmtree, self.tmp, ignore_errors=True)  # Ray ends a finished actor's process
         self.node = socket.gethostname()
         self._device_lock = threading.Lock()  # one clip generates at a time; others finalise meanwhile
         self._current: tuple[str, FaultRecord] | None = None  # clip on the device, for the fault handler
@@ -181,6 +185,7 @@ class RenderWorker:
             encode_start = time.perf_counter()
             video = encoder.close(timeout_s=config.encode_timeout_s)
             upload_start = time.perf_counter()
+            self.chaos.point("upload", clip.clip_id, started.attempts)
             stored = self.target.put_file(
                 video.path,
                 video_key(clip.clip_id),
@@ -244,6 +249,7 @@ class RenderWorker:
         try:
             for done, frames in enumerate(stream, start=1):
                 self._watchdog.beat()
+                self.chaos.point("chunk", clip.clip_id, started.attempts, chunk=done)
                 self.claims.refresh(clip.clip_id)
                 encoder.write(frames)
                 quality.update(frames)

@@ -97,7 +97,8 @@ def test_missing_bucket_errors_name_the_bucket(s3_moto, tmp_path: Path) -> None:
     with pytest.raises(StorageError) as excinfo:
         target.put_file(src, "clips/a.mp4", "video/mp4", {})
     assert str(excinfo.value) == (
-        f"S3 upload_file failed for s3://no-such-bucket-here/run1/clips/a.mp4 at {endpoint}: NoSuchBucket: "
+        f"S3 ListMultipartUploads failed for s3://no-such-bucket-here/run1/clips/a.mp4 at {endpoint}: "
+        "NoSuchBucket: "
         f"The specified bucket does not exist; {fix}"
     )
 
@@ -217,3 +218,22 @@ def test_seaweed_honours_conditional_writes_as_claims_need(s3_seaweed) -> None:
     _, version = target.read_versioned("claims/x.json")
     assert target.put_bytes_if(b"c", "claims/x.json", "application/json", version)
     assert not target.put_bytes_if(b"d", "claims/x.json", "application/json", version)
+
+
+def test_an_upload_a_killed_writer_left_unfinished_is_aborted_before_the_key_is_written_again(
+    s3_moto, tmp_path: Path
+) -> None:
+    bucket = s3_moto.make_bucket()
+    client = s3_moto.client()
+    orphan = client.create_multipart_upload(Bucket=bucket, Key="run1/clips/abc.mp4")["UploadId"]
+    client.upload_part(
+        Bucket=bucket, Key="run1/clips/abc.mp4", UploadId=orphan, PartNumber=1, Body=b"x" * 100
+    )
+    client.create_multipart_upload(Bucket=bucket, Key="run1/clips/abcd.mp4")  # another key: left alone
+    target = S3Target(bucket, "run1", s3_moto.settings())
+
+    target.put_file(write_file(tmp_path / "abc.mp4", b"frames"), "clips/abc.mp4", "video/mp4", {})
+
+    uploads = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    assert [u["Key"] for u in uploads] == ["run1/clips/abcd.mp4"]
+    assert target.read_bytes("clips/abc.mp4") == b"frames"

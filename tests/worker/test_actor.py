@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pytest
+from conftest import S3Server
+from s3_fault_proxy import DROP, INTERNAL, SLOWDOWN, FaultProxy, fail_first
 from video_probe import probe_video
 
 from pipeline.metrics import METRICS_SCHEMA, read_metrics
@@ -56,7 +58,8 @@ def make_worker(tmp_path: Path) -> Iterator[WorkerFactory]:
     workers: list[RenderWorker] = []
 
     def factory(**overrides: Any) -> RenderWorker:
-        config = WorkerConfig(out=str(tmp_path / "out"), run_id=RUN_ID, tmp_dir=str(tmp_path), **overrides)
+        fields = {"out": str(tmp_path / "out"), "run_id": RUN_ID, "tmp_dir": str(tmp_path), **overrides}
+        config = WorkerConfig(**fields)
         workers.append(RenderWorker(config))
         return workers[-1]
 
@@ -280,3 +283,67 @@ def test_worker_config_rejects_a_non_positive_timeout() -> None:
     with pytest.raises(ValueError) as error:
         WorkerConfig(out="x", run_id="r", clip_timeout_s=0)
     assert str(error.value) == "WorkerConfig.clip_timeout_s=0 must be > 0 seconds"
+
+
+# ---------------------------------------------------------------------------------------------
+# The store fails: a real S3 server (moto) behind a proxy that fails requests on purpose
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def s3_behind_proxy(s3_moto: S3Server) -> Iterator[tuple[FaultProxy, str]]:
+    proxy = FaultProxy(s3_moto.endpoint_url)
+    yield proxy, s3_moto.make_bucket()
+    proxy.close()
+
+
+def stored_video(s3_moto: S3Server, bucket: str, clip_id: str) -> tuple[bytes, str]:
+    """A video as the bucket itself holds it (read past the proxy), and its sha256 metadata."""
+    obj = s3_moto.client().get_object(Bucket=bucket, Key=f"run/clips/{clip_id}.mp4")
+    return obj["Body"].read(), obj["Metadata"]["sha256"]
+
+
+def test_a_throttling_store_is_retried_with_backoff_and_the_clip_lands_whole(
+    make_worker: WorkerFactory, s3_moto: S3Server, s3_behind_proxy: tuple[FaultProxy, str]
+) -> None:
+    proxy, bucket = s3_behind_proxy
+    proxy.policy = fail_first(4, SLOWDOWN, method="PUT")
+    worker = make_worker(out=f"s3://{bucket}/run", s3=s3_moto.settings(endpoint_url=proxy.endpoint_url))
+
+    row = render_one(worker, make_clip("a fox", id="fox"))
+
+    assert row["status"] == "ok", row["error"]
+    data, sha256 = stored_video(s3_moto, bucket, "fox")
+    assert row["sha256"] == sha256 == hashlib.sha256(data).hexdigest() and row["bytes"] == len(data)
+    assert sum(fault == SLOWDOWN for _, _, fault in proxy.requests) == 4
+
+
+def test_a_store_that_stays_down_fails_the_clip_with_the_reason_and_reports_nothing_done(
+    make_worker: WorkerFactory, s3_moto: S3Server, s3_behind_proxy: tuple[FaultProxy, str]
+) -> None:
+    proxy, bucket = s3_behind_proxy
+    settings = s3_moto.settings(endpoint_url=proxy.endpoint_url, max_attempts=2)
+    worker = make_worker(out=f"s3://{bucket}/run", s3=settings)
+    proxy.policy = lambda method, path: INTERNAL  # from here on every request fails
+
+    row = render_one(worker, make_clip("a fox", id="fox"))
+
+    assert (row["status"], row["error_type"]) == ("failed", "StorageError")
+    assert "InternalError: We encountered an internal error. Please try again." in row["error"]
+    assert "its metrics row could not be written" in row["error"]  # the table is on the same store
+    assert s3_moto.client().list_objects_v2(Bucket=bucket).get("KeyCount") == 0  # nothing claims "done"
+
+
+def test_a_dropped_connection_is_retried_and_the_next_clip_is_not_held_up(
+    make_worker: WorkerFactory, s3_moto: S3Server, s3_behind_proxy: tuple[FaultProxy, str]
+) -> None:
+    proxy, bucket = s3_behind_proxy
+    worker = make_worker(out=f"s3://{bucket}/run", s3=s3_moto.settings(endpoint_url=proxy.endpoint_url))
+    proxy.policy = fail_first(3, DROP)
+
+    rows = worker(batch_of(make_clip("a fox", id="fox"), make_clip("a heron", id="heron"))).to_pylist()
+
+    assert [(r["clip_id"], r["status"]) for r in rows] == [("fox", "ok"), ("heron", "ok")]
+    for clip_id in ("fox", "heron"):
+        data, sha256 = stored_video(s3_moto, bucket, clip_id)
+        assert hashlib.sha256(data).hexdigest() == sha256

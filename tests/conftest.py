@@ -8,6 +8,7 @@ The quick loop, `pytest -m "not slow and not integration"`, runs neither.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 import subprocess
@@ -17,6 +18,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import pytest
@@ -324,3 +326,19 @@ def failing_ffmpeg(tmp_path: Path) -> str:
     )
     script.chmod(0o755)
     return str(script)
+
+
+# ---------------------------------------------------------------------------------------------
+# The driver script as a module (jobs/render.py is not a package module)
+# ---------------------------------------------------------------------------------------------
+
+
+def render_module() -> ModuleType:
+    """jobs/render.py, loaded once from its file: tests call its main(argv) as the command line does."""
+    if "render_job" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("render_job", REPO_ROOT / "jobs" / "render.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+    return sys.modules["render_job"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.util
 import json
 import os
 import secrets
@@ -24,10 +23,9 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import pytest
-from conftest import REPO_ROOT, S3Server
+from conftest import REPO_ROOT, S3Server, render_module
 from video_probe import probe_video
 
 from pipeline.metrics import read_metrics
@@ -39,17 +37,7 @@ POLICY_NAMES = ", ".join(sorted(POLICY_PARAMS))
 NOTHING_RENDERED = "nothing was rendered: fix the above and run the same command again"
 
 
-def _load_render_module() -> ModuleType:
-    """jobs/render.py is a script, not a package module: load it from its file."""
-    spec = importlib.util.spec_from_file_location("render_job", REPO_ROOT / "jobs" / "render.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-render = _load_render_module()
+render = render_module()
 
 
 def write_lines(path: Path, *lines: object) -> Path:

@@ -54,10 +54,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     problems = [str(problem) for problem in preflight(cfg)]  # 1. weights, ffmpeg, output, S3
     try:
         clips = read_clips(cfg)  # 2. every line validated before anything starts
-        target = open_target(cfg.worker.out, cfg.worker.s3)
-        todo, skipped = plan(clips, target, cfg.force)  # 3. resume
     except (ValueError, OSError, StorageError) as exc:
         problems.insert(0, str(exc))
+    if not problems:  # the output answered the pre-flight: look for what is done there
+        try:
+            target = open_target(cfg.worker.out, cfg.worker.s3)
+            todo, skipped = plan(clips, target, cfg.force)  # 3. resume
+        except (ValueError, OSError, StorageError) as exc:
+            problems.append(str(exc))
     if problems:
         return refuse(problems)
     if cfg.dry_run:

@@ -17,7 +17,12 @@ logger = logging.getLogger("render")
 
 
 def read_clips(cfg: RenderConfig) -> list[ClipSpec]:
-    data = read_input(cfg.prompts, cfg.worker.s3)
+    try:
+        data = read_input(cfg.prompts, cfg.worker.s3)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(
+            f"prompt file {cfg.prompts} not found ({exc}); pass the path or s3:// URI of a JSONL file"
+        ) from None
     clips, invalid = load_prompts(data, cfg.prompts, cfg.defaults, skip_invalid=cfg.skip_invalid)
     for line, reason in invalid:
         logger.warning("%s line %d skipped (--skip-invalid): %s", cfg.prompts, line, reason)

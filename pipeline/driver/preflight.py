@@ -45,15 +45,18 @@ class Problem:
 
     where: str  # the option (or input) it comes from, e.g. "--model-dir"
     what: str  # what is wrong, with the value
-    fix: str  # how to fix it
+    fix: str = ""  # how to fix it ("": `what` says it already)
 
     def __str__(self) -> str:
-        return f"{self.where}: {self.what}; {self.fix}"
+        return f"{self.where}: {self.what}; {self.fix}" if self.fix else f"{self.where}: {self.what}"
 
 
 def preflight(cfg: RenderConfig) -> list[Problem]:
     """Every problem the run's options would meet, in the order a run meets them (empty: none)."""
-    return [*check_model_folder(cfg), *check_ffmpeg(cfg), *check_checksum(cfg), *check_output(cfg)]
+    checksum = check_checksum(cfg)
+    # The output's probe uploads with the checksum too: it would only repeat that problem.
+    output = [] if checksum else check_output(cfg)
+    return [*check_model_folder(cfg), *check_ffmpeg(cfg), *checksum, *output]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -100,7 +103,7 @@ def _check_s3_model_folder(cfg: RenderConfig) -> list[Problem]:
     try:
         keys = set(open_target(uri, _probe_settings(cfg)).list_keys(""))
     except StorageError as exc:
-        return [Problem("--model-dir", str(exc), MODEL_FOLDER_FIX)]
+        return [Problem("--model-dir", str(exc))]
     missing = [
         name
         for name in WEIGHTS_FILES
@@ -191,16 +194,16 @@ def check_output(cfg: RenderConfig) -> list[Problem]:
     out = cfg.worker.out
     try:
         target: OutputTarget = open_target(out, _probe_settings(cfg))
-    except (ValueError, OSError) as exc:
-        return [Problem("--out", str(exc), "pass a local folder you can write to, or s3://bucket/prefix")]
+    except (ValueError, OSError) as exc:  # its message names the fix
+        return [Problem("--out", str(exc))]
     token = f".preflight-{cfg.run_id}-{secrets.token_hex(4)}"
     for prefix in PROBE_PREFIXES:
         key = f"{prefix}/{token}"
         try:
             target.put_bytes(b"", key, "application/octet-stream")
             target.delete(key)
-        except StorageError as exc:
-            return [Problem("--out", str(exc), "fix the store's access, or pass another --out")]
+        except StorageError as exc:  # its message names the store's answer and the fix
+            return [Problem("--out", str(exc))]
         except OSError as exc:
             return [
                 Problem(

@@ -126,7 +126,7 @@ def test_a_missing_bucket_is_named_with_the_store(tmp_path: Path, s3_moto: S3Ser
     )
     assert found[0].endswith(
         f"NoSuchBucket: The specified bucket does not exist; bucket 'no-such-bucket-here' does not exist at "
-        f"{s3_moto.endpoint_url}; create it or fix the URI; fix the store's access, or pass another --out"
+        f"{s3_moto.endpoint_url}; create it or fix the URI"
     )
 
 

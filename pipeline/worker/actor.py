@@ -48,6 +48,7 @@ from pipeline.worker.faults import (
     read_fault_record,
     write_fault_record,
 )
+from pipeline.worker.quality_outputs import store_quality_outputs
 from pipeline.worker.rows import (
     MAX_ERROR_CHARS,
     failure_columns,
@@ -126,6 +127,7 @@ class RenderWorker:
         )
         local = self.tmp / f"{clip.clip_id}.mp4"
         encoder: VideoEncoder | None = None
+        quality: QualityMeter | None = None
         stream: ClipStream | None = None
         started: FaultRecord | None = None  # set once this attempt is counted
         start = time.perf_counter()
@@ -145,12 +147,13 @@ class RenderWorker:
                 encoder = VideoEncoder(
                     local, preset.width, preset.height, preset.fps, config.encoder, binary=config.ffmpeg
                 )
-                quality = QualityMeter(preset.fps)
+                quality = QualityMeter(preset.fps, row["num_frames"])  # in its own thread
                 stream = self.generator.stream(clip.prompt, clip.seed, clip.num_latent_frames, clip.cache)
                 self._generate(clip, started, stream, encoder, quality)
                 row.update(generation_columns(stream.stats, preset))
-                row.update(quality_columns(quality.result()))
             # 2. Finalise outside the lock, while the next clip generates.
+            signals = quality.result()
+            row.update(quality_columns(signals))
             encode_start = time.perf_counter()
             video = encoder.close(timeout_s=config.encode_timeout_s)
             upload_start = time.perf_counter()
@@ -162,6 +165,9 @@ class RenderWorker:
                 sha256=video.sha256,
             )
             row.update(video_columns(stored, upload_start - encode_start, time.perf_counter() - upload_start))
+            row.update(
+                store_quality_outputs(self.target, config.run_id, clip.clip_id, row["attempt"], signals)
+            )
         except Exception as exc:
             if encoder is not None:
                 encoder.abort()
@@ -174,6 +180,8 @@ class RenderWorker:
             if stream is not None and row["cache_telemetry"] is None:
                 row["cache_telemetry"] = telemetry_json(stream.stats.cache_telemetry)
         finally:
+            if quality is not None:
+                quality.close()
             local.unlink(missing_ok=True)
         row["t_total_s"] = time.perf_counter() - start
         row["finished_at"] = now()

@@ -9,6 +9,7 @@ The quick loop, `pytest -m "not slow and not integration"`, runs neither.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -21,7 +22,15 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-SERVICE_FIXTURES = {"s3_moto", "s3_seaweed", "ray_local", "ray_head", "ffmpeg_bin", "failing_ffmpeg"}
+SERVICE_FIXTURES = {
+    "s3_moto",
+    "s3_seaweed",
+    "ray_local",
+    "ray_head",
+    "ffmpeg_bin",
+    "failing_ffmpeg",
+    "chromium_bin",
+}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -339,3 +348,21 @@ def failing_ffmpeg(tmp_path: Path) -> str:
     )
     script.chmod(0o755)
     return str(script)
+
+
+# ---------------------------------------------------------------------------------------------
+# Chromium: Debian's browser, headless, for the pages the project writes (the run report)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def chromium_bin() -> str:
+    """Debian's `chromium` (apt), which playwright drives; playwright's own browser download is never used."""
+    found = shutil.which("chromium")
+    if found is None:
+        pytest.fail(
+            "Debian's chromium is not installed; run `apt-get update && apt-get install -y chromium` "
+            "(.ci/run does)",
+            pytrace=False,
+        )
+    return found

@@ -13,7 +13,7 @@ Worst = Literal["high", "low", "abs"]  # the bad end: large values, small values
 @dataclass(frozen=True)
 class Signal:
     name: str  # the metrics column
-    title: str  # what the worst clips are, in a heading
+    title: str  # what the worst clips are, as a heading
     range: str
     worst: Worst
     series: str  # the per-second column that shows it over time
@@ -27,7 +27,7 @@ class Signal:
 SIGNALS: tuple[Signal, ...] = (
     Signal(
         "temporal_flickering",
-        "most flickering (VBench temporal flickering)",
+        "Most flickering (VBench temporal flickering)",
         "0-1, 1 = frames never change",
         "low",
         "flicker_mae",
@@ -35,7 +35,7 @@ SIGNALS: tuple[Signal, ...] = (
     ),
     Signal(
         "flicker_spikes",
-        "most flicker spikes",
+        "Most flicker spikes",
         "0..frames-1 steps",
         "high",
         "flicker_mae",
@@ -43,7 +43,7 @@ SIGNALS: tuple[Signal, ...] = (
     ),
     Signal(
         "dynamic_degree",
-        "least dynamic (VBench dynamic degree)",
+        "Least dynamic (VBench dynamic degree)",
         "0 or 1; its mean over clips is VBench's score",
         "low",
         "motion_level",
@@ -52,7 +52,7 @@ SIGNALS: tuple[Signal, ...] = (
     ),
     Signal(
         "moving_fraction",
-        "least moving",
+        "Least moving",
         "0-1",
         "low",
         "motion_level",
@@ -60,7 +60,7 @@ SIGNALS: tuple[Signal, ...] = (
     ),
     Signal(
         "motion_level",
-        "least motion",
+        "Least motion",
         ">= 0 full-frame px per second",
         "low",
         "motion_level",
@@ -68,7 +68,7 @@ SIGNALS: tuple[Signal, ...] = (
     ),
     Signal(
         "motion_decay",
-        "motion dying out most",
+        "Motion dying out most",
         "-1..1; 1 = stopped, 0 = steady, < 0 = speeding up",
         "high",
         "motion_level",
@@ -76,7 +76,7 @@ SIGNALS: tuple[Signal, ...] = (
     ),
     Signal(
         "saturation_drift",
-        "most saturation drift",
+        "Most saturation drift",
         "-1..1 (HSV saturation, 0-1 scale)",
         "abs",
         "saturation",
@@ -84,7 +84,7 @@ SIGNALS: tuple[Signal, ...] = (
     ),
     Signal(
         "brightness_drift",
-        "most brightness drift",
+        "Most brightness drift",
         "-255..255 (BT.709 luma)",
         "abs",
         "brightness",
@@ -92,7 +92,7 @@ SIGNALS: tuple[Signal, ...] = (
     ),
     Signal(
         "colourfulness_drift",
-        "most colourfulness drift",
+        "Most colourfulness drift",
         "about -150..150 (Hasler-Suesstrunk M)",
         "abs",
         "colourfulness",
@@ -100,7 +100,7 @@ SIGNALS: tuple[Signal, ...] = (
     ),
     Signal(
         "sharpness_drift",
-        "most blurring",
+        "Most blurring",
         ">= -1; -0.5 = half the Laplacian variance",
         "low",
         "sharpness",
@@ -108,7 +108,7 @@ SIGNALS: tuple[Signal, ...] = (
     ),
     Signal(
         "start_similarity",
-        "late frames most like the first",
+        "Late frames most like the first",
         "-1..1, 1 = the same picture",
         "high",
         "start_similarity",
@@ -116,7 +116,7 @@ SIGNALS: tuple[Signal, ...] = (
     ),
     Signal(
         "rollback",
-        "most roll-back",
+        "Most roll-back",
         "0..2, ~0 = never came back",
         "high",
         "start_similarity",

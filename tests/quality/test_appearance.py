@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from videos import analyse, blurring, saturation_ramp, series, still, through_encoder, value
+from quality_videos import analyse, blurring, saturation_ramp, series, still, through_encoder, value
 
 
 def ramp_drift(start: float, end: float, frames: int, window: int) -> float:

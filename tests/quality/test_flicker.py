@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from videos import FPS, analyse, flashing, still, through_encoder
+from quality_videos import FPS, analyse, flashing, still, through_encoder
 
 
 def test_a_still_clip_scores_one_and_has_no_spikes(tmp_path: Path, ffmpeg_bin: str) -> None:

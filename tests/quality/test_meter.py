@@ -7,7 +7,7 @@ import logging
 
 import numpy as np
 import pytest
-from videos import FPS, analyse, pan, still
+from quality_videos import FPS, analyse, pan, still
 
 from pipeline.quality import ClipAnalysis, QualityMeter
 

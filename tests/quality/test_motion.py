@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from videos import FPS, analyse, pan, series, still, through_encoder, value
+from quality_videos import FPS, analyse, pan, series, still, through_encoder, value
 
 
 @pytest.mark.parametrize(

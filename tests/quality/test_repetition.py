@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from videos import analyse, pan, rolled_back, still, through_encoder, value
+from quality_videos import analyse, pan, rolled_back, still, through_encoder, value
 
 
 def test_a_clip_that_returns_to_its_opening_is_a_rollback(tmp_path: Path, ffmpeg_bin: str) -> None:

@@ -46,7 +46,8 @@ class ClipAnalysis:
         self.settings = settings
         self.interval = max(1, round(fps / settings.flow_fps))  # every frame at 16 fps -> every 2nd
         self.frames_seen = 0
-        self.frame_size: tuple[int, int] | None = None
+        self.frame_size: tuple[int, int] | None = None  # (H, W), and the analysis size, from the first chunk
+        self.small_size: tuple[int, int] = (0, 0)
         self.cpu_s = 0.0
         self.flicker = FlickerTrack(settings)
         self.thumbnails = ThumbnailTrack(settings, num_frames)

@@ -32,10 +32,6 @@ class RunData:
     def ok(self) -> list[Row]:
         return [row for row in self.rows if row["status"] == "ok"]
 
-    @property
-    def policies(self) -> list[str]:
-        return sorted({row["cache_policy"] for row in self.rows})
-
     def curve(self, row: Row, column: str) -> tuple[list[int], list[float | None]]:
         """(seconds, values) of one clip's per-second column; empty if the clip has no per-second rows."""
         mask = pc.and_(

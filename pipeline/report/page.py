@@ -52,7 +52,7 @@ _ENVIRONMENT.globals["number"] = _number
 def render(data: RunData, usd_per_gpu_hour: float | None = None, worst_count: int = DEFAULT_WORST) -> str:
     """The whole report for the loaded runs."""
     rows, ok = data.rows, data.ok
-    policies = data.policies
+    compared = sorted({row["cache_policy"] for row in ok})  # policies with ok clips to compare
     return _ENVIRONMENT.get_template("report.html.j2").render(
         target=data.target.uri,
         generated=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -60,20 +60,18 @@ def render(data: RunData, usd_per_gpu_hour: float | None = None, worst_count: in
         workers=summary.workers(rows),
         throughput_png=data_uri(plots.throughput(rows), "image/png"),
         failures=summary.failures(rows),
-        signals=[_signal_section(data, ok, signal, policies, worst_count) for signal in SIGNALS],
+        signals=[_signal_section(data, ok, signal, worst_count) for signal in SIGNALS],
         worst_count=worst_count,
         positions=THUMBNAIL_POSITIONS,
         signal_list=SIGNALS,
         policies=summary.policies(rows),
-        comparison_png=data_uri(plots.policy_comparison(ok, policies), "image/png")
-        if len(policies) > 1
+        comparison_png=data_uri(plots.policy_comparison(ok, compared), "image/png")
+        if len(compared) > 1
         else None,
     )
 
 
-def _signal_section(
-    data: RunData, ok: list[Row], signal: Signal, policies: list[str], count: int
-) -> SignalSection:
+def _signal_section(data: RunData, ok: list[Row], signal: Signal, count: int) -> SignalSection:
     worst = rank.worst(ok, signal, count)
     if not worst:
         return SignalSection(signal, [], None, None)
@@ -85,6 +83,8 @@ def _signal_section(
     return SignalSection(
         signal,
         shown,
-        data_uri(plots.distribution(measured, signal, policies), "image/png"),
+        data_uri(
+            plots.distribution(measured, signal, sorted({r["cache_policy"] for r in measured})), "image/png"
+        ),
         data_uri(plots.curves(data, worst, signal), "image/png"),
     )

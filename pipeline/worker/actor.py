@@ -5,10 +5,11 @@ the clips of a batch (column "clip": `ClipSpec`s) and returns their metrics rows
 Ray itself, so tests call it in-process too.
 
 Overlap. The driver runs the actor with two concurrent calls. A call holds `_device_lock` only while its
-clip generates; frames stream chunk by chunk into the ffmpeg encoder as they come. It then releases the
-lock and finalises (waits for ffmpeg, uploads, writes metrics) while the other call, already queued on
-the lock, generates the next clip. The device never waits for encode or upload, and at most one clip is
-on the device at a time.
+clip generates; frames stream chunk by chunk into the ffmpeg encoder and the quality meter (each in a
+thread of its own) as they come. It then releases the lock and finalises (waits for both, uploads the
+video and its thumbnails, writes the per-second rows and the metrics row) while the other call, already
+queued on the lock, generates the next clip. The device never waits for encode or upload, and at most
+one clip is on the device at a time.
 
 Failures. Whatever goes wrong with one clip (encoder failure, upload failure, the clip's deadline)
 becomes a `status='failed'` row, written to the metrics table like any other, never an exception: Ray

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from synthetic_run import RUN_ID, write_run
 
+from pipeline.metrics import write_clip_metrics
 from pipeline.report.__main__ import main
 from pipeline.storage import OutputTarget
 from pipeline.storage.local import LocalTarget
@@ -50,6 +51,21 @@ def test_the_report_is_one_self_contained_file(target: OutputTarget, tmp_path: P
     for section in ("summary", "throughput", "failures", "signals", "policies"):
         assert f'<section id="{section}">' in text
     assert "pass --usd-per-gpu-hour" in text  # no price given: no made-up cost
+
+
+def test_a_run_where_every_clip_failed_still_reports(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    target = LocalTarget(out)
+    for row in write_run(target):
+        if row["status"] == "failed":
+            write_clip_metrics(target, row | {"run_id": "all-failed"})
+    html = tmp_path / "report.html"
+
+    assert main([str(out), "--run-id", "all-failed", "-o", str(html)]) == 0
+
+    text = html.read_text()
+    assert text.count("No ok clip has this signal measured.") == 12 and "EncodeError" in text
+    assert "data:image/jpeg" not in text and "Signals by policy" not in text  # no ok clip to compare
 
 
 @pytest.mark.parametrize(

@@ -3,8 +3,11 @@
 Layout under an OutputTarget:
 
     clips/<clip_id>.mp4
+    clips/<clip_id>.<first|middle|last>.jpg             thumbnails, beside the video
     metrics/run_id=<run_id>/part-<clip_id>.parquet       one row, written after the upload succeeded
     metrics/run_id=<run_id>/compacted-<n>.parquet        many rows, written by compact_run
+    seconds/run_id=<run_id>/part-<clip_id>.parquet       the clip's quality signals, one row per second
+    seconds/run_id=<run_id>/compacted-<n>.parquet        (SECONDS_SCHEMA; compacted with the metrics)
 
 The part key is deterministic, so a retried clip overwrites its row instead of adding one. run_id is
 stored in the file as well as in the path, so a copied file still says which run it came from.
@@ -23,7 +26,9 @@ Querying (each checked in tests/test_metrics.py):
 
 Raw globs read every file as it is: between compact_run's write of the merged file and its delete of
 the parts (a few requests), a raw glob can count a clip twice. read_metrics never does (it keeps the
-latest row per run and clip), and no reader ever sees fewer rows than were written.
+latest row per run and clip), and no reader ever sees fewer rows than were written. The per-second
+table reads the same way (`read_seconds`; DuckDB: '<out>/seconds/**/*.parquet'), and joins the
+metrics on (run_id, clip_id).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import numbers
 import re
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -48,7 +54,7 @@ from pipeline.storage import OutputTarget
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2  # bump when columns are added; old files stay readable (missing columns read as null)
+SCHEMA_VERSION = 3  # bump when columns are added; old files stay readable (missing columns read as null)
 PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
 # "skipped" is never written to the table: it is how a worker tells the driver that another run owns a
 # clip (worker/claims.py).
@@ -105,18 +111,94 @@ METRICS_SCHEMA = pa.schema(
         # 7. Quality telemetry on downsampled frames (pipeline/quality.py), 0-255 luma; added in v2
         pa.field("motion_mean", pa.float32()),  # mean step between frames: ~0 means frozen
         pa.field("motion_max", pa.float32()),  # largest step: spikes far above the mean = flicker
-        pa.field("luma_drift", pa.float32()),  # last 5 s vs first 5 s mean brightness
+        pa.field("luma_drift", pa.float32()),  # |brightness_drift|; v3 fixes it for clips under 10 s
+        # 8. Render-time quality signals (pipeline/quality/; definitions and ranges in README.md); added in v3
+        pa.field("temporal_flickering", pa.float32()),  # VBench's (255 - MAE of consecutive frames) / 255
+        pa.field("flicker_spikes", pa.int32()),  # frame steps far above the steps around them
+        pa.field("dynamic_degree", pa.float32()),  # VBench's rule on Farneback flow at 8 fps: 0 or 1
+        pa.field("moving_fraction", pa.float32()),  # share of 8 fps pairs over VBench's threshold
+        pa.field("motion_level", pa.float32()),  # top-5% flow magnitude, full-frame px per second
+        pa.field("motion_decay", pa.float32()),  # (early - late) / max of the motion level, -1..1
+        pa.field("saturation_drift", pa.float32()),  # last 5 s - first 5 s (half the clip if < 10 s)
+        pa.field("brightness_drift", pa.float32()),
+        pa.field("colourfulness_drift", pa.float32()),
+        pa.field("sharpness_drift", pa.float32()),  # relative change of the Laplacian variance
+        pa.field("start_similarity", pa.float32()),  # late frames vs the first window, -1..1
+        pa.field("rollback", pa.float32()),  # largest return towards the first frames, 0..2
+        pa.field("rollback_second", pa.int32()),  # the second it had come halfway back
+        pa.field("t_quality_s", pa.float64()),  # CPU seconds the signals and thumbnails took
+        pa.field("thumb_first_uri", pa.string()),
+        pa.field("thumb_middle_uri", pa.string()),
+        pa.field("thumb_last_uri", pa.string()),
     ],
     metadata={"schema_version": str(SCHEMA_VERSION)},
 )
 
-# For pyarrow/pandas readers of the folder: run_id=<...> is a string whatever it looks like.
-RUN_PARTITIONING = ds.partitioning(pa.schema([("run_id", pa.string())]), flavor="hive")
+SECONDS_SCHEMA_VERSION = 1  # the per-second table's own version, under the same rules
+SECONDS_SCHEMA = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("clip_id", pa.string(), nullable=False),
+        pa.field("attempt", pa.int16(), nullable=False),  # the metrics row's attempt
+        pa.field("second", pa.int32(), nullable=False),  # frames [second * fps, (second + 1) * fps)
+        pa.field("frames", pa.int16(), nullable=False),
+        pa.field("flicker_mae", pa.float32()),  # mean step into this second's frames, 0-255
+        pa.field("flicker_spikes", pa.int16()),
+        pa.field("motion_level", pa.float32()),  # full-frame px per second
+        pa.field("moving_fraction", pa.float32()),
+        pa.field("saturation", pa.float32()),  # HSV, 0-1
+        pa.field("brightness", pa.float32()),  # BT.709 luma, 0-255
+        pa.field("colourfulness", pa.float32()),  # Hasler-Suesstrunk M
+        pa.field("sharpness", pa.float32()),  # Laplacian variance
+        pa.field("start_similarity", pa.float32()),  # best match in the clip's first window, -1..1
+        pa.field("best_match_second", pa.int32()),  # most similar second a window's length earlier
+        pa.field("best_match_similarity", pa.float32()),
+    ],
+    metadata={"schema_version": str(SECONDS_SCHEMA_VERSION)},
+)
+THUMBNAIL_POSITIONS = ("first", "middle", "last")
+JPEG_CONTENT_TYPE = "image/jpeg"
 
-_METRICS_FILE_RE = re.compile(
-    r"metrics/run_id=([A-Za-z0-9_.-]+)/(part-[A-Za-z0-9_.-]+|compacted-(\d+))\.parquet"
+
+@dataclass(frozen=True)
+class PartTable:
+    """A table kept as one part file per clip under <folder>/run_id=<run>/, compacted per run."""
+
+    folder: str
+    schema: pa.Schema
+    key: tuple[str, ...]  # a row's identity: a later copy replaces an earlier one
+    order: tuple[str, ...]  # what makes a copy later
+    names: tuple[str, str]  # the schema's and its version's names in this module, for error messages
+
+    @property
+    def file_pattern(self) -> re.Pattern[str]:
+        return re.compile(
+            rf"{self.folder}/run_id=([A-Za-z0-9_.-]+)/(part-[A-Za-z0-9_.-]+|compacted-(\d+))\.parquet"
+        )
+
+    def part_key(self, run_id: str, clip_id: str) -> str:
+        return (
+            f"{self.folder}/run_id={_check_id('run_id', run_id)}/part-{_check_id('clip_id', clip_id)}.parquet"
+        )
+
+
+METRICS = PartTable(
+    "metrics",
+    METRICS_SCHEMA,
+    key=("run_id", "clip_id"),
+    order=("finished_at", "attempt"),
+    names=("METRICS_SCHEMA", "SCHEMA_VERSION"),
+)
+SECONDS = PartTable(
+    "seconds",
+    SECONDS_SCHEMA,
+    key=("run_id", "clip_id", "second"),
+    order=("attempt",),
+    names=("SECONDS_SCHEMA", "SECONDS_SCHEMA_VERSION"),
 )
 
+# For pyarrow/pandas readers of the folder: run_id=<...> is a string whatever it looks like.
+RUN_PARTITIONING = ds.partitioning(pa.schema([("run_id", pa.string())]), flavor="hive")
 
 # ---------------------------------------------------------------------------------------------
 # 1. Keys
@@ -134,11 +216,21 @@ def _check_id(name: str, value: object) -> str:
 
 
 def metrics_key(run_id: str, clip_id: str) -> str:
-    return f"metrics/run_id={_check_id('run_id', run_id)}/part-{_check_id('clip_id', clip_id)}.parquet"
+    return METRICS.part_key(run_id, clip_id)
+
+
+def seconds_key(run_id: str, clip_id: str) -> str:
+    return SECONDS.part_key(run_id, clip_id)
 
 
 def video_key(clip_id: str) -> str:
     return f"clips/{_check_id('clip_id', clip_id)}.mp4"
+
+
+def thumbnail_key(clip_id: str, position: str) -> str:
+    if position not in THUMBNAIL_POSITIONS:
+        raise ValueError(f"thumbnail position {position!r} must be one of {', '.join(THUMBNAIL_POSITIONS)}")
+    return f"clips/{_check_id('clip_id', clip_id)}.{position}.jpg"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,16 +258,17 @@ def _check_value(field: pa.Field, value: Any, where: str) -> Any:
     return value
 
 
-def _check_row(i: int, row: Mapping[str, Any]) -> dict[str, Any]:
-    where = f"metrics row {i} (clip_id={row.get('clip_id')!r})"
-    unknown = sorted(set(row) - set(METRICS_SCHEMA.names))
+def _check_fields(table: PartTable, row: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The row's values in schema order, each type- and range-checked; missing nullable ones None."""
+    unknown = sorted(set(row) - set(table.schema.names))
     if unknown:
+        schema, version = table.names
         raise ValueError(
-            f"{where} has unknown column(s) {unknown}; the columns are METRICS_SCHEMA.names "
-            "(add a new column there, nullable, and bump SCHEMA_VERSION)"
+            f"{where} has unknown column(s) {unknown}; the columns are {schema}.names "
+            f"(add a new column there, nullable, and bump {version})"
         )
     checked: dict[str, Any] = {}
-    for field in METRICS_SCHEMA:
+    for field in table.schema:
         value = row.get(field.name)
         if field.name == "cache_telemetry" and isinstance(value, Mapping):
             value = json.dumps(value, sort_keys=True)
@@ -187,6 +280,12 @@ def _check_row(i: int, row: Mapping[str, Any]) -> dict[str, Any]:
         checked[field.name] = value
     _check_id("run_id", checked["run_id"])
     _check_id("clip_id", checked["clip_id"])
+    return checked
+
+
+def _check_row(i: int, row: Mapping[str, Any]) -> dict[str, Any]:
+    where = f"metrics row {i} (clip_id={row.get('clip_id')!r})"
+    checked = _check_fields(METRICS, row, where)
     status = checked["status"]
     if status not in STATUSES:
         raise ValueError(f"{where}: status={status!r} must be one of {', '.join(STATUSES)}")
@@ -207,19 +306,31 @@ def _check_row(i: int, row: Mapping[str, Any]) -> dict[str, Any]:
     return checked
 
 
-def rows_to_table(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
-    """Validate rows against METRICS_SCHEMA (missing nullable columns become null)."""
-    checked = [_check_row(i, row) for i, row in enumerate(rows)]
+def _to_table(table: PartTable, checked: Sequence[Mapping[str, Any]]) -> pa.Table:
     columns = []
-    for field in METRICS_SCHEMA:
+    for field in table.schema:
         values = [row[field.name] for row in checked]
         try:
             columns.append(pa.array(values, type=field.type))
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
             raise ValueError(
-                f"metrics column {field.name!r} cannot hold {values!r} as {field.type}: {exc}"
+                f"{table.folder} column {field.name!r} cannot hold {values!r} as {field.type}: {exc}"
             ) from None
-    return pa.Table.from_arrays(columns, schema=METRICS_SCHEMA)
+    return pa.Table.from_arrays(columns, schema=table.schema)
+
+
+def rows_to_table(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
+    """Validate rows against METRICS_SCHEMA (missing nullable columns become null)."""
+    return _to_table(METRICS, [_check_row(i, row) for i, row in enumerate(rows)])
+
+
+def seconds_to_table(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
+    """Validate per-second rows against SECONDS_SCHEMA (missing nullable columns become null)."""
+    checked = [
+        _check_fields(SECONDS, row, f"per-second row {i} (clip_id={row.get('clip_id')!r})")
+        for i, row in enumerate(rows)
+    ]
+    return _to_table(SECONDS, checked)
 
 
 def _to_parquet(table: pa.Table) -> bytes:
@@ -228,12 +339,12 @@ def _to_parquet(table: pa.Table) -> bytes:
     return buffer.getvalue()
 
 
-def _conform(table: pa.Table, source: str) -> pa.Table:
-    """A file of any schema version -> METRICS_SCHEMA: columns older files lack read as null."""
+def _conform(table: PartTable, data: pa.Table, source: str) -> pa.Table:
+    """A file of any schema version -> the table's schema: columns older files lack read as null."""
     columns = []
-    for field in METRICS_SCHEMA:
-        if field.name in table.column_names:
-            column = table.column(field.name)
+    for field in table.schema:
+        if field.name in data.column_names:
+            column = data.column(field.name)
             if column.type != field.type:
                 try:
                     column = column.cast(field.type)
@@ -242,13 +353,15 @@ def _conform(table: pa.Table, source: str) -> pa.Table:
                         f"{source}: column {field.name!r} is {column.type}, expected {field.type} ({exc})"
                     ) from None
         elif field.nullable:
-            column = pa.nulls(table.num_rows, field.type)
+            column = pa.nulls(data.num_rows, field.type)
         else:
-            raise ValueError(f"{source} has no column {field.name!r}, which METRICS_SCHEMA requires")
+            raise ValueError(
+                f"{source} has no column {field.name!r}, which the {table.folder} schema requires"
+            )
         if not field.nullable and column.null_count:
             raise ValueError(f"{source}: required column {field.name!r} has {column.null_count} null(s)")
         columns.append(column)
-    return pa.Table.from_arrays(columns, schema=METRICS_SCHEMA)
+    return pa.Table.from_arrays(columns, schema=table.schema)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,60 +382,73 @@ def write_clip_metrics(target: OutputTarget, row: Mapping[str, Any]) -> str:
     return target.url_for(key)
 
 
-def _metrics_keys(target: OutputTarget, run_id: str | None) -> list[str]:
-    prefix = f"metrics/run_id={_check_id('run_id', run_id)}/" if run_id is not None else "metrics/"
-    return [key for key in target.list_keys(prefix) if _METRICS_FILE_RE.fullmatch(key)]
+def write_clip_seconds(target: OutputTarget, rows: Sequence[Mapping[str, Any]]) -> str:
+    """Write one clip's per-second rows to its part file, replacing an earlier attempt's; return its URI."""
+    table = seconds_to_table(rows)
+    clips = set(table.column("run_id").to_pylist()), set(table.column("clip_id").to_pylist())
+    if len(clips[0]) != 1 or len(clips[1]) != 1:
+        raise ValueError(f"per-second rows must be of one run and clip, got runs {clips[0]} clips {clips[1]}")
+    key = seconds_key(rows[0]["run_id"], rows[0]["clip_id"])
+    target.put_bytes(_to_parquet(table), key, PARQUET_CONTENT_TYPE)
+    return target.url_for(key)
 
 
-def _read_files(target: OutputTarget, keys: list[str]) -> pa.Table:
+def _table_keys(target: OutputTarget, table: PartTable, run_id: str | None) -> list[str]:
+    prefix = (
+        f"{table.folder}/run_id={_check_id('run_id', run_id)}/" if run_id is not None else f"{table.folder}/"
+    )
+    pattern = table.file_pattern
+    return [key for key in target.list_keys(prefix) if pattern.fullmatch(key)]
+
+
+def _read_files(target: OutputTarget, table: PartTable, keys: list[str]) -> pa.Table:
     def read_one(key: str) -> pa.Table:
-        return _conform(pq.read_table(pa.BufferReader(target.read_bytes(key))), target.url_for(key))
+        return _conform(table, pq.read_table(pa.BufferReader(target.read_bytes(key))), target.url_for(key))
 
     if not keys:
-        return METRICS_SCHEMA.empty_table()
+        return table.schema.empty_table()
     with ThreadPoolExecutor(max_workers=min(_READ_THREADS, len(keys))) as pool:
         return pa.concat_tables(list(pool.map(read_one, keys)))
 
 
-def _latest_per_clip(table: pa.Table) -> pa.Table:
-    """One row per (run_id, clip_id): the latest by finished_at, then attempt; sorted by run and clip."""
-    if table.num_rows == 0:
-        return table
-    order = pc.sort_indices(
-        table,
-        sort_keys=[
-            ("run_id", "ascending"),
-            ("clip_id", "ascending"),
-            ("finished_at", "ascending"),
-            ("attempt", "ascending"),
-        ],
-    )
-    ordered = table.take(order)
+def _latest(table: PartTable, data: pa.Table) -> pa.Table:
+    """One row per key (run and clip; and second): the latest by `order`; sorted by the key."""
+    if data.num_rows == 0:
+        return data
+    order = pc.sort_indices(data, sort_keys=[(name, "ascending") for name in (*table.key, *table.order)])
+    ordered = data.take(order)
     position = pa.array(range(ordered.num_rows), type=pa.int64())
     latest = (
         ordered.append_column("_position", position)
-        .group_by(["run_id", "clip_id"], use_threads=False)
+        .group_by(list(table.key), use_threads=False)
         .aggregate([("_position", "max")])
         .column("_position_max")
     )
-    return ordered.take(pc.take(latest, pc.sort_indices(latest)))  # positions ascend with (run_id, clip_id)
+    return ordered.take(pc.take(latest, pc.sort_indices(latest)))  # positions ascend with the key
 
 
-def _read_consistent(target: OutputTarget, run_id: str | None) -> tuple[list[str], pa.Table]:
+def _read_consistent(
+    target: OutputTarget, table: PartTable, run_id: str | None
+) -> tuple[list[str], pa.Table]:
     """List then read; list again if a listed file vanished (a compaction deleted it after merging it)."""
     for _ in range(_READ_RETRIES - 1):
-        keys = _metrics_keys(target, run_id)
+        keys = _table_keys(target, table, run_id)
         try:
-            return keys, _read_files(target, keys)
+            return keys, _read_files(target, table, keys)
         except FileNotFoundError as exc:
-            log.info("metrics file vanished while reading (%s); listing %s again", exc, target.uri)
-    keys = _metrics_keys(target, run_id)
-    return keys, _read_files(target, keys)
+            log.info("%s file vanished while reading (%s); listing %s again", table.folder, exc, target.uri)
+    keys = _table_keys(target, table, run_id)
+    return keys, _read_files(target, table, keys)
 
 
 def read_metrics(target: OutputTarget, run_id: str | None = None) -> pa.Table:
     """Every run's rows (or one run's), latest row per (run_id, clip_id); empty with the schema if none."""
-    return _latest_per_clip(_read_consistent(target, run_id)[1])
+    return _latest(METRICS, _read_consistent(target, METRICS, run_id)[1])
+
+
+def read_seconds(target: OutputTarget, run_id: str | None = None) -> pa.Table:
+    """Every run's per-second rows (or one run's), sorted by run, clip and second; one row per second."""
+    return _latest(SECONDS, _read_consistent(target, SECONDS, run_id)[1])
 
 
 def done_clip_ids(target: OutputTarget) -> set[str]:
@@ -343,30 +469,43 @@ def done_clip_ids(target: OutputTarget) -> set[str]:
 
 
 def compact_run(target: OutputTarget, run_id: str) -> str | None:
-    """Merge a run's part files and earlier compacted file into metrics/run_id=<run>/compacted-<n>.parquet.
+    """Merge a run's part files and earlier compacted file into metrics/run_id=<run>/compacted-<n>.parquet,
+    and its per-second part files likewise under seconds/.
 
     The merged file (latest row per clip) is written before anything is deleted, so no reader ever sees
     fewer rows; read_metrics drops the copies that exist until the deletes finish. Run it once a run's
     writers are done (the driver does, at the end): a part rewritten while compaction runs could be
-    deleted after its older content was merged. Returns the compacted file's URI, or None if the run
-    has no metrics.
+    deleted after its older content was merged. Returns the compacted metrics file's URI, or None if
+    the run has no metrics.
     """
-    keys, table = _read_consistent(target, run_id)
+    uri = _compact(target, METRICS, run_id)
+    _compact(target, SECONDS, run_id)
+    return uri
+
+
+def _compact(target: OutputTarget, table: PartTable, run_id: str) -> str | None:
+    keys, data = _read_consistent(target, table, run_id)
     if not keys:
         return None
-    compacted = {
-        key: int(m.group(3)) for key in keys if (m := _METRICS_FILE_RE.fullmatch(key)) and m.group(3)
-    }
+    pattern = table.file_pattern
+    compacted = {key: int(m.group(3)) for key in keys if (m := pattern.fullmatch(key)) and m.group(3)}
     if len(keys) == 1 and compacted:
         return target.url_for(keys[0])  # already one compacted file
-    foreign = set(table.column("run_id").to_pylist()) - {run_id}
+    foreign = set(data.column("run_id").to_pylist()) - {run_id}
     if foreign:
         raise ValueError(
-            f"metrics files under run_id={run_id} hold rows of run(s) {sorted(foreign)}; move them"
+            f"{table.folder} files under run_id={run_id} hold rows of run(s) {sorted(foreign)}; move them"
         )
-    merged = _latest_per_clip(table)
-    key = f"metrics/run_id={run_id}/compacted-{max(compacted.values(), default=0) + 1}.parquet"
+    merged = _latest(table, data)
+    key = f"{table.folder}/run_id={run_id}/compacted-{max(compacted.values(), default=0) + 1}.parquet"
     target.put_bytes(_to_parquet(merged), key, PARQUET_CONTENT_TYPE)
     target.delete_many(keys)
-    log.info("compacted run %s: %d files -> %s (%d rows)", run_id, len(keys), key, merged.num_rows)
+    log.info(
+        "compacted %s of run %s: %d files -> %s (%d rows)",
+        table.folder,
+        run_id,
+        len(keys),
+        key,
+        merged.num_rows,
+    )
     return target.url_for(key)

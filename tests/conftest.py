@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -28,7 +29,15 @@ from pipeline.driver.cluster import LOCAL_ONLY_ENV
 # As the driver does for an embedded Ray, before anything imports Ray: it listens on loopback only.
 os.environ.update(LOCAL_ONLY_ENV)
 
-SERVICE_FIXTURES = {"s3_moto", "s3_seaweed", "ray_local", "ray_head", "ffmpeg_bin", "failing_ffmpeg"}
+SERVICE_FIXTURES = {
+    "s3_moto",
+    "s3_seaweed",
+    "ray_local",
+    "ray_head",
+    "ffmpeg_bin",
+    "failing_ffmpeg",
+    "chromium_bin",
+}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -342,3 +351,21 @@ def render_module() -> ModuleType:
         sys.modules[spec.name] = module  # dataclasses look their module up there
         spec.loader.exec_module(module)
     return sys.modules["render_job"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Chromium: Debian's browser, headless, for the pages the project writes (the run report)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def chromium_bin() -> str:
+    """Debian's `chromium` (apt), which playwright drives; playwright's own browser download is never used."""
+    found = shutil.which("chromium")
+    if found is None:
+        pytest.fail(
+            "Debian's chromium is not installed; run `apt-get update && apt-get install -y chromium` "
+            "(.ci/run does)",
+            pytrace=False,
+        )
+    return found

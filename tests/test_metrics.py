@@ -22,13 +22,20 @@ from pipeline.metrics import (
     METRICS_SCHEMA,
     RUN_PARTITIONING,
     SCHEMA_VERSION,
+    SECONDS_SCHEMA,
+    SECONDS_SCHEMA_VERSION,
     compact_run,
     done_clip_ids,
     metrics_key,
     read_metrics,
+    read_seconds,
     rows_to_table,
+    seconds_key,
+    seconds_to_table,
+    thumbnail_key,
     video_key,
     write_clip_metrics,
+    write_clip_seconds,
 )
 from pipeline.storage import OutputTarget
 from pipeline.storage.local import LocalTarget
@@ -436,3 +443,78 @@ def test_done_clip_ids_needs_an_ok_row_and_the_video(target: OutputTarget) -> No
         target.put_bytes(b"mp4", video_key(clip), "video/mp4")
 
     assert done_clip_ids(target) == {"has-both", "ok-in-an-earlier-run"}
+
+
+# ---------------------------------------------------------------------------------------------
+# The per-second table and thumbnails beside the videos
+# ---------------------------------------------------------------------------------------------
+
+
+def seconds_of(clip_id: str, count: int, attempt: int = 1, run_id: str = "run-1") -> list[dict[str, Any]]:
+    """A clip's per-second rows, as the worker writes them (values that say which second they are)."""
+    return [
+        {"run_id": run_id, "clip_id": clip_id, "attempt": attempt, "second": s, "frames": 16}
+        | {
+            "flicker_mae": 1.0 + s,
+            "flicker_spikes": 0,
+            "motion_level": 10.0 * attempt,
+            "best_match_second": None,
+        }
+        for s in range(count)
+    ]
+
+
+def test_seconds_and_thumbnail_keys_sit_beside_the_metrics_and_the_video() -> None:
+    assert seconds_key("run-1", "a1b2") == "seconds/run_id=run-1/part-a1b2.parquet"
+    assert thumbnail_key("a1b2", "middle") == "clips/a1b2.middle.jpg"
+    with pytest.raises(ValueError, match="thumbnail position 'centre' must be one of first, middle, last"):
+        thumbnail_key("a1b2", "centre")
+
+
+def test_per_second_rows_are_written_per_clip_read_sorted_and_compacted_with_the_metrics(
+    target: OutputTarget,
+) -> None:
+    three_clips(target)
+    write_clip_seconds(target, seconds_of("clip-c", 3))
+    write_clip_seconds(target, seconds_of("clip-a", 2))
+    before = read_seconds(target, "run-1")
+    assert before.schema == SECONDS_SCHEMA
+    assert before.schema.metadata == {b"schema_version": str(SECONDS_SCHEMA_VERSION).encode()}
+    pairs = [(r["clip_id"], r["second"]) for r in before.to_pylist()]
+    assert pairs == [("clip-a", 0), ("clip-a", 1), ("clip-c", 0), ("clip-c", 1), ("clip-c", 2)]
+
+    compact_run(target, "run-1")
+
+    assert target.list_keys("seconds/") == ["seconds/run_id=run-1/compacted-1.parquet"]
+    assert read_seconds(target, "run-1").equals(before)
+    write_clip_seconds(target, seconds_of("clip-c", 3, attempt=2))  # a retry after the compaction
+    compact_run(target, "run-1")
+    levels = {(r["clip_id"], r["second"]): r["motion_level"] for r in read_seconds(target).to_pylist()}
+    assert levels[("clip-c", 2)] == 20.0 and levels[("clip-a", 1)] == 10.0 and len(levels) == 5
+
+
+def test_duckdb_joins_the_per_second_table_to_the_metrics(tmp_path: Path) -> None:
+    target = LocalTarget(tmp_path / "out")
+    three_clips(target)
+    write_clip_seconds(target, seconds_of("clip-a", 4))
+    query = f"""
+        SELECT m.clip_id, m.cache_policy, count(*) AS seconds, max(s.flicker_mae) AS worst
+        FROM read_parquet('{target.root}/seconds/**/*.parquet', hive_partitioning=true,
+                          hive_types={{'run_id': 'VARCHAR'}}) s
+        JOIN read_parquet('{target.root}/metrics/**/*.parquet', hive_partitioning=true, union_by_name=true,
+                          hive_types={{'run_id': 'VARCHAR'}}) m USING (run_id, clip_id)
+        GROUP BY ALL"""
+    assert duckdb.sql(query).fetchall() == [("clip-a", "deep-forcing", 4, 4.0)]
+
+
+def test_per_second_rows_are_checked_like_metrics_rows(tmp_path: Path) -> None:
+    with pytest.raises(
+        ValueError, match=r"per-second row 0 \(clip_id='c'\): column 'second' must be an integer"
+    ):
+        seconds_to_table([{"run_id": "r", "clip_id": "c", "attempt": 1, "second": 1.5, "frames": 16}])
+    with pytest.raises(ValueError, match=r"unknown column\(s\) \['fps'\].*bump SECONDS_SCHEMA_VERSION"):
+        seconds_to_table(
+            [{"run_id": "r", "clip_id": "c", "attempt": 1, "second": 1, "frames": 16, "fps": 16.0}]
+        )
+    with pytest.raises(ValueError, match="must be of one run and clip"):
+        write_clip_seconds(LocalTarget(tmp_path), seconds_of("a", 1) + seconds_of("b", 1))

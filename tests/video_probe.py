@@ -1,15 +1,27 @@
-"""What the encoder wrote, for tests: the encoder's own read-back (frames by demuxing, duration) plus
-the stream properties of ffmpeg's header and faststart from the mp4's top-level box order."""
+"""What the encoder wrote, for tests: its frames decoded back, the encoder's own read-back (frames by
+demuxing, duration) plus the stream properties of ffmpeg's header and faststart from the mp4's top-level
+box order."""
 
 from __future__ import annotations
 
 import os
 import re
 import struct
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from pipeline.encode.ffmpeg import read_back
+
+
+def decode_rgb(binary: str, path: Path, width: int, height: int, max_frames: int) -> np.ndarray:
+    """Decode back to rgb24 through a rawvideo pipe; ffmpeg picks the YUV matrix from the stream tags."""
+    command = [binary, "-v", "error", "-i", str(path), "-frames:v", str(max_frames)]
+    command += ["-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
+    raw = subprocess.run(command, capture_output=True, check=True, timeout=30).stdout
+    return np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3)  # (T, H, W, 3)
 
 
 @dataclass(frozen=True)

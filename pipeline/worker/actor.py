@@ -5,10 +5,11 @@ the clips of a batch (column "clip": `ClipSpec.to_bytes`) and returns their metr
 Ray itself, so tests call it in-process too.
 
 Overlap. The driver runs the actor with two concurrent calls. A call holds `_device_lock` only while its
-clip generates; frames stream chunk by chunk into the ffmpeg encoder as they come. It then releases the
-lock and finalises (waits for ffmpeg, uploads, writes metrics) while the other call, already queued on
-the lock, generates the next clip. The device never waits for encode or upload, and at most one clip is
-on the device at a time.
+clip generates; frames stream chunk by chunk into the ffmpeg encoder and the quality meter (each in a
+thread of its own) as they come. It then releases the lock and finalises (waits for both, uploads the
+video and its thumbnails, writes the per-second rows and the metrics row) while the other call, already
+queued on the lock, generates the next clip. The device never waits for encode or upload, and at most
+one clip is on the device at a time.
 
 Failures. Whatever goes wrong with one clip (encoder failure, upload failure, the clip's deadline)
 becomes a `status='failed'` row, written to the metrics table like any other, never an exception: Ray
@@ -51,6 +52,7 @@ from pipeline.worker.faults import (
     read_fault_record,
     write_fault_record,
 )
+from pipeline.worker.quality_outputs import store_quality_outputs
 from pipeline.worker.rows import (
     MAX_ERROR_CHARS,
     failure_columns,
@@ -151,6 +153,7 @@ class RenderWorker:
         )
         local = self.tmp / f"{clip.clip_id}.mp4"
         encoder: VideoEncoder | None = None
+        quality: QualityMeter | None = None
         stream: ClipStream | None = None
         started: FaultRecord | None = None  # set once this attempt is counted
         claimed = False  # set once this run holds the clip's claim
@@ -175,12 +178,13 @@ class RenderWorker:
                 encoder = VideoEncoder(
                     local, preset.width, preset.height, preset.fps, config.encoder, binary=config.ffmpeg
                 )
-                quality = QualityMeter(preset.fps)
+                quality = QualityMeter(preset.fps, row["num_frames"])  # in its own thread
                 stream = self.generator.stream(clip.prompt, clip.seed, clip.num_latent_frames, clip.cache)
                 self._generate(clip, started, stream, encoder, quality)
                 row.update(generation_columns(stream.stats, preset))
-                row.update(quality_columns(quality.result()))
             # 2. Finalise outside the lock, while the next clip generates.
+            signals = quality.result()
+            row.update(quality_columns(signals))
             self.claims.refresh(clip.clip_id)
             encode_start = time.perf_counter()
             video = encoder.close(timeout_s=config.encode_timeout_s)
@@ -194,6 +198,9 @@ class RenderWorker:
                 sha256=video.sha256,
             )
             row.update(video_columns(stored, upload_start - encode_start, time.perf_counter() - upload_start))
+            row.update(
+                store_quality_outputs(self.target, config.run_id, clip.clip_id, row["attempt"], signals)
+            )
         except Exception as exc:
             if encoder is not None:
                 encoder.abort()
@@ -206,6 +213,8 @@ class RenderWorker:
             if stream is not None and row["cache_telemetry"] is None:
                 row["cache_telemetry"] = telemetry_json(stream.stats.cache_telemetry)
         finally:
+            if quality is not None:
+                quality.close()
             local.unlink(missing_ok=True)
         row["t_total_s"] = time.perf_counter() - start
         row["finished_at"] = now()

@@ -11,7 +11,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from pipeline.metrics import rows_to_table
-from pipeline.quality import ClipQuality
+from pipeline.quality import ClipReport
 from pipeline.spec.clip import ClipSpec, is_valid_id
 from pipeline.spec.model import ModelPreset
 from pipeline.storage import StoredObject
@@ -75,8 +75,17 @@ def generation_columns(stats: ClipStats, preset: ModelPreset) -> dict[str, Any]:
     }
 
 
-def quality_columns(quality: ClipQuality | None) -> dict[str, Any]:
-    return dataclasses.asdict(quality) if quality is not None else {}
+def quality_columns(quality: ClipReport | None) -> dict[str, Any]:
+    """The clip's quality signals; none when the meter gave no report (it logged why)."""
+    if quality is None:
+        return {}
+    return dataclasses.asdict(quality.clip) | {"t_quality_s": quality.cpu_s}
+
+
+def second_rows(run_id: str, clip_id: str, attempt: int, quality: ClipReport) -> list[dict[str, Any]]:
+    """The clip's rows of the per-second table (pipeline.metrics.SECONDS_SCHEMA)."""
+    ids = {"run_id": run_id, "clip_id": clip_id, "attempt": attempt}
+    return [ids | dataclasses.asdict(second) for second in quality.seconds]
 
 
 def video_columns(stored: StoredObject, encode_s: float, upload_s: float) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,14 +22,6 @@ def moving_gradient(num_frames: int, height: int = H, width: int = W) -> np.ndar
     drift = (4 * np.arange(num_frames) % 256).astype(np.uint8)[:, None, None]  # (T, 1, 1)
     frames[..., 2] = ((x + y) % 256).astype(np.uint8)[None] + drift  # uint8 addition wraps around
     return frames
-
-
-def decode_rgb(binary: str, path: Path, width: int, height: int, max_frames: int) -> np.ndarray:
-    """Decode back to rgb24 through a rawvideo pipe; ffmpeg picks the YUV matrix from the stream tags."""
-    command = [binary, "-v", "error", "-i", str(path), "-frames:v", str(max_frames)]
-    command += ["-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
-    raw = subprocess.run(command, capture_output=True, check=True, timeout=30).stdout
-    return np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3)  # (T, H, W, 3)
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from synthetic_video import FPS, H, W, decode_rgb, executable_script, moving_gradient, wait_until
-from video_probe import VideoInfo, probe_video
+from synthetic_video import FPS, H, W, executable_script, moving_gradient, wait_until
+from video_probe import VideoInfo, decode_rgb, probe_video
 
 from pipeline.encode import EncodedVideo, EncodeError, EncoderSettings, VideoEncoder
 

@@ -24,7 +24,7 @@ from conftest import S3Server
 from s3_fault_proxy import DROP, INTERNAL, SLOWDOWN, FaultProxy, fail_first
 from video_probe import probe_video
 
-from pipeline.metrics import METRICS_SCHEMA, read_metrics
+from pipeline.metrics import METRICS_SCHEMA, read_metrics, read_seconds
 from pipeline.prompts import RenderDefaults, parse_line
 from pipeline.spec.cache import DeepForcingParams
 from pipeline.spec.clip import ClipSpec
@@ -106,7 +106,18 @@ def test_a_clip_becomes_a_playable_mp4_and_a_complete_metrics_row(
     assert row["t_load_s"] > 0 and row["t_total_s"] >= row["t_encode_s"] + row["t_upload_s"]
     assert row["peak_gpu_mem_gb"] is None and row["gpu"] is None  # CPU
     assert row["motion_mean"] > 0 and row["motion_max"] >= row["motion_mean"] and row["luma_drift"] >= 0
-    assert read_metrics(open_target(str(tmp_path / "out")), RUN_ID).to_pylist() == [row]
+    assert 0 < row["temporal_flickering"] <= 1 and row["dynamic_degree"] in (0.0, 1.0)
+    assert row["t_quality_s"] > 0 and row["motion_level"] >= 0
+    for position in ("first", "middle", "last"):  # thumbnails beside the video, their URIs in the row
+        thumb = tmp_path / "out" / "clips" / f"fox.{position}.jpg"
+        assert row[f"thumb_{position}_uri"] == str(thumb) and thumb.read_bytes()[:2] == b"\xff\xd8"
+    out = open_target(str(tmp_path / "out"))
+    seconds = read_seconds(out, RUN_ID).to_pylist()
+    assert [(s["clip_id"], s["second"], s["frames"], s["attempt"]) for s in seconds] == [
+        ("fox", 0, 16, 1),
+        ("fox", 1, 5, 1),
+    ]
+    assert read_metrics(out, RUN_ID).to_pylist() == [row]
     assert list(worker.tmp.iterdir()) == []  # the local mp4 is gone after the upload
 
     second = render_one(worker, make_clip("a heron wades in the shallows"))
@@ -163,7 +174,8 @@ def test_an_encoder_failure_becomes_a_failed_row_with_ffmpeg_output(
         ("fine", "ok", None),
     ]
     assert "simulated encoder crash" in rows[0]["error"]
-    assert sorted(p.name for p in (tmp_path / "out" / "clips").iterdir()) == ["fine.mp4"]
+    fine = ["fine.first.jpg", "fine.last.jpg", "fine.middle.jpg", "fine.mp4"]  # nothing of "broken"
+    assert sorted(p.name for p in (tmp_path / "out" / "clips").iterdir()) == fine
     assert list(worker.tmp.iterdir()) == []
 
 

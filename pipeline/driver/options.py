@@ -14,6 +14,7 @@ from pipeline.encode import EncoderSettings
 from pipeline.prompts import DEFAULT_CLIP_SECONDS, RenderDefaults
 from pipeline.spec.cache import DEFAULT_POLICY, POLICY_PARAMS
 from pipeline.spec.model import PRESETS, get_preset
+from pipeline.spec.storyboard import DEFAULT_RECACHE, RECACHE_MODES
 from pipeline.storage import S3Settings
 from pipeline.worker import WorkerConfig
 
@@ -52,6 +53,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=[],
         metavar="NAME=VALUE",
         help="a parameter of --cache-policy (repeatable); VALUE is read as JSON, else as a string",
+    )
+    clips.add_argument(
+        "--recache",
+        default=DEFAULT_RECACHE,
+        choices=RECACHE_MODES,
+        help="what a storyboard line's cache re-computes at a prompt switch, for lines without one: none, "
+        "window (all but the sink), all (default: %(default)s; README: Storyboards)",
     )
     clips.add_argument(
         "--skip-invalid", action="store_true", help="render the valid lines when some are invalid"
@@ -185,6 +193,7 @@ def config_from_args(args: argparse.Namespace) -> RenderConfig:
         latent_frames=args.latent_frames,
         cache_policy=args.cache_policy,
         cache_params=dict(_parse_param(text) for text in args.cache_param),
+        recache=args.recache,
     )
     return RenderConfig(
         prompts=args.prompts,

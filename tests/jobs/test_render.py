@@ -114,8 +114,8 @@ def test_every_invalid_line_is_reported_with_its_number_and_nothing_starts(
         '  line 7: "latent_frames": num_latent_frames=7 must be a positive multiple of chunk_frames=3; '
         "use 6 or 9\n"
         f'  line 8: unknown cache policy "deep_forcing"; choose one of {POLICY_NAMES}\n'
-        "  line 9: unknown field(s) layout; a line takes prompt, id, seed, seconds, latent_frames, "
-        "cache_policy and the parameters of its cache policy (fifo: window_frames)\n"
+        "  line 9: unknown field(s) layout; a line takes prompt, prompts, id, seed, seconds, latent_frames, "
+        "cache_policy, recache and the parameters of its cache policy (fifo: window_frames)\n"
         "  line 10: cache policy 'fifo' parameter 'window_frames' must be an integer (default 21), "
         'got "21"\n'
         '  line 11: "id" must be 1-128 letters, digits, "_", "." or "-" (it names the file clips/<id>.mp4), '

@@ -48,11 +48,21 @@ from pipeline.storage import OutputTarget
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2  # bump when columns are added; old files stay readable (missing columns read as null)
+SCHEMA_VERSION = 4  # bump when columns are added; old files stay readable (missing columns read as null)
 PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
 STATUSES = ("ok", "failed")
 _READ_THREADS = 8  # parallel GETs when reading many small part files
 _READ_RETRIES = 5  # re-list when a listed file vanished (a compaction deleted it meanwhile)
+
+SEGMENTS_TYPE = pa.list_(
+    pa.struct(
+        [
+            pa.field("prompt", pa.string(), nullable=False),
+            pa.field("first_frame", pa.int32(), nullable=False),
+            pa.field("last_frame", pa.int32(), nullable=False),
+        ]
+    )
+)
 
 # Types never change once released. A new column is appended here, nullable, with SCHEMA_VERSION bumped
 # and the version that added it in its comment, so files written before it read back with nulls.
@@ -104,6 +114,9 @@ METRICS_SCHEMA = pa.schema(
         pa.field("motion_mean", pa.float32()),  # mean step between frames: ~0 means frozen
         pa.field("motion_max", pa.float32()),  # largest step: spikes far above the mean = flicker
         pa.field("luma_drift", pa.float32()),  # last 5 s vs first 5 s mean brightness
+        # 8. The clip's prompts over its video frames (0-based, inclusive), in order: one segment for a
+        #    clip of one prompt, a storyboard's segments otherwise (pipeline/spec/storyboard.py); added in v4
+        pa.field("segments", SEGMENTS_TYPE),
     ],
     metadata={"schema_version": str(SCHEMA_VERSION)},
 )
@@ -155,6 +168,19 @@ def _check_value(field: pa.Field, value: Any, where: str) -> Any:
     elif pa.types.is_timestamp(kind):
         ok = isinstance(value, dt.datetime) and value.tzinfo is not None
         expected = "a timezone-aware datetime, e.g. datetime.now(timezone.utc)"
+    elif pa.types.is_list(kind):
+        if isinstance(value, list | tuple):
+            item = pa.field(f"{field.name}[]", kind.value_type, nullable=False)
+            return [_check_value(item, element, where) for element in value]
+        ok, expected = False, "a list"
+    elif pa.types.is_struct(kind):
+        names = [sub.name for sub in kind]
+        if isinstance(value, Mapping) and sorted(value) == sorted(names):
+            return {
+                sub.name: _check_value(sub.with_name(f"{field.name}.{sub.name}"), value[sub.name], where)
+                for sub in kind
+            }
+        ok, expected = False, f"an object with the keys {names}"
     else:
         ok = isinstance(value, str)
         expected = "a string"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -257,3 +258,19 @@ def test_bad_storyboard_lines_are_reported_together_before_anything_starts() -> 
 def test_the_run_wide_recache_is_checked_up_front() -> None:
     with pytest.raises(ValueError, match='--recache "sometimes" is not a recache mode'):
         load_prompts('{"prompt": "a"}', "p.jsonl", RenderDefaults(TINY, recache="sometimes"))
+
+
+def test_the_example_storyboards_are_valid_and_render_what_the_readme_says() -> None:
+    text = (Path(__file__).resolve().parents[1] / "examples" / "storyboard.jsonl").read_text()
+    clips, _ = load_prompts(text, "examples/storyboard.jsonl", RenderDefaults(FULL))
+    fox = clips[0]
+    assert fox.clip_id == "fox-story" and fox.storyboard is not None
+    assert [(s.first_frame, s.end_frame - 1) for s in fox.segments] == [(0, 80), (81, 158), (159, 239)]
+    assert [
+        (FULL.first_pixel_frame(s.first_frame), FULL.pixel_frames(s.end_frame) - 1) for s in fox.segments
+    ] == [
+        (0, 320),
+        (321, 632),
+        (633, 956),
+    ]
+    assert [clip.storyboard.recache for clip in clips if clip.storyboard] == ["all", "window", "all"]

@@ -294,6 +294,8 @@ class CausalWanDiT(nn.Module):
         B, _, num_frames = latents.shape[:3]
         if isinstance(frame_position, int):
             positions = torch.arange(num_frames, device=latents.device) + frame_position
+        elif list(frame_position) == list(range(frame_position[0], frame_position[0] + num_frames)):
+            positions = torch.arange(num_frames, device=latents.device) + frame_position[0]  # no host copy
         else:
             positions = torch.tensor(frame_position, device=latents.device)
         timesteps = timestep.view(B, 1).expand(B, num_frames)

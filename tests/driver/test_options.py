@@ -9,6 +9,7 @@ import pytest
 from pipeline.driver.options import config_from_args, parse_args
 from pipeline.prompts import DEFAULT_CLIP_SECONDS
 from pipeline.spec.cache import DEFAULT_POLICY
+from pipeline.spec.storyboard import DEFAULT_RECACHE
 
 
 def test_defaults_render_a_minute_of_the_default_policy_on_the_tiny_model_into_renders() -> None:
@@ -36,3 +37,11 @@ def test_cache_params_are_read_as_json_else_as_strings() -> None:
 def test_values_that_cannot_work_name_the_option(args: list[str], message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         config_from_args(parse_args(["p.jsonl", *args]))
+
+
+def test_recache_is_a_run_wide_default_for_storyboard_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    assert config_from_args(parse_args(["p.jsonl"])).defaults.recache == DEFAULT_RECACHE == "all"
+    assert config_from_args(parse_args(["p.jsonl", "--recache", "window"])).defaults.recache == "window"
+    with pytest.raises(SystemExit):
+        parse_args(["p.jsonl", "--recache", "sometimes"])
+    assert "argument --recache: invalid choice: 'sometimes'" in capsys.readouterr().err

@@ -42,7 +42,7 @@ the top-C tokens and the recent frames where they sit, top-C tokens from a run o
 at the positions they were made at (then moved, in the `paper` layout, as a compression moves them).
 Those source frames can be old: with a reuse cap r a token picked at every compression since it was
 fresh stays at most r compressions, so the cache references the frames fresh at the last r
-compressions on (`oldest_block_frame`); without a cap, or with a top-C block larger than the fresh
+compressions and later ones (`fresh_starts`); without a cap, or with a top-C block larger than the fresh
 frames of a compression (capped tokens then fill it), there is no such bound and the latents of every
 frame since the first compression stay (200 KB per latent frame at 480x832).
 """

@@ -10,6 +10,13 @@ frames out one DiT forward sooner.
 Nothing holds the whole video: memory is constant in clip length. On CUDA the frames of chunk k are
 copied to pinned host memory while chunk k+1 is already queued, so the GPU never waits for the
 consumer, and nothing in the per-step loop synchronises with the host.
+
+A storyboard (pipeline/spec/storyboard.py) has every segment's prompt encoded before the clip starts.
+At the first chunk of a later segment, before its first step, the cross-attention switches to the new
+prompt and the cache is refreshed by a re-cache pass as the storyboard's `recache` says
+(pipeline/cache/recache.py); for that the cache keeps the clean latents it references while a switch
+lies ahead. Each switch is recorded in the cache telemetry (`switches`: chunk, frames re-cached and run,
+seconds).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from pipeline.model.scheduler import NUM_TRAIN_TIMESTEPS, add_noise, flow_to_x0,
 from pipeline.model.vae import DecodeStream
 from pipeline.spec.cache import PolicyParams
 from pipeline.spec.model import GenerationConfig
+from pipeline.spec.storyboard import Storyboard
 
 
 @dataclass
@@ -42,6 +50,7 @@ class ClipStats:
     total_s: float = 0.0
     peak_memory_gb: float | None = None  # peak device memory allocated while generating; None on CPUs
     cache_telemetry: dict[str, Any] = field(default_factory=dict)  # the policy's counters (KVCache.telemetry)
+    switches: list[dict[str, Any]] = field(default_factory=list)  # a storyboard's prompt switches
 
 
 Timestamp = torch.cuda.Event | float
@@ -99,7 +108,10 @@ class ClipStream(Iterator[np.ndarray]):
 
     @property
     def stats(self) -> ClipStats:
-        self._stats.cache_telemetry = self.cache.telemetry()
+        telemetry = self.cache.telemetry()
+        if self._stats.switches:  # a storyboard: its switches are the cache's story too
+            telemetry["switches"] = self._stats.switches
+        self._stats.cache_telemetry = telemetry
         return self._stats
 
 
@@ -114,21 +126,26 @@ class ClipGenerator:
         self.timesteps = warped_denoising_timesteps(config.denoising_steps, config.timestep_shift)
         self.device = bundle.device
 
-    def stream(self, prompt: str, seed: int, num_latent_frames: int, cache: PolicyParams) -> ClipStream:
+    def stream(
+        self, prompt: str | Storyboard, seed: int, num_latent_frames: int, cache: PolicyParams
+    ) -> ClipStream:
         """The clip's frames, 1 + 4(L-1) in all, generated as the stream is read.
 
-        Same prompt, seed, length and cache parameters give the same frames: all noise comes from a
-        generator seeded with `seed`, and the clip gets a cache of its own.
+        `prompt` is the clip's prompt, or a storyboard whose segments cover the clip. Same prompt(s),
+        seed, length and cache parameters give the same frames: all noise comes from a generator
+        seeded with `seed`, and the clip gets a cache of its own.
         """
         preset = self.bundle.preset
         preset.check_latent_frames(num_latent_frames)
+        if isinstance(prompt, Storyboard):
+            prompt.check(num_latent_frames, preset.chunk_frames)
         kv_cache = make_cache(cache, preset.cache_geometry(), self.bundle.dit.rope)
         stats = ClipStats()
         return ClipStream(self._generate(prompt, seed, num_latent_frames, kv_cache, stats), kv_cache, stats)
 
     @torch.inference_mode()
     def _generate(
-        self, prompt: str, seed: int, num_latent_frames: int, cache: KVCache, stats: ClipStats
+        self, prompt: str | Storyboard, seed: int, num_latent_frames: int, cache: KVCache, stats: ClipStats
     ) -> Generator[np.ndarray, None, None]:
         preset = self.bundle.preset
         dit, vae, device = self.bundle.dit, self.bundle.vae, self.device
@@ -137,9 +154,16 @@ class ClipGenerator:
         if clock.cuda:
             torch.cuda.reset_peak_memory_stats(device)
 
+        # Every prompt is encoded now, in one pass: a switch costs no text-encoder time.
         text_start = time.perf_counter()
-        text = dit.prepare_text(self.bundle.encode_prompt(prompt))
+        prompts = prompt.prompts if isinstance(prompt, Storyboard) else [prompt]
+        embeddings = self.bundle.encode_prompts(prompts).split(1)  # (1, text_len, text_dim) each
+        text = dit.prepare_text(embeddings[0])
         stats.text_s = time.perf_counter() - text_start
+        switches = prompt.switch_chunks(preset.chunk_frames) if isinstance(prompt, Storyboard) else {}
+        recache = prompt.recache if isinstance(prompt, Storyboard) else "none"
+        keep_until = max(switches, default=0) if recache != "none" else 0  # latents kept before this chunk
+        switch_marks: list[tuple[Timestamp, Timestamp]] = []
 
         rng = torch.Generator(device).manual_seed(seed)
         latent_shape = (1, preset.dit.in_dim, preset.chunk_frames, preset.latent_height, preset.latent_width)
@@ -152,6 +176,12 @@ class ClipGenerator:
 
         for chunk in range(num_chunks):
             t0 = clock.mark()
+            if chunk in switches:  # 0. A new segment: its prompt, and the cache re-cached for it
+                text = dit.prepare_text(embeddings[switches[chunk]])
+                stats.switches.append(self._switch(chunk, switches[chunk], recache, text, cache))
+                switch_marks.append((t0, clock.mark()))
+                if chunk == keep_until:
+                    cache.drop_latents()
             # 1. Denoise: x0 estimate at each warped timestep, re-noised to the next one
             x = torch.randn(latent_shape, generator=rng, device=device, dtype=dit.dtype)
             for step, t in enumerate(timesteps):
@@ -165,6 +195,8 @@ class ClipGenerator:
             # 3. Clean context pass: the chunk's final keys/values (useless after the last chunk)
             if chunk + 1 < num_chunks:
                 self._denoise(x0, self.config.context_timestep, text, cache, chunk, ForwardKind.CONTEXT)
+            if chunk < keep_until:  # a re-cache lies ahead: it will run these latents again
+                cache.keep_latents(x0)
             marks.append((t0, decode_start, decode_end, clock.mark()))
             if chunk == 0:  # time to first frames matters: hand the first chunk out at once
                 first = self._wait(frames)
@@ -178,11 +210,33 @@ class ClipGenerator:
             yield self._wait(pending)
 
         clock.settle()
+        for switch, (start, end) in zip(stats.switches, switch_marks, strict=True):
+            switch["seconds"] = clock.seconds(start, end)
         stats.dit_s = [clock.seconds(a, b) + clock.seconds(c, d) for a, b, c, d in marks]
         stats.vae_s = [clock.seconds(b, c) for _, b, c, _ in marks]
         stats.total_s = time.perf_counter() - wall_start
         if clock.cuda:
             stats.peak_memory_gb = torch.cuda.max_memory_allocated(device) / 1e9
+
+    def _switch(
+        self, chunk: int, segment: int, recache: str, text: TextContext, cache: KVCache
+    ) -> dict[str, Any]:
+        """Refresh the cache for the new prompt before `chunk`; the switch's record (seconds come later)."""
+        record: dict[str, Any] = {"chunk": chunk, "segment": segment, "recache": recache}
+        if recache == "none":  # only the cross-attention changes
+            return record | {"recached_frames": 0, "run_frames": 0}
+        session = cache.recache_session(recache)
+        timestep: torch.Tensor | None = None
+        for group in session.groups:  # chunk by chunk, in the order they were made
+            latents = session.latents(group)
+            if timestep is None:
+                timestep = torch.full(
+                    (latents.shape[0],), self.config.context_timestep, device=latents.device
+                )
+            session.begin(group)
+            self.bundle.dit.forward_chunk(latents, timestep, text, session, group.positions)
+        session.finish()
+        return record | session.summary()
 
     def _denoise(
         self, x: torch.Tensor, t: float, text: TextContext, cache: KVCache, chunk: int, kind: ForwardKind

@@ -54,13 +54,23 @@ from pipeline.storage import OutputTarget
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3  # bump when columns are added; old files stay readable (missing columns read as null)
+SCHEMA_VERSION = 4  # bump when columns are added; old files stay readable (missing columns read as null)
 PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
 # "skipped" is never written to the table: it is how a worker tells the driver that another run owns a
 # clip (worker/claims.py).
 STATUSES = ("ok", "failed", "skipped")
 _READ_THREADS = 8  # parallel GETs when reading many small part files
 _READ_RETRIES = 5  # re-list when a listed file vanished (a compaction deleted it meanwhile)
+
+SEGMENTS_TYPE = pa.list_(
+    pa.struct(
+        [
+            pa.field("prompt", pa.string(), nullable=False),
+            pa.field("first_frame", pa.int32(), nullable=False),
+            pa.field("last_frame", pa.int32(), nullable=False),
+        ]
+    )
+)
 
 # Types never change once released. A new column is appended here, nullable, with SCHEMA_VERSION bumped
 # and the version that added it in its comment, so files written before it read back with nulls.
@@ -130,6 +140,9 @@ METRICS_SCHEMA = pa.schema(
         pa.field("thumb_first_uri", pa.string()),
         pa.field("thumb_middle_uri", pa.string()),
         pa.field("thumb_last_uri", pa.string()),
+        # 9. The clip's prompts over its video frames (0-based, inclusive), in order: one segment for a
+        #    clip of one prompt, a storyboard's segments otherwise (pipeline/spec/storyboard.py); added in v4
+        pa.field("segments", SEGMENTS_TYPE),
     ],
     metadata={"schema_version": str(SCHEMA_VERSION)},
 )
@@ -250,6 +263,19 @@ def _check_value(field: pa.Field, value: Any, where: str) -> Any:
     elif pa.types.is_timestamp(kind):
         ok = isinstance(value, dt.datetime) and value.tzinfo is not None
         expected = "a timezone-aware datetime, e.g. datetime.now(timezone.utc)"
+    elif pa.types.is_list(kind):
+        if isinstance(value, list | tuple):
+            item = pa.field(f"{field.name}[]", kind.value_type, nullable=False)
+            return [_check_value(item, element, where) for element in value]
+        ok, expected = False, "a list"
+    elif pa.types.is_struct(kind):
+        names = [sub.name for sub in kind]
+        if isinstance(value, Mapping) and sorted(value) == sorted(names):
+            return {
+                sub.name: _check_value(sub.with_name(f"{field.name}.{sub.name}"), value[sub.name], where)
+                for sub in kind
+            }
+        ok, expected = False, f"an object with the keys {names}"
     else:
         ok = isinstance(value, str)
         expected = "a string"

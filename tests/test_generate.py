@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +13,10 @@ import torch
 
 from pipeline.generate import ClipGenerator, ClipStream
 from pipeline.model.bundle import ModelBundle
+from pipeline.model.dit import TextContext
 from pipeline.spec.cache import POLICY_PARAMS, FifoParams
 from pipeline.spec.model import TINY
+from pipeline.spec.storyboard import Segment, Storyboard
 
 
 @pytest.fixture(scope="module")
@@ -123,3 +126,165 @@ def test_every_policy_renders_the_frames_pinned_before_the_refactor():
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout) == PINNED_FRAME_SHA256
+
+
+# ---------------------------------------------------------------------------------------------
+# Storyboards: prompt switches and the re-cache
+# ---------------------------------------------------------------------------------------------
+
+FOX, LAKE = "a red fox trots through fresh snow", "the fox reaches a frozen lake"
+
+
+def two_segments(first: int, second: int, recache: str) -> Storyboard:
+    return Storyboard((Segment(FOX, 0, first), Segment(LAKE, first, second)), recache)
+
+
+@dataclass
+class Forward:
+    """One DiT call of a clip: what it got, and the clip's cache before and after it."""
+
+    latents: torch.Tensor
+    timestep: float
+    text: TextContext
+    source: object
+    position: int | tuple[int, ...]
+    keys_before: list[torch.Tensor]
+    keys_after: list[torch.Tensor]
+
+
+def spy_on_the_dit(generator: ClipGenerator, monkeypatch: pytest.MonkeyPatch) -> list[Forward]:
+    calls: list[Forward] = []
+    real = generator.bundle.dit.forward_chunk
+    clip: dict[str, ClipStream] = {}
+    stream_real = generator.stream
+
+    def stream_and_keep(*args, **kwargs):
+        clip["stream"] = stream_real(*args, **kwargs)
+        return clip["stream"]
+
+    def keys() -> list[torch.Tensor]:
+        buffers = clip["stream"].cache.buffers  # type: ignore[attr-defined]
+        return [torch.cat([k, v], dim=-1).clone() for k, v in zip(buffers.keys, buffers.values, strict=True)]
+
+    def forward_chunk(latents, timestep, text, kv_cache, frame_position):
+        before = keys()
+        out = real(latents, timestep, text, kv_cache, frame_position)
+        calls.append(Forward(latents, float(timestep[0]), text, kv_cache, frame_position, before, keys()))
+        return out
+
+    monkeypatch.setattr(generator, "stream", stream_and_keep)
+    monkeypatch.setattr(generator.bundle.dit, "forward_chunk", forward_chunk)
+    return calls
+
+
+def prepared(generator: ClipGenerator, prompt: str) -> TextContext:
+    return generator.bundle.dit.prepare_text(generator.bundle.encode_prompts([prompt]))
+
+
+def same_text(a: TextContext, b: TextContext) -> bool:
+    return all(
+        torch.equal(x, y) for pa, pb in zip(a.kv, b.kv, strict=True) for x, y in zip(pa, pb, strict=True)
+    )
+
+
+def test_a_one_segment_storyboard_renders_exactly_the_frames_of_its_plain_prompt(generator):
+    plain = render(generator, FOX, seed=7, latent_frames=6, policy="deep-forcing")
+    story = Storyboard((Segment(FOX, 0, 6),))
+    frames = list(generator.stream(story, 7, 6, POLICY_PARAMS["deep-forcing"]()))
+    assert all(np.array_equal(a, b) for a, b in zip(plain, frames, strict=True))
+
+
+@pytest.mark.slow
+def test_with_recache_none_a_switch_changes_only_the_cross_attention_input(generator, monkeypatch):
+    calls = spy_on_the_dit(generator, monkeypatch)
+    clip = generator.stream(two_segments(6, 3, "none"), 7, 9, FifoParams())
+    list(clip)
+
+    assert len(calls) == 3 * 5 - 1  # 4 steps + the clean pass per chunk, no clean pass after the last
+    last_of_chunk_1, first_of_chunk_2 = calls[9], calls[10]
+    assert all(  # the self-attention cache is untouched at the switch
+        torch.equal(a, b)
+        for a, b in zip(last_of_chunk_1.keys_after, first_of_chunk_2.keys_before, strict=True)
+    )
+    fox, lake = prepared(generator, FOX), prepared(generator, LAKE)
+    assert all(same_text(call.text, fox) for call in calls[:10])
+    assert all(same_text(call.text, lake) for call in calls[10:])
+    assert clip.cache.latents == {}  # nothing to re-cache: no latents were kept
+    assert clip.stats.cache_telemetry["switches"] == [
+        {
+            "chunk": 2,
+            "segment": 1,
+            "recache": "none",
+            "recached_frames": 0,
+            "run_frames": 0,
+            "seconds": pytest.approx(clip.stats.cache_telemetry["switches"][0]["seconds"]),
+        }
+    ]
+
+
+class Recorder:
+    """A KV source that records every layer's keys and values of a block-causal forward."""
+
+    def __init__(self) -> None:
+        self.kv: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def keys_values(self, layer, q, k, v):
+        self.kv.append((k, v))
+        return k, v
+
+
+def recache_reference(
+    generator: ClipGenerator, calls: list[Forward], frames: list[int], positions: list[int], prompt: str
+) -> Recorder:
+    """The cached frames' clean latents run through the DiT directly: one block-causal forward with the
+    new prompt at the clean-context timestep, the frames at their cache positions."""
+    clean = {}
+    for call in calls:  # the clean passes of the plain cache path wrote the cached keys
+        if call.timestep == 0.0 and isinstance(call.position, int):
+            for j in range(3):
+                clean[call.position + j] = call.latents[:, :, j : j + 1]
+    latents = torch.cat([clean[f] for f in frames], dim=2)
+    recorder = Recorder()
+    generator.bundle.dit.forward_block_causal(
+        latents, torch.zeros(1, len(frames)), prepared(generator, prompt), 3, positions, recorder
+    )
+    return recorder
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("policy", "mode", "cached", "positions", "slot"),
+    [
+        # fifo, window: the 21 frames of the ring, each at its own position
+        ("fifo", "window", list(range(6, 27)), list(range(6, 27)), lambda f: f % 21),
+        # deep-sink with a 12-frame sink, all: the sink moved to [3, 15) for chunk 8 (f - 21), and the tail
+        (
+            "deep-sink",
+            "all",
+            [*range(12), *range(18, 27)],
+            [*range(3, 15), *range(18, 27)],
+            lambda f: f if f < 12 else 12 + (f - 12) % 9,
+        ),
+    ],
+    ids=["fifo-window", "deep-sink-all"],
+)
+def test_recached_keys_values_are_those_of_the_cached_frames_run_with_the_new_prompt(
+    generator, monkeypatch, policy, mode, cached, positions, slot
+):
+    calls = spy_on_the_dit(generator, monkeypatch)
+    params = {"sink_frames": 12} if policy == "deep-sink" else {}
+    clip = generator.stream(two_segments(27, 3, mode), 7, 30, POLICY_PARAMS[policy](**params))
+    list(clip)
+    first_of_chunk_9 = next(c for c in calls if c.source is clip.cache and c.position == 27)
+
+    reference = recache_reference(generator, calls, cached, positions, LAKE)
+    tpf = TINY.tokens_per_frame
+    for layer, (k, v) in enumerate(reference.kv):
+        stored = first_of_chunk_9.keys_before[layer]  # the cache right after the switch
+        for index, frame in enumerate(cached):
+            got = stored[:, :, slot(frame) * tpf : (slot(frame) + 1) * tpf]
+            want = torch.cat([k, v], dim=-1)[:, :, index * tpf : (index + 1) * tpf]
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    (switch,) = clip.stats.cache_telemetry["switches"]
+    assert (switch["chunk"], switch["recache"], switch["recached_frames"]) == (9, mode, 21)
+    assert switch["run_frames"] == 21 and switch["seconds"] > 0

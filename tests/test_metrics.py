@@ -167,6 +167,20 @@ def test_rows_to_table_matches_the_schema_and_fills_missing_nullable_columns() -
             "metrics row 0 (clip_id='clip-a') has status='failed' but no error_type, error",
         ),
         (
+            {"segments": [{"prompt": "a fox", "first_frame": 0}]},
+            "metrics row 0 (clip_id='clip-a'): column 'segments[]' must be an object with the keys "
+            "['prompt', 'first_frame', 'last_frame'], got {'prompt': 'a fox', 'first_frame': 0}",
+        ),
+        (
+            {"segments": [{"prompt": "a fox", "first_frame": 0, "last_frame": 8.5}]},
+            "metrics row 0 (clip_id='clip-a'): column 'segments[].last_frame' must be an integer in "
+            "[-2147483648, 2147483647], got 8.5",
+        ),
+        (
+            {"segments": "a fox"},
+            "metrics row 0 (clip_id='clip-a'): column 'segments' must be a list, got 'a fox'",
+        ),
+        (
             {"cache_telemetry": "{not json"},
             "metrics row 0 (clip_id='clip-a'): cache_telemetry is not valid JSON (Expecting property name "
             "enclosed in double quotes: line 1 column 2 (char 1)); pass a dict or a JSON string",
@@ -260,6 +274,32 @@ def test_duckdb_reads_the_hive_layout(target: OutputTarget, request: pytest.Fixt
         ("run-1", "failed", 1, error),
         ("run-1", "ok", 2, None),
     ]
+
+
+STORY_SEGMENTS = [
+    {"prompt": "a fox walks through snow", "first_frame": 0, "last_frame": 320},
+    {"prompt": "the fox reaches a frozen lake", "first_frame": 321, "last_frame": 632},
+]
+
+
+def test_a_storyboards_segments_are_a_list_column_that_duckdb_and_polars_unnest(
+    target: OutputTarget, request: pytest.FixtureRequest
+) -> None:
+    rows = three_clips(target)
+    write_clip_metrics(target, make_row("story", segments=STORY_SEGMENTS))
+    con, glob = duckdb_for(target, request)
+
+    result = con.execute(
+        f"""SELECT clip_id, s.prompt, s.first_frame, s.last_frame FROM (SELECT clip_id, unnest(segments) AS s
+        FROM read_parquet('{glob}', union_by_name=true) WHERE clip_id = 'story') ORDER BY s.first_frame"""
+    ).fetchall()
+
+    assert result == [("story", *segment.values()) for segment in STORY_SEGMENTS]
+    assert read_metrics(target).column("segments").to_pylist() == [None] * len(rows) + [STORY_SEGMENTS]
+    if isinstance(target, LocalTarget):
+        frame = pl.read_parquet(f"{target.root}/metrics/run_id=run-1/part-story.parquet")
+        exploded = frame.select("segments").explode("segments").unnest("segments")
+        assert exploded.to_dicts() == STORY_SEGMENTS
 
 
 def test_pyarrow_dataset_reads_the_hive_layout(target: OutputTarget) -> None:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pipeline.prompts import PromptFileError, RenderDefaults, load_prompts, parse_line
 from pipeline.spec.cache import policy_parameters
+from pipeline.spec.clip import ClipSpec
 from pipeline.spec.model import TINY, get_preset
+from pipeline.spec.storyboard import Segment
 
 
 def test_duplicate_ids_name_both_lines() -> None:
@@ -175,3 +179,191 @@ def test_max_seconds_admits_what_it_says_and_is_itself_bounded() -> None:
         with pytest.raises(ValueError) as error:
             load_prompts(b'{"prompt": "a fox"}', "p.jsonl", RenderDefaults(TINY, max_seconds=bad))
         assert str(error.value) == f"--max-seconds={bad:g} must be more than 0 and at most 86400 (a day)"
+
+
+# Storyboards: one clip over several prompts
+# ---------------------------------------------------------------------------------------------
+
+FULL = get_preset("self-forcing-1.3b")
+FOX_STORY: list[dict[str, Any]] = [
+    {"prompt": "a fox walks through snow", "seconds": 20},
+    {"prompt": "the fox reaches a frozen lake", "seconds": 20},
+    {"prompt": "the fox looks up at the northern lights", "seconds": 20},
+]
+
+
+def story(segments: list[dict], defaults: RenderDefaults | None = None, **fields: object) -> ClipSpec:
+    line = json.dumps({"prompts": segments, **fields})
+    return parse_line(line, 1, defaults or RenderDefaults(FULL))
+
+
+def test_segments_in_seconds_end_at_the_nearest_chunk_and_the_clip_is_as_long_as_their_sum() -> None:
+    clip = story(FOX_STORY, seconds=60)  # the line's length may be given if it agrees
+    assert clip.storyboard is not None
+    assert [(s.first_frame, s.num_latent_frames) for s in clip.storyboard.segments] == [
+        (0, 81),  # 20 s = 26.7 chunks -> 27
+        (81, 78),  # 40 s = 53.3 chunks -> 53
+        (159, 81),  # 60 s: the end of a plain 60 s clip
+    ]
+    assert (
+        clip.num_latent_frames
+        == 240
+        == parse_line('{"prompt": "x", "seconds": 60}', 1, RenderDefaults(FULL)).num_latent_frames
+    )
+    assert clip.prompt == "\n".join(s["prompt"] for s in FOX_STORY)
+    assert clip.storyboard.recache == "all"  # the run-wide default
+    in_frames = story(
+        [{"prompt": "a", "latent_frames": 6}, {"prompt": "b", "latent_frames": 3}], latent_frames=9
+    )
+    assert in_frames.storyboard is not None
+    assert [(s.first_frame, s.num_latent_frames) for s in in_frames.storyboard.segments] == [(0, 6), (6, 3)]
+
+
+def test_a_storyboard_of_one_segment_is_the_plain_clip_of_its_prompt() -> None:
+    plain = parse_line('{"prompt": "a red fox", "seconds": 5}', 1, RenderDefaults(TINY))
+    one = story([{"prompt": "a red fox", "seconds": 5}], RenderDefaults(TINY), recache="none")
+    assert one == plain and one.storyboard is None  # same id, seed and config hash: the same video
+    assert one.segments == plain.segments == (Segment("a red fox", 0, plain.num_latent_frames),)
+
+
+def test_the_clip_id_covers_every_segment_and_the_recache_mode() -> None:
+    base = story(FOX_STORY)
+    ids = {base.clip_id}
+    for index in range(3):
+        renamed = [dict(s) for s in FOX_STORY]
+        renamed[index]["prompt"] += ", at dusk"
+        ids.add(story(renamed).clip_id)
+    longer = [dict(s) for s in FOX_STORY]
+    longer[1]["seconds"] = 25
+    ids.add(story(longer).clip_id)
+    ids.add(story(FOX_STORY, recache="window").clip_id)
+    ids.add(story(FOX_STORY, RenderDefaults(FULL, recache="none")).clip_id)  # --recache none
+    assert len(ids) == 7
+    assert story(FOX_STORY).clip_id == base.clip_id  # and stays what it is
+    assert story(FOX_STORY, recache="window").config_hash != base.config_hash
+    plain = parse_line(json.dumps({"prompt": base.prompt, "seconds": 60}), 1, RenderDefaults(FULL))
+    assert plain.clip_id != base.clip_id  # the joined prompts as one prompt are another clip
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        (
+            {"prompts": []},
+            '"prompts" must be a list of segments such as [{"prompt": "a fox walks through snow", '
+            '"seconds": 20}, ...], got an empty list',
+        ),
+        ({"prompts": "a fox"}, '"prompts" must be a list of segments such as'),
+        (
+            {"prompts": ["a fox"]},
+            '"prompts"[0] must be an object such as {"prompt": "...", "seconds": 20}, got a string',
+        ),
+        (
+            {"prompts": [{"prompt": " ", "seconds": 2}]},
+            '"prompts"[0] "prompt" must be a non-empty string, got " "',
+        ),
+        ({"prompts": [{"seconds": 2}]}, '"prompts"[0] "prompt" must be a non-empty string, got null'),
+        (
+            {"prompts": [{"prompt": "a"}]},
+            '"prompts"[0] needs its length in "seconds" or in "latent_frames" (one of them)',
+        ),
+        ({"prompts": [{"prompt": "a", "seconds": 2, "latent_frames": 6}]}, "one of them"),
+        (
+            {"prompts": [{"prompt": "a", "seconds": -1}]},
+            '"prompts"[0] "seconds": seconds=-1 must be > 0, e.g. 60',
+        ),
+        (
+            {"prompts": [{"prompt": "a", "latent_frames": 4}]},
+            '"prompts"[0] "latent_frames": num_latent_frames=4 must be a positive multiple of '
+            "chunk_frames=3; use 3 or 6",
+        ),
+        (
+            {"prompts": [{"prompt": "a", "latent_frames": 6.0}]},
+            '"prompts"[0] "latent_frames": must be an integer, got 6.0',
+        ),
+        (
+            {"prompts": [{"prompt": "a", "seconds": 2, "camera": "pan"}]},
+            '"prompts"[0] has unknown field(s) camera; a segment takes "prompt" and its length',
+        ),
+        (
+            {"prompts": [{"prompt": "a", "seconds": 2}, {"prompt": "b", "latent_frames": 6}]},
+            '"prompts" mixes "seconds" and "latent_frames"; give every segment the same unit',
+        ),
+        (
+            {"prompts": [{"prompt": "a", "seconds": 2}, {"prompt": "b", "seconds": 0.25}]},
+            '"prompts"[1] is 0.25 s, which leaves it no whole chunk of 0.75 s (a segment ends at the chunk '
+            "boundary nearest to its end); make it longer or join it to a neighbour",
+        ),
+        (
+            {"prompts": [{"prompt": "a", "seconds": 1}] * 17},
+            '"prompts" has 17 segments; a storyboard has at most 16',
+        ),
+        (
+            {"prompts": FOX_STORY, "seconds": 30},
+            '"seconds": 30 is 120 latent frames, but the segments of "prompts" '
+            'add up to 240; drop "seconds" (a storyboard is as long as its segments) or make them agree',
+        ),
+        (
+            {"prompts": FOX_STORY, "prompt": "a fox"},
+            'give "prompt" (one prompt) or "prompts" (a storyboard), not both',
+        ),
+        (
+            {"prompts": FOX_STORY, "recache": "full"},
+            '"recache" "full" is not a recache mode; choose one of none, window, all',
+        ),
+        (
+            {"prompt": "a fox", "recache": "none"},
+            '"recache" applies to storyboards ("prompts") only; remove it from this line',
+        ),
+    ],
+)
+def test_a_bad_storyboard_is_an_error_of_its_line_naming_the_segment(fields: dict, message: str) -> None:
+    with pytest.raises(ValueError) as error:
+        parse_line(json.dumps(fields), 7, RenderDefaults(FULL))
+    assert message in str(error.value)
+
+
+def test_bad_storyboard_lines_are_reported_together_before_anything_starts() -> None:
+    text = "\n".join(
+        json.dumps(line)
+        for line in (
+            {"prompts": FOX_STORY},
+            {"prompts": [{"prompt": "a", "seconds": 2}, {"prompt": "", "seconds": 2}]},
+            {"prompts": FOX_STORY},  # the same clip again
+        )
+    )
+    with pytest.raises(PromptFileError) as error:
+        load_prompts(text.encode(), "story.jsonl", RenderDefaults(FULL))
+    assert [line for line, _ in error.value.errors] == [2, 3]
+    assert "same clip as line 1" in error.value.errors[1][1]
+
+
+def test_the_run_wide_recache_is_checked_up_front() -> None:
+    with pytest.raises(ValueError, match='--recache "sometimes" is not a recache mode'):
+        load_prompts(b'{"prompt": "a"}', "p.jsonl", RenderDefaults(TINY, recache="sometimes"))
+
+
+def test_the_example_storyboards_are_valid_and_render_what_the_readme_says() -> None:
+    text = (Path(__file__).resolve().parents[1] / "examples" / "storyboard.jsonl").read_bytes()
+    clips, _ = load_prompts(text, "examples/storyboard.jsonl", RenderDefaults(FULL))
+    fox = clips[0]
+    assert fox.clip_id == "fox-story" and fox.storyboard is not None
+    assert [(s.first_frame, s.end_frame - 1) for s in fox.segments] == [(0, 80), (81, 158), (159, 239)]
+    assert [
+        (FULL.first_pixel_frame(s.first_frame), FULL.pixel_frames(s.end_frame) - 1) for s in fox.segments
+    ] == [
+        (0, 320),
+        (321, 632),
+        (633, 956),
+    ]
+    assert [clip.storyboard.recache for clip in clips if clip.storyboard] == ["all", "window", "all"]
+
+
+def test_a_storyboard_longer_than_max_seconds_is_an_error_of_its_line() -> None:
+    hours = [{"prompt": f"part {index}", "seconds": 900} for index in range(3)]
+    with pytest.raises(ValueError) as error:
+        parse_line(json.dumps({"prompts": hours}), 1, RenderDefaults(FULL))
+    assert str(error.value) == (
+        "the storyboard (45 min) is longer than --max-seconds=1800 (30 min); "
+        "split it into several clips, or raise --max-seconds (at most 86400, a day)"
+    )

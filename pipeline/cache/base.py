@@ -7,24 +7,43 @@ tells the policy which forward this is and returns the temporal RoPE position of
 frame. Inside the forward every self-attention layer calls `keys_values` with its chunk q/k/v (RoPE
 already applied) and attends to what comes back. Everything a policy keeps lives behind this
 interface; the model never sees cache indices.
+
+At a storyboard's prompt switch the generator asks the cache for a re-cache pass
+(`recache_session`, pipeline/cache/recache.py): the frames it holds run again through the DiT with the
+new prompt, their keys/values replacing the cached ones where they sit. For that the cache keeps the
+clean latents of the chunks it still references (`keep_latents`), while a switch lies ahead.
 """
 
 from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from pipeline.model.rope import RotaryEmbedding3D
 from pipeline.spec.cache import CacheGeometry
 
+if TYPE_CHECKING:  # recache.py builds on this module
+    from pipeline.cache.recache import Recache
+
 
 class ForwardKind(enum.Enum):
     FIRST_STEP = "first_step"  # first denoising step of a new chunk: the chunk enters the cache
     STEP = "step"  # a later denoising step: the chunk's slot is overwritten
     CONTEXT = "context"  # clean pass at t=0: the chunk's final keys/values, seen by later chunks
+
+
+@dataclass(frozen=True)
+class CachedFrame:
+    """A whole frame whose keys/values the cache holds: its buffer slot and where its keys sit in time."""
+
+    frame: int  # absolute latent frame
+    slot: int  # frame-sized slot of the buffers
+    position: int  # temporal RoPE position of its keys now (moved, for a sink)
+    sink: bool  # part of the sink: re-cached only when the recache mode is `all`
 
 
 class KVCache(ABC):
@@ -37,11 +56,13 @@ class KVCache(ABC):
         self.rope = rope
         self.chunk_index = -1
         self.kind = ForwardKind.CONTEXT
+        self.latents: dict[int, torch.Tensor] = {}  # chunk -> its clean latents, for a re-cache
 
     def reset(self) -> None:
         """Forget everything: called at the start of every clip. Buffers may be kept for reuse."""
         self.chunk_index = -1
         self.kind = ForwardKind.CONTEXT
+        self.latents = {}
 
     def begin_forward(self, chunk_index: int, kind: ForwardKind) -> int:
         """Announce the next DiT forward; returns the RoPE frame position of the chunk's first frame."""
@@ -77,6 +98,36 @@ class KVCache(ABC):
     def telemetry(self) -> dict[str, Any]:
         """Per-clip counters for the metrics table (policy specific, JSON-serialisable)."""
         return {}
+
+    # -- prompt switches (pipeline/cache/recache.py) -----------------------------------------------
+
+    @abstractmethod
+    def cached_frames(self) -> list[CachedFrame]:
+        """The whole frames the cache holds once the current chunk's forwards are done."""
+
+    @abstractmethod
+    def filled_slots(self) -> int:
+        """Frame-sized slots in use once the current chunk's forwards are done (the current chunk's too)."""
+
+    @abstractmethod
+    def recache_session(self, mode: str) -> Recache:
+        """A re-cache pass over what the cache holds now (after the current chunk), for recache `mode`."""
+
+    def referenced_chunks(self) -> set[int]:
+        """Chunks with a frame the cache may still reference: a re-cache runs them again."""
+        return {cached.frame // self.geometry.chunk_frames for cached in self.cached_frames()}
+
+    def keep_latents(self, latents: torch.Tensor) -> None:
+        """Keep the current chunk's clean latents (B, C, chunk_frames, H, W) for a later re-cache, and
+        drop those of chunks the cache no longer references (their keys are gone)."""
+        self.latents[self.chunk_index] = latents
+        referenced = self.referenced_chunks()
+        for chunk in [chunk for chunk in self.latents if chunk not in referenced]:
+            del self.latents[chunk]
+
+    def drop_latents(self) -> None:
+        """No switch lies ahead: the latents are no longer needed."""
+        self.latents = {}
 
 
 class FrameBuffers:

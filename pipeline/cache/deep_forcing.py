@@ -32,9 +32,19 @@ Layouts (where the kept keys sit in time; recent keys always keep their own posi
   f+3-R-C + i // tokens_per_frame (why: `_packed_positions`).
 
 Buffers are allocated once (window_frames per layer); the state per layer is a few small device
-tensors of fixed size (top-C source frames and reuse counts, clean-query sums), and every decision of
-*when* is plain Python ints from the chunk index, so nothing in the forward path waits for the device.
-Everything resets per clip (the release carries the sink base, query window and reuse counts over).
+tensors of fixed size (top-C source frames, tokens and reuse counts, clean-query sums), and every
+decision of *when* is plain Python ints from the chunk index, so nothing in the forward path waits for
+the device. Everything resets per clip (the release carries the sink base, query window and reuse
+counts over).
+
+A storyboard's re-cache (`TopCRecache`, docs/cache_policies.md §10.3) rewrites the sink (mode `all`),
+the top-C tokens and the recent frames where they sit, top-C tokens from a run of their source frames
+at the positions they were made at (then moved, in the `paper` layout, as a compression moves them).
+Those source frames can be old: with a reuse cap r a token picked at every compression since it was
+fresh stays at most r compressions, so the cache references the frames fresh at the last r
+compressions and later ones (`fresh_starts`); without a cap, or with a top-C block larger than the fresh
+frames of a compression (capped tokens then fill it), there is no such bound and the latents of every
+frame since the first compression stay (200 KB per latent frame at 480x832).
 """
 
 from __future__ import annotations
@@ -44,8 +54,9 @@ from typing import Any
 
 import torch
 
-from pipeline.cache.base import ForwardKind, FrameBuffers, KVCache
+from pipeline.cache.base import CachedFrame, ForwardKind, FrameBuffers, KVCache
 from pipeline.cache.phase import PristineShift, shift_tokens_in_time, temporal_frequencies
+from pipeline.cache.recache import Recache
 from pipeline.model.rope import RotaryEmbedding3D
 from pipeline.spec.cache import CacheGeometry, DeepForcingParams
 
@@ -109,6 +120,7 @@ class DeepForcingCache(KVCache):
         self.sink_shift.reset()
         # Per-layer device state, (B, top-C tokens) or (B, H, m, D): fixed size, replaced not grown
         self.block_source: list[torch.Tensor | None] = [None] * L  # source frame of each top-C token
+        self.block_token: list[torch.Tensor | None] = [None] * L  # its token within that frame
         self.block_picks: list[torch.Tensor | None] = [None] * L  # times each top-C token was picked
         self.block_pristine: list[torch.Tensor | None] = [None] * L  # `paper`: temporal channels as made
         self.clean_queries: list[torch.Tensor | None] = [None] * L  # per-frame sums of clean-pass queries
@@ -117,6 +129,9 @@ class DeepForcingCache(KVCache):
         self.age_sum: torch.Tensor | None = None
         self.age_max: torch.Tensor | None = None
         self.ages_counted = 0
+        # Fresh first frames of the compressions whose tokens may still be in the block (re-cache latents)
+        self.fresh_starts: list[int] = []
+        self.ages_bounded = True  # False: a top-C token may stay for the whole clip (module docstring)
 
     # -- schedule (plain ints) ---------------------------------------------------------------------
 
@@ -134,6 +149,7 @@ class DeepForcingCache(KVCache):
                 fresh_first_frame=self.run_start_frame,  # absolute frame of the first slot after it
                 first_frame=first,
             )
+            self._bound_block_ages(self.plan)
             self.block_frames = self.topc_frames
             self.run_start_frame = first - m
             self.context_frames = self.sink_frames + self.topc_frames + m
@@ -142,6 +158,15 @@ class DeepForcingCache(KVCache):
             if target != self.sink_start:
                 self.sink_start = target
                 self.sink_shifts += 1
+
+    def _bound_block_ages(self, plan: CompressionPlan) -> None:
+        """Track the oldest frame the top-C block can hold after this compression (module docstring)."""
+        fresh_frames = plan.candidate_end - self.sink_frames - plan.block_frames
+        self.ages_bounded &= bool(self.max_reuse) and fresh_frames >= self.topc_frames
+        if self.ages_bounded:
+            self.fresh_starts = [*self.fresh_starts, plan.fresh_first_frame][-self.max_reuse :]
+        elif not self.fresh_starts:
+            self.fresh_starts = [plan.fresh_first_frame]  # kept from here on
 
     def _sink_target(self, first_frame: int) -> int:
         if self.layout == "paper":  # [sink ‖ top-C ‖ recent] ends with the chunk
@@ -163,18 +188,24 @@ class DeepForcingCache(KVCache):
                 self._compress(layer, q, keys, values)
             self.sink_shift.move_to(layer, keys, self.sink_start)
         if self.kind is ForwardKind.CONTEXT and self.recent_context_frames:
-            self._remember_clean_queries(layer, q)
+            self._remember_clean_queries(layer, q, self.chunk_index)
         start = self.buffers.tokens(self.context_frames)
         keys[:, :, start : start + k.shape[2]].copy_(k)
         values[:, :, start : start + v.shape[2]].copy_(v)
         return self.buffers.prefix(layer, self.context_frames + self.geometry.chunk_frames)
 
-    def _remember_clean_queries(self, layer: int, q: torch.Tensor) -> None:
-        """Keep the clean-pass query sums of the chunk's last frames, the next compression's past queries."""
+    def _remember_clean_queries(self, layer: int, q: torch.Tensor, chunk: int) -> None:
+        """Keep the clean-pass query sums of `chunk`'s last frames, the next compression's past queries.
+
+        `chunk` is the current one, or for a re-cache an earlier chunk still within the recent context.
+        """
         g = self.geometry
         B, H, _, D = q.shape  # (B, H, chunk_tokens, D)
         m = self.recent_context_frames
-        n = min(m, g.chunk_frames)
+        end = (self.chunk_index + 1) * g.chunk_frames  # the recent context is frames [end - m, end)
+        n = min(g.chunk_frames, (chunk + 1) * g.chunk_frames - (end - m))  # the chunk's last n are in it
+        if n <= 0:
+            return
         dtype = torch.promote_types(q.dtype, torch.float32)
         sums = q[:, :, (g.chunk_frames - n) * g.tokens_per_frame :].unflatten(2, (n, g.tokens_per_frame))
         sums = sums.to(dtype).sum(3)  # (B, H, n, D): one sum per frame
@@ -184,7 +215,7 @@ class DeepForcingCache(KVCache):
         if n == m:
             ring.copy_(sums)
         else:  # recent reaches further back than one chunk: a ring indexed by absolute frame
-            first = self.chunk_index * g.chunk_frames + g.chunk_frames - n
+            first = chunk * g.chunk_frames + g.chunk_frames - n
             for j in range(n):
                 ring[:, :, (first + j) % m].copy_(sums[:, :, j])
 
@@ -207,13 +238,16 @@ class DeepForcingCache(KVCache):
         scores = torch.einsum("bhd,bhld->bl", query, candidates.to(dtype))  # (B, Lc)
 
         # 2. Candidate bookkeeping: source frame and times picked (fresh frames: never picked)
-        fresh_source = plan.fresh_first_frame + torch.arange(Lc - old, device=keys.device) // tpf
-        source = fresh_source.expand(B, -1)  # (B, Lc - old)
+        fresh = torch.arange(Lc - old, device=keys.device)
+        source = (plan.fresh_first_frame + fresh // tpf).expand(B, -1)  # (B, Lc - old)
+        token = (fresh % tpf).expand(B, -1)
         picks = torch.zeros(B, Lc - old, device=keys.device, dtype=torch.int32)
-        block_source, block_picks = self.block_source[layer], self.block_picks[layer]
+        block_source, block_token = self.block_source[layer], self.block_token[layer]
+        block_picks = self.block_picks[layer]
         if old:
-            assert block_source is not None and block_picks is not None
+            assert block_source is not None and block_token is not None and block_picks is not None
             source = torch.cat([block_source, source], dim=1)  # (B, Lc)
+            token = torch.cat([block_token, token], dim=1)
             picks = torch.cat([block_picks, picks], dim=1)
         if self.max_reuse:
             # Capped tokens rank last; should fewer than C be eligible, the best of them fill the
@@ -228,6 +262,7 @@ class DeepForcingCache(KVCache):
         kept_values = values[:, :, lo:hi].gather(2, index)
         kept_source = source.gather(1, chosen)  # (B, C)
         self.block_source[layer] = kept_source
+        self.block_token[layer] = token.gather(1, chosen)
         self.block_picks[layer] = picks.gather(1, chosen) + 1
         if self.layout == "paper":
             kept_pristine = self._kept_pristine(layer, candidates, chosen, old)
@@ -306,6 +341,29 @@ class DeepForcingCache(KVCache):
         self.age_max = torch.maximum(self.age_max, ages.max())
         self.ages_counted += ages.numel()
 
+    # -- prompt switches -----------------------------------------------------------------------------
+
+    def cached_frames(self) -> list[CachedFrame]:
+        """The sink and the frames after the top-C block (its single tokens are `TopCRecache`'s)."""
+        end = (self.chunk_index + 1) * self.geometry.chunk_frames  # frames made so far
+        sink = [CachedFrame(f, f, self.sink_start + f, True) for f in range(min(self.sink_frames, end))]
+        first_slot = self.sink_frames + self.block_frames
+        run = range(self.run_start_frame, end)
+        return sink + [CachedFrame(f, first_slot + f - self.run_start_frame, f, False) for f in run]
+
+    def filled_slots(self) -> int:
+        return self.context_frames + self.geometry.chunk_frames
+
+    def referenced_chunks(self) -> set[int]:
+        chunks = super().referenced_chunks()
+        if self.block_frames:  # the top-C block holds tokens of frames [oldest, run_start_frame)
+            chunk = self.geometry.chunk_frames
+            chunks |= set(range(self.fresh_starts[0] // chunk, (self.run_start_frame - 1) // chunk + 1))
+        return chunks
+
+    def recache_session(self, mode: str) -> Recache:
+        return TopCRecache(self, mode)
+
     def telemetry(self) -> dict[str, Any]:
         """Per clip: compressions, sink shifts and the age (query frame - source frame) of kept top-C
         tokens, over all layers and batch items, as a fixed histogram of `AGE_BIN_FRAMES`-frame bins."""
@@ -322,3 +380,70 @@ class DeepForcingCache(KVCache):
             else None,
             "topc_age_max": self.age_max.item() if counted and self.age_max is not None else None,
         }
+
+
+class TopCRecache(Recache):
+    """deep-forcing's re-cache: the sink and recent frames as `Recache` rewrites whole frames, and each
+    layer's top-C tokens from a run of their source frames at the positions they were made at; the
+    recent context's clean-query sums come from the pass too (they score the next compression)."""
+
+    def __init__(self, cache: DeepForcingCache, mode: str):
+        self.policy = cache  # the typed cache, before the base class asks for `_token_chunks`
+        super().__init__(cache, cache.buffers, cache.sink_shift, mode)
+
+    def summary(self) -> dict[str, Any]:
+        rewrites_block = self.mode != "none" and self.policy.block_frames > 0
+        return {**super().summary(), "recached_topc_tokens": self.policy.topc_tokens * rewrites_block}
+
+    def _token_chunks(self) -> set[int]:
+        policy = self.policy
+        if self.mode == "none" or not policy.block_frames:
+            return set()
+        sources = torch.cat([source.flatten() for source in policy.block_source if source is not None])
+        # The one wait for the device of a switch: which frames the layers' top-C tokens come from.
+        return {frame // policy.geometry.chunk_frames for frame in sources.unique().tolist()}
+
+    def _write_tokens(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+        policy, group = self.policy, self.group
+        assert group is not None
+        g = policy.geometry
+        policy._remember_clean_queries(layer, q, group.chunk)
+        if self.mode == "none" or not policy.block_frames:
+            return
+        source, token = policy.block_source[layer], policy.block_token[layer]  # (B, C) each
+        assert source is not None and token is not None
+        B, H, _, D = k.shape
+        C = policy.topc_tokens
+        first = group.chunk * g.chunk_frames
+        here = (source // g.chunk_frames == group.chunk)[:, None, :, None]  # (B, 1, C, 1)
+        index = (source - first).clamp(0, g.chunk_frames - 1) * g.tokens_per_frame + token
+        index = index[:, None, :, None].expand(B, H, C, D)
+        new_keys, new_values = k.gather(2, index), v.gather(2, index)  # (B, H, C, D)
+        if policy.layout == "paper":  # keep the as-made copy, then move it as the compression did
+            n_t = policy.rope.split.temporal
+            pristine = policy.block_pristine[layer]
+            assert pristine is not None
+            pristine = torch.where(here, new_keys[..., :n_t], pristine)
+            policy.block_pristine[layer] = pristine
+            moved = shift_tokens_in_time(
+                pristine, policy._packed_positions(C, k.device) - source, policy._omega(k.device)
+            )
+            new_keys = torch.cat([moved, new_keys[..., n_t:]], dim=-1)
+        lo = self.buffers.tokens(policy.sink_frames)
+        for buffer, new in ((self.buffers.keys[layer], new_keys), (self.buffers.values[layer], new_values)):
+            block = buffer[:, :, lo : lo + C]
+            block.copy_(torch.where(here, new, block))
+
+    def _visible_tokens(self, layer: int, visible: torch.Tensor) -> torch.Tensor:
+        policy, group = self.policy, self.group
+        assert group is not None
+        source = policy.block_source[layer]
+        if not policy.block_frames or source is None:
+            return visible
+        B = source.shape[0]
+        lo, hi = (
+            self.buffers.tokens(policy.sink_frames),
+            self.buffers.tokens(policy.sink_frames) + policy.topc_tokens,
+        )
+        block = source // policy.geometry.chunk_frames < group.chunk  # (B, C)
+        return torch.cat([visible[:, :lo].expand(B, -1), block, visible[:, hi:].expand(B, -1)], dim=1)

@@ -26,7 +26,9 @@ class PristineShift:
     """Moves the first `tokens` keys of each layer's buffer to a temporal offset from where they were made.
 
     The offset is a plain int per layer; the pristine copy (B, heads, tokens, temporal channels) is taken
-    the first time a layer's keys leave offset 0, when the buffer still holds them as written.
+    the first time a layer's keys leave their base offset, when the buffer still holds them as written.
+    The base is 0 (the keys are written where they were made) unless a storyboard's re-cache wrote them
+    again where they sat (`rebase`).
     """
 
     def __init__(self, rope: RotaryEmbedding3D, num_layers: int, tokens: int):
@@ -35,11 +37,18 @@ class PristineShift:
         self.temporal_channels = rope.split.temporal  # 44 of 128
         self.pristine: list[torch.Tensor | None] = [None] * num_layers  # kept across clips for reuse
         self.offset = [0] * num_layers
+        self.base = [0] * num_layers  # offset at which the buffer's keys were written
         self._phase: tuple[int, torch.device, torch.dtype, torch.Tensor] | None = None  # one per chunk
 
     def reset(self) -> None:
         """A new clip: its keys are written unmoved, so every layer is back at offset 0."""
         self.offset = [0] * len(self.offset)
+        self.base = [0] * len(self.base)
+
+    def rebase(self, layer: int) -> None:
+        """The keys of `layer` were just written again at its current offset: they are the pristine copy
+        from now on, and later moves rotate them by the difference."""
+        self.base[layer] = self.offset[layer]
 
     def move_to(self, layer: int, keys: torch.Tensor, offset: int) -> bool:
         """Put the keys of `layer` (B, H, L, D) `offset` frames from where they were made; True if moved."""
@@ -47,7 +56,7 @@ class PristineShift:
             return False
         block = keys[:, :, : self.tokens, : self.temporal_channels]  # (B, H, tokens, n_t), a view
         pristine = self.pristine[layer]
-        if self.offset[layer] == 0:  # the buffer holds the keys as written: that is the pristine copy
+        if self.offset[layer] == self.base[layer]:  # the buffer holds the keys as written: the pristine copy
             if pristine is None or (pristine.shape, pristine.dtype, pristine.device) != (
                 block.shape,
                 block.dtype,
@@ -58,7 +67,8 @@ class PristineShift:
                 )
             pristine.copy_(block)
         assert pristine is not None
-        block.copy_(rotate_pairs(pristine, self._phase_for(offset, keys)) if offset else pristine)
+        delta = offset - self.base[layer]
+        block.copy_(rotate_pairs(pristine, self._phase_for(delta, keys)) if delta else pristine)
         self.offset[layer] = offset
         return True
 

@@ -9,6 +9,9 @@ the oldest tail frames in place: nothing is ever moved, and the chunk's k/v go s
 Attention takes no mask and so does not care about the order of the keys; the filled slots are
 always a prefix of the buffer, which SDPA reads as a view. Subclasses choose only where the sink sits
 in time (`sink_start`): the tail keys keep the positions they were made at.
+
+A re-cache (`recache.Recache`) rewrites the sink frames (mode `all`) and the tail frames in their slots,
+the sink at the position it was moved to.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from typing import Any
 
 import torch
 
-from pipeline.cache.base import FrameBuffers, KVCache
+from pipeline.cache.base import CachedFrame, FrameBuffers, KVCache
 from pipeline.cache.phase import PristineShift
+from pipeline.cache.recache import Recache
 from pipeline.model.rope import RotaryEmbedding3D
 from pipeline.spec.cache import CacheGeometry
 
@@ -95,6 +99,18 @@ class SinkWindowCache(KVCache):
             keys[:, :, dst : dst + n].copy_(k[:, :, src : src + n])
             values[:, :, dst : dst + n].copy_(v[:, :, src : src + n])
         return self.buffers.prefix(layer, self.filled_frames)
+
+    def cached_frames(self) -> list[CachedFrame]:
+        end = (self.chunk_index + 1) * self.geometry.chunk_frames  # frames made so far
+        sink = [CachedFrame(f, f, self.sink_start + f, True) for f in range(min(self.sink_frames, end))]
+        tail = range(max(self.sink_frames, end - self.tail_slots), end)
+        return sink + [CachedFrame(f, self._slot(f), f, False) for f in tail]
+
+    def filled_slots(self) -> int:
+        return self.filled_frames
+
+    def recache_session(self, mode: str) -> Recache:
+        return Recache(self, self.buffers, self.sink_shift, mode)
 
     def telemetry(self) -> dict[str, Any]:
         first = max(self.chunk_index, 0) * self.geometry.chunk_frames

@@ -16,6 +16,7 @@ from pipeline.prompts import DEFAULT_CLIP_SECONDS, DEFAULT_MAX_SECONDS, MAX_SECO
 from pipeline.spec.cache import DEFAULT_POLICY, POLICY_PARAMS
 from pipeline.spec.clip import ID_RULE, is_valid_id
 from pipeline.spec.model import PRESETS, get_preset
+from pipeline.spec.storyboard import DEFAULT_RECACHE, RECACHE_MODES
 from pipeline.storage import S3Settings
 from pipeline.worker import WorkerConfig
 
@@ -64,6 +65,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=float,
         default=DEFAULT_MAX_SECONDS,
         help=f"longest clip a line may ask for (default: %(default)g, 30 min; at most {MAX_SECONDS_LIMIT:g})",
+    )
+    clips.add_argument(
+        "--recache",
+        default=DEFAULT_RECACHE,
+        choices=RECACHE_MODES,
+        help="what a storyboard line's cache re-computes at a prompt switch, for lines without one: none, "
+        "window (all but the sink), all (default: %(default)s; README: Storyboards)",
     )
     clips.add_argument(
         "--skip-invalid", action="store_true", help="render the valid lines when some are invalid"
@@ -211,6 +219,7 @@ def config_from_args(args: argparse.Namespace) -> RenderConfig:
         cache_policy=args.cache_policy,
         cache_params=dict(_parse_param(text) for text in args.cache_param),
         max_seconds=args.max_seconds,
+        recache=args.recache,
     )
     return RenderConfig(
         prompts=args.prompts,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -253,8 +253,13 @@ class ModelBundle:
 
     def encode_prompt(self, prompt: str) -> torch.Tensor:
         """UMT5 embedding of one prompt, (1, text_len, text_dim), on the DiT's device."""
+        return self.encode_prompts([prompt])
+
+    def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
+        """UMT5 embeddings of several prompts in one pass, (N, text_len, text_dim), on the DiT's device:
+        an offloaded encoder's weights cross to the GPU once for all of them."""
         with self._text_encoder_on_device():
-            return self.text_encoder.encode([prompt]).to(self.device)
+            return self.text_encoder.encode(list(prompts)).to(self.device)
 
     @contextmanager
     def _text_encoder_on_device(self) -> Iterator[None]:

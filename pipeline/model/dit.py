@@ -8,14 +8,18 @@ the activation dtype. Two entry points share every weight and every line of bloc
   (the streaming path).
 - `forward_block_causal`: a whole sequence at once under the block-causal mask (each chunk sees
   itself and earlier chunks), the training-time view used to check the streaming path.
+
+A KV source may also mask the keys it returns (`MaskedKeyValueSource`): a storyboard's re-cache pass runs
+earlier chunks again and must not see the cached keys of chunks after them.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import Protocol, cast, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +37,14 @@ class KeyValueSource(Protocol):
     def keys_values(
         self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+@runtime_checkable
+class MaskedKeyValueSource(KeyValueSource, Protocol):
+    """A KV source whose keys are not all visible: `key_mask` is the (B, 1, 1, L_kv) boolean mask (True:
+    attend) of the keys its last `keys_values` call returned for `layer`."""
+
+    def key_mask(self, layer: int) -> torch.Tensor: ...
 
 
 class OwnKeysValues:
@@ -77,6 +89,7 @@ class LayerCursor:
         self.kv_source = kv_source
         self.attention = attention  # the kernel for unmasked self-attention (see attention.py)
         self.layer = 0
+        self.masked = isinstance(kv_source, MaskedKeyValueSource)
 
 
 @torch.compiler.disable
@@ -88,8 +101,10 @@ def attend_with_cache(
     static shapes and compile once. Returns the attention (B, nh, L, hd), or per-split partial results
     for the caller to merge with `merge_key_splits`."""
     keys, values = cursor.kv_source.keys_values(cursor.layer, q, k, v)  # (B, nh, L_kv, hd)
+    if cursor.masked:
+        attn_mask = cast(MaskedKeyValueSource, cursor.kv_source).key_mask(cursor.layer)
     cursor.layer += 1
-    if attn_mask is not None:  # the block-causal whole-sequence path
+    if attn_mask is not None:  # the block-causal whole-sequence path, or a masked KV source
         return F.scaled_dot_product_attention(q, keys, values, attn_mask=attn_mask), None
     return cursor.attention(q, keys, values)
 
@@ -269,33 +284,48 @@ class CausalWanDiT(nn.Module):
         timestep: torch.Tensor,
         text: TextContext,
         kv_cache: KeyValueSource,
-        frame_position: int,
+        frame_position: int | Sequence[int],
     ) -> torch.Tensor:
         """Flow prediction for one chunk. latents (B, C, F, H, W); timestep (B,) shared by the chunk.
 
-        `frame_position` is the temporal RoPE position of the chunk's first frame (from the cache).
+        `frame_position` is the temporal RoPE position of the chunk's first frame (from the cache), or
+        one position per frame (a re-cache pass runs frames where the cache keeps their keys).
         """
         B, _, num_frames = latents.shape[:3]
-        positions = torch.arange(num_frames, device=latents.device) + frame_position
+        if isinstance(frame_position, int):
+            positions = torch.arange(num_frames, device=latents.device) + frame_position
+        elif list(frame_position) == list(range(frame_position[0], frame_position[0] + num_frames)):
+            positions = torch.arange(num_frames, device=latents.device) + frame_position[0]  # no host copy
+        else:
+            positions = torch.tensor(frame_position, device=latents.device)
         timesteps = timestep.view(B, 1).expand(B, num_frames)
         return self._run(latents, timesteps, text, positions, kv_cache, attn_mask=None)
 
     def forward_block_causal(
-        self, latents: torch.Tensor, timesteps: torch.Tensor, text: TextContext, chunk_frames: int
+        self,
+        latents: torch.Tensor,
+        timesteps: torch.Tensor,
+        text: TextContext,
+        chunk_frames: int,
+        frame_positions: Sequence[int] | None = None,
+        kv_source: KeyValueSource | None = None,
     ) -> torch.Tensor:
         """Flow prediction for a whole sequence at once; timesteps (B, F), one per frame.
 
         Frame f attends to every frame of its own chunk and of earlier chunks, as the streaming path
-        does with an unbounded cache.
+        does with an unbounded cache. Frames sit at `frame_positions` (default 0, 1, ...); `kv_source`
+        (default: the sequence's own keys/values) sees every layer's keys and values, e.g. to record them.
         """
         num_frames = latents.shape[2]
         if num_frames % chunk_frames:
             raise ValueError(f"{num_frames} frames is not a multiple of chunk_frames={chunk_frames}")
-        positions = torch.arange(num_frames, device=latents.device)
+        order = torch.arange(num_frames, device=latents.device)
+        positions = order if frame_positions is None else torch.tensor(frame_positions, device=latents.device)
         tokens_per_frame = self._tokens_per_frame(latents)
-        chunk_of_token = (positions // chunk_frames).repeat_interleave(tokens_per_frame)  # (L,)
+        chunk_of_token = (order // chunk_frames).repeat_interleave(tokens_per_frame)  # (L,)
         mask = chunk_of_token[None, :] <= chunk_of_token[:, None]  # (L, L): key chunk <= query chunk
-        return self._run(latents, timesteps, text, positions, OwnKeysValues(), attn_mask=mask)
+        source = OwnKeysValues() if kv_source is None else kv_source
+        return self._run(latents, timesteps, text, positions, source, attn_mask=mask)
 
     def _tokens_per_frame(self, latents: torch.Tensor) -> int:
         _, ph, pw = self.config.patch_size

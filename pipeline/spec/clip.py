@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 
 from pipeline.spec.cache import PolicyParams
+from pipeline.spec.storyboard import Segment, Storyboard
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")  # clip and run ids: they become parts of object keys
 MAX_ID_CHARS = 128
@@ -23,17 +24,21 @@ def is_valid_id(value: object) -> bool:
     )
 
 
+STORYBOARD_PROMPT_SEPARATOR = "\n"  # a storyboard's `prompt`: its segments' prompts, one per line
+
+
 @dataclass(frozen=True)
 class ClipSpec:
     """One validated clip: everything a worker needs to render it, and its deterministic identity."""
 
     line: int  # 1-based line in the prompt file
     clip_id: str  # names the video, clips/<clip_id>.mp4, and the metrics part file
-    prompt: str
+    prompt: str  # a storyboard's segment prompts joined by STORYBOARD_PROMPT_SEPARATOR
     seed: int
     num_latent_frames: int
     cache: PolicyParams  # the KV cache policy and all its parameters, defaults filled in
-    config_hash: str  # model config + generation schedule + cache policy and parameters
+    config_hash: str  # model config + generation schedule + cache policy and parameters (+ recache)
+    storyboard: Storyboard | None = None  # two or more segments; None for a clip of one prompt
 
     @property
     def cache_policy(self) -> str:
@@ -53,3 +58,10 @@ class ClipSpec:
         if not isinstance(clip, ClipSpec):
             raise TypeError(f"expected a pickled ClipSpec, got {type(clip).__name__}")
         return clip
+
+    @property
+    def segments(self) -> tuple[Segment, ...]:
+        """The clip's prompts over its frames: one segment for a clip of one prompt."""
+        if self.storyboard is not None:
+            return self.storyboard.segments
+        return (Segment(self.prompt, 0, self.num_latent_frames),)

@@ -161,6 +161,10 @@ class ModelPreset:
         """The length latent frames stand for: 4 pixel frames each (240 -> 60 s)."""
         return latent_frames * self.vae.temporal_stride / self.fps
 
+    def first_pixel_frame(self, latent_frame: int) -> int:
+        """The first video frame latent frame `latent_frame` decodes to (0, then 1, 5, 9, ...)."""
+        return self.pixel_frames(latent_frame) if latent_frame else 0
+
     def latent_frames_for_seconds(self, seconds: float) -> int:
         """Smallest multiple of chunk_frames whose nominal length (4 pixel frames each) covers `seconds`.
 
@@ -174,6 +178,16 @@ class ModelPreset:
         per_chunk = self.vae.temporal_stride * self.chunk_frames  # pixel frames a chunk stands for (12)
         chunks = max(1, math.ceil(seconds * self.fps / per_chunk - 1e-9))
         return chunks * self.chunk_frames
+
+    @property
+    def seconds_per_chunk(self) -> float:
+        """Nominal length of one chunk in the video: 4 pixel frames per latent frame (0.75 s)."""
+        return self.vae.temporal_stride * self.chunk_frames / self.fps
+
+    def chunk_boundary_nearest(self, seconds: float) -> int:
+        """The chunk boundary (a latent frame) nearest to `seconds` into a clip, halves rounded up:
+        where a storyboard segment that ends `seconds` in ends (20 s -> 81, 40 s -> 159)."""
+        return math.floor(seconds / self.seconds_per_chunk + 0.5) * self.chunk_frames
 
     def check_latent_frames(self, num_latent_frames: int) -> None:
         """ValueError unless the clip is a positive whole number of chunks."""

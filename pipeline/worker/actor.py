@@ -179,7 +179,8 @@ class RenderWorker:
                     local, preset.width, preset.height, preset.fps, config.encoder, binary=config.ffmpeg
                 )
                 quality = QualityMeter(preset.fps, row["num_frames"])  # in its own thread
-                stream = self.generator.stream(clip.prompt, clip.seed, clip.num_latent_frames, clip.cache)
+                prompt = clip.storyboard or clip.prompt  # a storyboard switches prompts as it goes
+                stream = self.generator.stream(prompt, clip.seed, clip.num_latent_frames, clip.cache)
                 self._generate(clip, started, stream, encoder, quality)
                 row.update(generation_columns(stream.stats, preset))
             # 2. Finalise outside the lock, while the next clip generates.

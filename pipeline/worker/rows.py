@@ -55,12 +55,29 @@ def started_row(
         "width": preset.width,
         "height": preset.height,
         "fps": float(preset.fps),
+        "segments": segments_column(clip, preset),
         "node": node,
         "gpu": gpu,
         "worker_pid": os.getpid(),
         "started_at": started,
         "finished_at": started,
     }
+
+
+def segments_column(clip: ClipSpec, preset: ModelPreset) -> list[dict[str, Any]]:
+    """Each prompt of the clip with its first and last video frame.
+
+    Per-segment quality signals would hook in beside this: a QualityMeter per segment, fed the frames
+    [first_frame, last_frame] of the stream, its result a further list column aligned with this one.
+    """
+    return [
+        {
+            "prompt": segment.prompt,
+            "first_frame": preset.first_pixel_frame(segment.first_frame),
+            "last_frame": preset.pixel_frames(segment.end_frame) - 1,
+        }
+        for segment in clip.segments
+    ]
 
 
 def generation_columns(stats: ClipStats, preset: ModelPreset) -> dict[str, Any]:

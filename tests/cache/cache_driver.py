@@ -5,17 +5,22 @@ with the real 3D RoPE at the position the cache returned, as `SelfAttention.forw
 carry the identity of each key (frame, token, pass, layer), so a test can tell which keys a policy
 returned, and with `probe=True` one temporal channel pair of every raw key is 1 + 0i, so the position
 a key sits at can be read back from its phase.
+
+A storyboard's prompt switch runs the cache's re-cache pass (`recache`): by default with the raw q/k of
+the clean pass, so a correct re-cache reproduces the cached keys exactly, and with values tagged
+RECACHE, so a test can tell which keys it rewrote.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from pipeline.cache import make_cache
 from pipeline.cache.base import ForwardKind, KVCache
+from pipeline.cache.recache import Recache, RecacheGroup
 from pipeline.model.rope import RotaryEmbedding3D, apply_rotary, rope_frequencies
 from pipeline.spec.cache import CacheGeometry, policy_params
 
@@ -34,6 +39,7 @@ POLICY_IDS = ["fifo", "sink", "rolling-sink", "deep-sink", "deep-forcing", "deep
 GEOMETRY = CacheGeometry(num_layers=2, num_heads=2, head_dim=16, tokens_per_frame=4, chunk_frames=3)
 GRID = (2, 2)  # token rows x columns of a latent frame
 FIRST_STEP, LAST_STEP, CONTEXT = 0, 3, 4  # pass ids: 0 = t=1000, 1..3 later steps, 4 = clean pass
+RECACHE = 5  # the tag of values written by a re-cache pass
 KINDS = {
     0: ForwardKind.FIRST_STEP,
     1: ForwardKind.STEP,
@@ -99,19 +105,26 @@ class SyntheticModel:
         return apply_rotary(raw.transpose(1, 2), freqs).transpose(1, 2)
 
     def qkv(
-        self, layer: int, chunk: int, step: int, position: int
+        self,
+        layer: int,
+        chunk: int,
+        step: int,
+        position: int | Sequence[int],
+        value_step: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The chunk's q, k, v (B, H, chunk_tokens, D) for one forward, RoPE'd from `position` on."""
+        """The chunk's q, k, v (B, H, chunk_tokens, D) for one forward, RoPE'd from `position` on (or at
+        one position per frame); the values are tagged `value_step` (default: `step`)."""
         g = self.geometry
+        positions = range(position, position + g.chunk_frames) if isinstance(position, int) else position
         qs, ks, vs = [], [], []
         for j in range(g.chunk_frames):
             frame = chunk * g.chunk_frames + j
-            qs.append(self.rotate(self.raw("q", layer, frame, step), position + j))
-            ks.append(self.rotate(self.raw("k", layer, frame, step), position + j))
+            qs.append(self.rotate(self.raw("q", layer, frame, step), positions[j]))
+            ks.append(self.rotate(self.raw("k", layer, frame, step), positions[j]))
             v = torch.zeros(self.batch, g.num_heads, g.tokens_per_frame, g.head_dim, dtype=torch.float64)
             v[..., 0] = frame
             v[..., 1] = torch.arange(g.tokens_per_frame, dtype=torch.float64)
-            v[..., 2] = step
+            v[..., 2] = step if value_step is None else value_step
             v[..., 3] = layer
             vs.append(v)
         return tuple(torch.cat(t, dim=2).to(self.dtype) for t in (qs, ks, vs))  # type: ignore[return-value]
@@ -125,12 +138,53 @@ def build_cache(name: str, geometry: CacheGeometry, rope: RotaryEmbedding3D, **p
 Observer = Callable[[int, int, int, torch.Tensor, torch.Tensor], None]  # chunk, step, layer, keys, values
 
 
-def stream(cache: KVCache, model: SyntheticModel, num_frames: int, observe: Observer | None = None) -> None:
-    """One clip: per chunk the first step, 3 later steps, then the clean pass (skipped after the last)."""
+RecacheObserver = Callable[[RecacheGroup, int, torch.Tensor, torch.Tensor, torch.Tensor], None]
+
+
+def recache(
+    cache: KVCache,
+    model: SyntheticModel,
+    mode: str,
+    raw_step: int = CONTEXT,
+    observe: RecacheObserver | None = None,  # group, layer, keys, values, mask
+) -> Recache:
+    """A prompt switch's re-cache pass, group by group as the generator runs it, with synthetic q/k."""
+    session = cache.recache_session(mode)
+    for group in session.groups:
+        session.latents(group)  # the cache must still hold every chunk the pass runs
+        session.begin(group)
+        for layer in range(model.geometry.num_layers):
+            q, k, v = model.qkv(layer, group.chunk, raw_step, group.positions, value_step=RECACHE)
+            keys, values = session.keys_values(layer, q, k, v)
+            if observe is not None:
+                observe(group, layer, keys, values, session.key_mask(layer))
+    session.finish()
+    return session
+
+
+def stream(
+    cache: KVCache,
+    model: SyntheticModel,
+    num_frames: int,
+    observe: Observer | None = None,
+    switches: dict[int, str] | None = None,  # chunk -> recache mode of a prompt switch before it
+    observe_recache: RecacheObserver | None = None,
+) -> None:
+    """One clip: per chunk the first step, 3 later steps, then the clean pass (skipped after the last).
+
+    With `switches`, the clip keeps its latents as the generator does (a tensor naming each chunk) and
+    runs a re-cache pass before each switch chunk.
+    """
     g = model.geometry
     num_chunks = num_frames // g.chunk_frames
+    switches = switches or {}
+    keep_until = max((c for c, mode in switches.items() if mode != "none"), default=0)
     cache.reset()
     for chunk in range(num_chunks):
+        if chunk in switches and switches[chunk] != "none":
+            recache(cache, model, switches[chunk], observe=observe_recache)
+            if chunk == keep_until:
+                cache.drop_latents()
         steps = [0, 1, 2, 3] + ([CONTEXT] if chunk + 1 < num_chunks else [])
         for step in steps:
             position = cache.begin_forward(chunk, KINDS[step])
@@ -139,6 +193,8 @@ def stream(cache: KVCache, model: SyntheticModel, num_frames: int, observe: Obse
                 keys, values = cache.keys_values(layer, q, k, v)
                 if observe is not None:
                     observe(chunk, step, layer, keys, values)
+        if chunk < keep_until:
+            cache.keep_latents(torch.full((1,), float(chunk)))
 
 
 def key_info(values: torch.Tensor, batch: int = 0) -> list[KeyInfo]:

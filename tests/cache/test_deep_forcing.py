@@ -262,7 +262,7 @@ class PlantedQueries(SyntheticModel):
         d[self.SOURCES[name][1]] = 1.0
         return d
 
-    def qkv(self, layer, chunk, step, position):
+    def qkv(self, layer, chunk, step, position, value_step=None):
         g = self.geometry
         used = sum(self.direction(name) for name in self.USED)
         qs, ks, vs = [], [], []

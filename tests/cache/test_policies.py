@@ -101,7 +101,7 @@ class FixedModel(SyntheticModel):
             torch.randn(1, g.num_heads, g.chunk_tokens, g.head_dim, generator=gen) for _ in range(3)
         ]
 
-    def qkv(self, layer, chunk, step, position):
+    def qkv(self, layer, chunk, step, position, value_step=None):
         return tuple(self.tensors)
 
 

@@ -9,6 +9,7 @@ import pytest
 from pipeline.driver.options import config_from_args, parse_args
 from pipeline.prompts import DEFAULT_CLIP_SECONDS
 from pipeline.spec.cache import DEFAULT_POLICY
+from pipeline.spec.storyboard import DEFAULT_RECACHE
 
 
 def test_defaults_render_a_minute_of_the_default_policy_on_the_tiny_model_into_renders() -> None:
@@ -52,3 +53,11 @@ def test_max_seconds_and_dry_run_reach_the_config() -> None:
     cfg = config_from_args(parse_args(["p.jsonl", "--max-seconds", "3600", "--dry-run"]))
     assert (cfg.defaults.max_seconds, cfg.dry_run) == (3600, True)
     assert config_from_args(parse_args(["p.jsonl"])).defaults.max_seconds == 1800
+
+
+def test_recache_is_a_run_wide_default_for_storyboard_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    assert config_from_args(parse_args(["p.jsonl"])).defaults.recache == DEFAULT_RECACHE == "all"
+    assert config_from_args(parse_args(["p.jsonl", "--recache", "window"])).defaults.recache == "window"
+    with pytest.raises(SystemExit):
+        parse_args(["p.jsonl", "--recache", "sometimes"])
+    assert "argument --recache: invalid choice: 'sometimes'" in capsys.readouterr().err

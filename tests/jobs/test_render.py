@@ -103,8 +103,8 @@ def test_every_invalid_line_is_reported_with_its_number_and_nothing_starts(
         '  line 7: "latent_frames": num_latent_frames=7 must be a positive multiple of chunk_frames=3; '
         "use 6 or 9\n"
         f'  line 8: unknown cache policy "deep_forcing"; choose one of {POLICY_NAMES}\n'
-        "  line 9: unknown field(s) layout; a line takes prompt, id, seed, seconds, latent_frames, "
-        "cache_policy and the parameters of its cache policy (fifo: window_frames)\n"
+        "  line 9: unknown field(s) layout; a line takes prompt, prompts, id, seed, seconds, latent_frames, "
+        "cache_policy, recache and the parameters of its cache policy (fifo: window_frames)\n"
         "  line 10: cache policy 'fifo' parameter 'window_frames' must be an integer (default 21), "
         'got "21"\n'
         '  line 11: "id" must be 1-128 letters, digits, "_", "." or "-", not starting with "." (it names '
@@ -237,6 +237,13 @@ def test_a_run_to_s3_renders_every_clip_a_rerun_skips_them_and_force_renders_aga
         {"prompt": "A drone view of waves crashing against rugged cliffs.", "latent_frames": 6},
         {"prompt": "A fluffy monster beside a melting candle.", "id": "monster", "seed": 7},
         {"prompt": "Two pirate ships in a cup of coffee.", "cache_policy": "sink", "sink_frames": 3},
+        {  # a storyboard: one clip like any other
+            "id": "story",
+            "prompts": [
+                {"prompt": "A fox walks through snow.", "latent_frames": 3},
+                {"prompt": "The fox reaches a frozen lake.", "latent_frames": 3},
+            ],
+        },
     ]
     client.put_object(Bucket=bucket, Key="prompts.jsonl", Body="\n".join(map(json.dumps, lines)).encode())
     out = f"s3://{bucket}/renders"
@@ -254,8 +261,10 @@ def test_a_run_to_s3_renders_every_clip_a_rerun_skips_them_and_force_renders_aga
     assert render.main([*args, "--run-id", "first"]) == render.EXIT_OK
 
     rows = read_metrics(target, "first").to_pylist()
-    assert len(rows) == 3 and {row["status"] for row in rows} == {"ok"}
+    assert len(rows) == 4 and {row["status"] for row in rows} == {"ok"}
     assert {row["num_latent_frames"] for row in rows if row["clip_id"] != "monster"} == {3, 6}
+    story = next(row for row in rows if row["clip_id"] == "story")
+    assert [(s["first_frame"], s["last_frame"]) for s in story["segments"]] == [(0, 8), (9, 20)]
     for row in rows:
         key = f"renders/clips/{row['clip_id']}.mp4"
         obj = client.get_object(Bucket=bucket, Key=key)
@@ -284,7 +293,7 @@ def test_a_run_to_s3_renders_every_clip_a_rerun_skips_them_and_force_renders_aga
     assert render.main([*args, "--run-id", "second"]) == render.EXIT_OK
     assert read_metrics(target, "second").num_rows == 0
     assert (
-        f"3 of 3 clip(s) already done in {out}, skipped (pass --force to render them again)"
+        f"4 of 4 clip(s) already done in {out}, skipped (pass --force to render them again)"
         in caplog.messages
     )
 

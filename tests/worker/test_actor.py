@@ -24,7 +24,7 @@ from conftest import S3Server
 from s3_fault_proxy import DROP, INTERNAL, SLOWDOWN, FaultProxy, fail_first
 from video_probe import probe_video
 
-from pipeline.metrics import METRICS_SCHEMA, read_metrics, read_seconds
+from pipeline.metrics import METRICS_SCHEMA, done_clip_ids, read_metrics, read_seconds
 from pipeline.prompts import RenderDefaults, parse_line
 from pipeline.spec.cache import DeepForcingParams
 from pipeline.spec.clip import ClipSpec
@@ -359,3 +359,42 @@ def test_a_dropped_connection_is_retried_and_the_next_clip_is_not_held_up(
     for clip_id in ("fox", "heron"):
         data, sha256 = stored_video(s3_moto, bucket, clip_id)
         assert hashlib.sha256(data).hexdigest() == sha256
+
+
+def test_a_storyboard_clip_renders_fails_retries_and_resumes_like_any_other(
+    make_worker: WorkerFactory, failing_ffmpeg: str, tmp_path: Path
+) -> None:
+    line = {
+        "id": "broken-story",  # the failing ffmpeg fails outputs with "broken" in the name
+        "prompts": [
+            {"prompt": "a fox walks through snow", "latent_frames": 3},
+            {"prompt": "the fox reaches a frozen lake", "latent_frames": 6},
+        ],
+        "cache_policy": "fifo",
+        "recache": "window",
+    }
+    clip = parse_line(json.dumps(line), 1, RenderDefaults(TINY, latent_frames=3))
+    segments = [
+        {"prompt": "a fox walks through snow", "first_frame": 0, "last_frame": 8},
+        {"prompt": "the fox reaches a frozen lake", "first_frame": 9, "last_frame": 32},
+    ]
+
+    failed = render_one(make_worker(ffmpeg=failing_ffmpeg), clip)
+
+    assert (failed["status"], failed["error_type"], failed["attempt"]) == ("failed", "EncodeError", 1)
+    assert failed["segments"] == segments and failed["prompt"] == clip.prompt
+    target = open_target(str(tmp_path / "out"))
+    assert "broken-story" not in done_clip_ids(target)  # a rerun tries it again
+
+    row = render_one(make_worker(), clip)
+
+    assert (row["status"], row["attempt"], row["num_frames"], row["segments"]) == ("ok", 2, 33, segments)
+    assert probe_video(tmp_path / "out" / "clips" / "broken-story.mp4").frames == 33
+    (switch,) = json.loads(row["cache_telemetry"])["switches"]
+    assert (switch["chunk"], switch["recache"], switch["recached_frames"]) == (1, "window", 3)
+    assert (
+        row["config_hash"] == clip.config_hash
+        and row["prompt_sha256"] == hashlib.sha256(clip.prompt.encode()).hexdigest()
+    )
+    assert "broken-story" in done_clip_ids(target)  # a rerun skips it
+    assert read_metrics(target, RUN_ID).to_pylist() == [row]

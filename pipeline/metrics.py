@@ -9,7 +9,8 @@ Layout under an OutputTarget:
 The part key is deterministic, so a retried clip overwrites its row instead of adding one. run_id is
 stored in the file as well as in the path, so a copied file still says which run it came from.
 
-Querying (each checked in tests/test_metrics.py):
+Querying: `python -m pipeline.query` (pipeline/query.py) gives users views over this layout, local or
+S3, offline. Reading the files directly (each checked in tests/test_metrics.py):
 
     DuckDB   SELECT status, count(*), avg(gen_fps)
              FROM read_parquet('<out>/metrics/**/*.parquet', hive_partitioning=true, union_by_name=true,

@@ -24,6 +24,7 @@ ALLOWED: dict[str, set[str]] = {
     "pipeline.quality": set(),
     "pipeline.metrics": {"pipeline.spec", "pipeline.storage"},
     "pipeline.prompts": {"pipeline.spec", "pipeline.digest"},
+    "pipeline.query": {"pipeline.storage"},
     "pipeline.worker": {
         "pipeline.spec",
         "pipeline.storage",
@@ -42,7 +43,14 @@ ALLOWED: dict[str, set[str]] = {
         "pipeline.worker",
     },
 }
-TORCH_FREE = ["pipeline.spec", "pipeline.prompts", "pipeline.driver", "pipeline.worker", "pipeline.metrics"]
+TORCH_FREE = [
+    "pipeline.spec",
+    "pipeline.prompts",
+    "pipeline.query",
+    "pipeline.driver",
+    "pipeline.worker",
+    "pipeline.metrics",
+]
 
 
 def module_name(path: Path) -> str:

@@ -42,6 +42,12 @@ class ClipStats:
     total_s: float = 0.0
     peak_memory_gb: float | None = None  # peak device memory allocated while generating; None on CPUs
     cache_telemetry: dict[str, Any] = field(default_factory=dict)  # the policy's counters (KVCache.telemetry)
+    prompt_tokens: int | None = None  # UMT5 tokens of the prompt with </s>, before truncation
+    text_len: int = 0  # tokens the text encoder keeps; a longer prompt loses its end
+
+    @property
+    def truncated(self) -> bool | None:
+        return None if self.prompt_tokens is None else self.prompt_tokens > self.text_len
 
 
 Timestamp = torch.cuda.Event | float
@@ -138,6 +144,8 @@ class ClipGenerator:
             torch.cuda.reset_peak_memory_stats(device)
 
         text_start = time.perf_counter()
+        stats.text_len = self.bundle.text_encoder.text_len
+        stats.prompt_tokens = self.bundle.text_encoder.token_count(prompt)
         text = dit.prepare_text(self.bundle.encode_prompt(prompt))
         stats.text_s = time.perf_counter() - text_start
 

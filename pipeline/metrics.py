@@ -49,7 +49,7 @@ from pipeline.storage import OutputTarget
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2  # bump when columns are added; old files stay readable (missing columns read as null)
+SCHEMA_VERSION = 3  # bump when columns are added; old files stay readable (missing columns read as null)
 PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
 STATUSES = ("ok", "failed")
 _READ_THREADS = 8  # parallel GETs when reading many small part files
@@ -105,6 +105,9 @@ METRICS_SCHEMA = pa.schema(
         pa.field("motion_mean", pa.float32()),  # mean step between frames: ~0 means frozen
         pa.field("motion_max", pa.float32()),  # largest step: spikes far above the mean = flicker
         pa.field("luma_drift", pa.float32()),  # last 5 s vs first 5 s mean brightness
+        # 8. The prompt as the text encoder saw it; added in v3
+        pa.field("prompt_tokens", pa.int32()),  # UMT5 tokens with </s>, before truncation to 512
+        pa.field("truncated", pa.bool_()),  # prompt_tokens over the encoder's 512: the prompt's end dropped
     ],
     metadata={"schema_version": str(SCHEMA_VERSION)},
 )
@@ -153,6 +156,9 @@ def _check_value(field: pa.Field, value: Any, where: str) -> Any:
     elif pa.types.is_floating(kind):
         ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
         expected = "a number"
+    elif pa.types.is_boolean(kind):
+        ok = isinstance(value, bool)
+        expected = "True or False"
     elif pa.types.is_timestamp(kind):
         ok = isinstance(value, dt.datetime) and value.tzinfo is not None
         expected = "a timezone-aware datetime, e.g. datetime.now(timezone.utc)"

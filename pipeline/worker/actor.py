@@ -53,6 +53,7 @@ from pipeline.worker.rows import (
     failure_columns,
     generation_columns,
     now,
+    prompt_columns,
     quality_columns,
     started_row,
     telemetry_json,
@@ -61,9 +62,11 @@ from pipeline.worker.rows import (
 from pipeline.worker.scratch import make_scratch_dir
 
 if TYPE_CHECKING:
-    from pipeline.generate import ClipStream
+    from pipeline.generate import ClipStats, ClipStream
 
 logger = logging.getLogger(__name__)
+
+PROMPT_PREVIEW_CHARS = 80  # of a prompt, in the warning that it was truncated
 
 
 class RenderWorker:
@@ -149,6 +152,7 @@ class RenderWorker:
                 stream = self.generator.stream(clip.prompt, clip.seed, clip.num_latent_frames, clip.cache)
                 self._generate(clip, started, stream, encoder, quality)
                 row.update(generation_columns(stream.stats, preset))
+                _warn_if_truncated(clip, stream.stats)
                 row.update(quality_columns(quality.result()))
             # 2. Finalise outside the lock, while the next clip generates.
             encode_start = time.perf_counter()
@@ -173,6 +177,7 @@ class RenderWorker:
             row.update(failure_columns(exc))
             if stream is not None and row["cache_telemetry"] is None:
                 row["cache_telemetry"] = telemetry_json(stream.stats.cache_telemetry)
+                row.update(prompt_columns(stream.stats))
         finally:
             local.unlink(missing_ok=True)
         row["t_total_s"] = time.perf_counter() - start
@@ -240,6 +245,21 @@ class RenderWorker:
         record = current[1] if current is not None and current[0] == clip_id else None
         reason = f"no frames for {silent_s:.0f} s (hang_timeout_s={self.config.hang_timeout_s:g})"
         exit_for_restart(self.target, self.config.run_id, clip_id, record, f"{reason}; device presumed hung")
+
+
+def _warn_if_truncated(clip: ClipSpec, stats: ClipStats) -> None:
+    if stats.truncated:
+        assert stats.prompt_tokens is not None
+        logger.warning(
+            "clip %s (line %d): its prompt is %d tokens, over the text encoder's %d: the last %d were "
+            "dropped (metrics: truncated, prompt_tokens); it starts %r",
+            clip.clip_id,
+            clip.line,
+            stats.prompt_tokens,
+            stats.text_len,
+            stats.prompt_tokens - stats.text_len,
+            clip.prompt[:PROMPT_PREVIEW_CHARS],
+        )
 
 
 def _weights_folder(config: WorkerConfig) -> Path | None:

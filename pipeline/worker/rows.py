@@ -71,7 +71,13 @@ def generation_columns(stats: ClipStats, preset: ModelPreset) -> dict[str, Any]:
         "gen_fps": frames / (generate_s + decode_s) if generate_s + decode_s > 0 else None,
         "peak_gpu_mem_gb": stats.peak_memory_gb,
         "cache_telemetry": telemetry_json(stats.cache_telemetry),
+        **prompt_columns(stats),
     }
+
+
+def prompt_columns(stats: ClipStats) -> dict[str, Any]:
+    """Set once the prompt is encoded, so a clip that fails later still records them."""
+    return {"prompt_tokens": stats.prompt_tokens, "truncated": stats.truncated}
 
 
 def quality_columns(quality: ClipQuality | None) -> dict[str, Any]:

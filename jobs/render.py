@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -33,14 +34,17 @@ from pipeline.driver.config import RenderConfig  # noqa: E402
 from pipeline.driver.options import config_from_args, parse_args  # noqa: E402
 from pipeline.driver.plan import plan, read_clips  # noqa: E402
 from pipeline.driver.progress import RunReport  # noqa: E402
+from pipeline.driver.ray_notices import configure_ray_data  # noqa: E402
 from pipeline.metrics import compact_run  # noqa: E402
 from pipeline.spec.clip import ClipSpec  # noqa: E402
 from pipeline.storage import StorageError, open_target  # noqa: E402
 from pipeline.worker import RenderWorker  # noqa: E402
+from pipeline.worker.faults import started_clip_ids  # noqa: E402
 
 logger = logging.getLogger("render")
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -56,6 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError, StorageError) as exc:
         logger.error("%s", exc)
         return EXIT_INVALID
+    except KeyboardInterrupt:
+        logger.warning("interrupted before rendering started; nothing was rendered")
+        return EXIT_INTERRUPTED
     run = RunReport(cfg.run_id, target.uri, total=len(todo), skipped=len(skipped))
     if todo:
         try:
@@ -64,6 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as exc:  # the cluster cannot run this (no GPUs, local --out on many nodes)
             logger.error("%s", exc)
             return EXIT_INVALID
+        except KeyboardInterrupt:  # Ctrl-C: one line, no traceback; the clips that finished are kept
+            logger.warning("%s", run.interrupted_line())
+            return EXIT_INTERRUPTED
         try:
             run.metrics_uri = compact_run(target, cfg.run_id)  # 5. one metrics file per run
         except (StorageError, OSError, ValueError) as exc:  # the per-clip files are still all there
@@ -77,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def render(todo: list[ClipSpec], cfg: RenderConfig, resources: Resources, run: RunReport) -> None:
     """Ray Data: one clip per block, a pool of RenderWorker actors; rows come back as clips finish."""
     context = DataContext.get_current()
-    context.enable_progress_bars = False  # our own log lines read better in `ray job logs`
+    configure_ray_data(context)  # our own progress display; no Ray warnings on a good run
     context.execution_no_progress_timeout_s = cfg.no_progress_timeout_s or max(
         2 * cfg.worker.clip_timeout_s, 3600.0
     )
@@ -106,13 +116,23 @@ def render(todo: list[ClipSpec], cfg: RenderConfig, resources: Resources, run: R
         run.run_id,
     )
     lines = {clip.clip_id: clip.line for clip in todo}
-    with run.heartbeat(cfg.progress_interval_s):
+    run.gpus_per_clip = resources.num_gpus
+    with _progress(run, todo, cfg):
         try:
             for row in rows.iter_rows():
                 run.add(row, lines.get(row["clip_id"]))
         except Exception as exc:  # the pipeline itself stopped (no GPUs, actors failing to start, timeout)
             run.pipeline_error = f"{type(exc).__name__}: {exc}"
             logger.error("the Ray pipeline stopped: %s", run.pipeline_error)
+
+
+def _progress(run: RunReport, todo: list[ClipSpec], cfg: RenderConfig) -> AbstractContextManager[None]:
+    """A live bar on a terminal; log lines and a heartbeat otherwise (`ray job submit`, log files)."""
+    if not sys.stderr.isatty():
+        return run.heartbeat(cfg.progress_interval_s)
+    target = open_target(cfg.worker.out, cfg.worker.s3)
+    todo_ids = {clip.clip_id for clip in todo}
+    return run.live_bar(sys.stderr, started=lambda: started_clip_ids(target, cfg.run_id) & todo_ids)
 
 
 if __name__ == "__main__":

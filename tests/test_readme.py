@@ -1,5 +1,6 @@
-"""The README's query examples, run as written: the shell commands and the Python block, each against a
-local output and against an S3 output on a loopback server (moto).
+"""The README, run as written: the query examples (shell commands and the Python block, each against a
+local output and against an S3 output on a loopback server, moto), and the install commands against
+.ci/run and infra/Dockerfile. The `ray job submit` commands run in tests/jobs/test_render.py.
 
 Only `--out` (and the path in `connect(...)`) changes; for S3 the endpoint comes from
 $AWS_ENDPOINT_URL, which boto3, and so the query path, reads like any other AWS setting.
@@ -8,11 +9,13 @@ $AWS_ENDPOINT_URL, which boto3, and so the query path, reads like any other AWS 
 from __future__ import annotations
 
 import datetime as dt
+import re
 import shlex
 
 import pandas as pd
 import polars as pl
 import pytest
+from conftest import REPO_ROOT
 from readme import code_blocks, commands, section
 from test_metrics import T0, make_row, three_clips
 
@@ -70,3 +73,27 @@ def test_the_readme_python_block_runs_as_written(out: str) -> None:
     assert failed.to_dict("records") == [
         {"clip_id": "clip-b", "error_type": "RuntimeError", "error": make_row("b", "failed")["error"]}
     ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Installing: the README's commands, .ci/run and infra/Dockerfile agree
+# ---------------------------------------------------------------------------------------------
+
+
+def test_the_readme_test_command_is_what_ci_runs_and_torch_is_pinned_alike_everywhere() -> None:
+    quickstart = section("Quickstart")
+    ci_command = (REPO_ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
+    assert f"\n    {ci_command}\n" in quickstart
+
+    dockerfile = (REPO_ROOT / "infra" / "Dockerfile").read_text()
+    version = re.search(r"^ARG TORCH_VERSION=(\S+)$", dockerfile, re.MULTILINE)
+    index = re.search(r"^ARG TORCH_INDEX_URL=(\S+)$", dockerfile, re.MULTILINE)
+    assert version and index
+    pins = set(re.findall(r"torch==(\S+?)[ `]", quickstart))
+    assert pins == {version.group(1)}
+    rows = [
+        line for line in section("Installing torch").splitlines() if "(what `infra/Dockerfile` uses)" in line
+    ]
+    assert len(rows) == 1 and f"--index-url {index.group(1)}`" in rows[0]
+    for url in re.findall(r"--index-url (\S+)`", quickstart):
+        assert re.fullmatch(r"https://download\.pytorch\.org/whl/(cpu|cu\d{3})", url)

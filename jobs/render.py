@@ -6,10 +6,10 @@
 
 The recipe: parse the options -> check every prompt line and skip the clips already done -> one clip per
 Ray Data block -> `map_batches(RenderWorker)` on an actor pool, one actor per GPU -> progress (a bar on a
-terminal, else a line per finished clip) -> compact the run's metrics -> summary. Exit code 0 when every clip is ok (or was already
-done), 1 when any clip failed or the pipeline stopped, 2 when the input or options are invalid (nothing
-rendered), 130 on Ctrl-C (one line says what finished; the same command resumes). The driver never
-imports torch: the model loads inside the actors.
+terminal, else a line per finished clip) -> compact the run's metrics -> summary. Exit code 0 when every
+clip is ok (or was already done), 1 when any clip failed or the pipeline stopped, 2 when the input or
+options are invalid (nothing rendered), 130 on Ctrl-C (one line says what finished; the same command
+resumes). The driver never imports torch: the model loads inside the actors.
 
 Its parts: pipeline/driver/ (options, planning, the cluster, progress). The prompt file format, seeds
 and clip ids: pipeline/prompts.py. What a worker does with a clip: pipeline/worker/actor.py.

@@ -358,7 +358,7 @@ def _session_pids(session: int) -> list[int]:
     return pids
 
 
-def _stop_session(leader: subprocess.Popen[bytes]) -> None:
+def _stop_session(leader: subprocess.Popen[bytes] | subprocess.Popen[str]) -> None:
     """What `ray stop` does, but only to the processes of the session this test started.
 
     `ray stop` signals every Ray process on the machine (the session's `ray_local`, other developers'

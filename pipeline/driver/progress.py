@@ -49,7 +49,7 @@ class RunReport:
     metrics_uri: str | None = None
     gpus_per_clip: int = 0  # GPUs a clip's worker holds (0 on CPUs): GPU-hours = device time x this
     running: int | None = None  # clips generating or finalising now, where known (the live bar)
-    _bar: tqdm | None = None
+    _bar: tqdm | None = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> int:

@@ -59,7 +59,9 @@ def _hint(code: str, bucket: str, settings: S3Settings) -> str:
     if code == "NoCredentialsError":
         return (
             "no credentials in the standard AWS chain; set AWS_PROFILE or AWS_ACCESS_KEY_ID/"
-            "AWS_SECRET_ACCESS_KEY, or attach an instance profile"
+            "AWS_SECRET_ACCESS_KEY, or attach an instance profile. A `ray job submit` job has the "
+            "environment of `ray start`, not of the submitting shell: pass "
+            """--runtime-env-json '{"env_vars": {"AWS_PROFILE": "..."}}'"""
         )
     if code in (
         "EndpointConnectionError",

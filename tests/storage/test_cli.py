@@ -6,7 +6,7 @@ import argparse
 import re
 
 import pytest
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, NoCredentialsError
 
 from pipeline.storage import S3Settings
 from pipeline.storage.cli import add_s3_options, s3_settings_from_args
@@ -47,3 +47,11 @@ def test_s3_errors_name_the_command_line_options_that_fix_them(code: str, hint: 
     parser = argparse.ArgumentParser()
     add_s3_options(parser)
     assert named <= set(parser._option_string_actions)
+
+
+def test_missing_credentials_say_where_a_ray_job_gets_them() -> None:
+    message = str(s3_error(NoCredentialsError(), "PutObject", "b", "k", S3Settings()))
+    assert message.endswith(
+        "A `ray job submit` job has the environment of `ray start`, not of the submitting shell: pass "
+        """--runtime-env-json '{"env_vars": {"AWS_PROFILE": "..."}}'"""
+    )

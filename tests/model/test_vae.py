@@ -109,10 +109,8 @@ def test_whole_video_gives_4t_minus_3_frames_at_8x_size(whole_video: torch.Tenso
     assert whole_video.shape == (1, 3, 4 * LATENT_FRAMES - 3, 8 * LATENT_H, 8 * LATENT_W)
 
 
-@pytest.mark.parametrize(
-    ("chunk", "frame_counts"),
-    [(3, [9, 12, 12]), pytest.param(1, [1] + [4] * 8, marks=pytest.mark.slow)],  # 1-frame chunks: slow
-)
+@pytest.mark.slow  # 4 s (3-frame chunks) to 12 s (1-frame chunks) on 2 cores: out of the quick loop
+@pytest.mark.parametrize(("chunk", "frame_counts"), [(3, [9, 12, 12]), (1, [1] + [4] * 8)])
 def test_streamed_chunks_equal_one_call_decode(
     decoder: WanVAEDecoder,
     latents: torch.Tensor,

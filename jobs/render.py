@@ -6,10 +6,11 @@
 
 The recipe: parse the options -> check what the run needs (weights, ffmpeg, output, S3) and every prompt
 line, then skip the clips already done (`--dry-run` stops here with the plan) -> one clip per Ray Data
-block -> `map_batches(RenderWorker)` on an actor pool, one actor per GPU -> a progress line per finished
-clip -> compact the run's metrics -> summary. Exit code 0 when every clip is ok (or was already
-done), 1 when any clip failed or the pipeline stopped, 2 when the input or options are invalid (nothing
-rendered). The driver never imports torch: the model loads inside the actors.
+block -> `map_batches(RenderWorker)` on an actor pool, one actor per GPU -> progress (a bar on a
+terminal, else a line per finished clip) -> compact the run's metrics -> summary. Exit code 0 when every
+clip is ok (or was already done), 1 when any clip failed or the pipeline stopped, 2 when the input or
+options are invalid (nothing rendered), 130 on Ctrl-C (one line says what finished; the same command
+resumes). The driver never imports torch: the model loads inside the actors.
 
 Its parts: pipeline/driver/ (options, planning, the cluster, progress). The prompt file format, seeds
 and clip ids: pipeline/prompts.py. What a worker does with a clip: pipeline/worker/actor.py.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -32,14 +34,17 @@ from pipeline.driver.options import config_from_args, parse_args  # noqa: E402
 from pipeline.driver.plan import describe_plan, plan, read_clips  # noqa: E402
 from pipeline.driver.preflight import preflight  # noqa: E402
 from pipeline.driver.progress import RunReport  # noqa: E402
+from pipeline.driver.ray_notices import configure_ray_data  # noqa: E402
 from pipeline.metrics import compact_run  # noqa: E402
 from pipeline.spec.clip import ClipSpec  # noqa: E402
 from pipeline.storage import StorageError, open_target  # noqa: E402
 from pipeline.worker import RenderWorker  # noqa: E402
+from pipeline.worker.faults import started_clip_ids  # noqa: E402
 
 logger = logging.getLogger("render")
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -51,17 +56,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = config_from_args(args)
     except ValueError as exc:
         return refuse([str(exc)])
-    problems = [str(problem) for problem in preflight(cfg)]  # 1. weights, ffmpeg, output, S3
     try:
-        clips = read_clips(cfg)  # 2. every line validated before anything starts
-    except (ValueError, OSError, StorageError) as exc:
-        problems.insert(0, str(exc))
-    if not problems:  # the output answered the pre-flight: look for what is done there
+        problems = [str(problem) for problem in preflight(cfg)]  # 1. weights, ffmpeg, output, S3
         try:
-            target = open_target(cfg.worker.out, cfg.worker.s3)
-            todo, skipped = plan(clips, target, cfg.force)  # 3. resume
+            clips = read_clips(cfg)  # 2. every line validated before anything starts
         except (ValueError, OSError, StorageError) as exc:
-            problems.append(str(exc))
+            problems.insert(0, str(exc))
+        if not problems:  # the output answered the pre-flight: look for what is done there
+            try:
+                target = open_target(cfg.worker.out, cfg.worker.s3)
+                todo, skipped = plan(clips, target, cfg.force)  # 3. resume
+            except (ValueError, OSError, StorageError) as exc:
+                problems.append(str(exc))
+    except KeyboardInterrupt:
+        logger.warning("interrupted before rendering started; nothing was rendered")
+        return EXIT_INTERRUPTED
     if problems:
         return refuse(problems)
     if cfg.dry_run:
@@ -75,6 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 render(todo, cfg, resources, run)  # 5. one clip per block, progress per clip
         except ValueError as exc:  # the cluster cannot run this (no GPUs, local --out on many nodes)
             return refuse([str(exc)])
+        except KeyboardInterrupt:  # Ctrl-C: one line, no traceback; the clips that finished are kept
+            logger.warning("%s", run.interrupted_line())
+            return EXIT_INTERRUPTED
     try:  # 6. one metrics file per run, with what an earlier, stopped attempt of the run left
         run.metrics_uri = compact_run(target, cfg.run_id)
     except (StorageError, OSError, ValueError) as exc:  # the per-clip files are still all there
@@ -97,7 +109,7 @@ def render(todo: list[ClipSpec], cfg: RenderConfig, resources: Resources, run: R
     from ray.data import ActorPoolStrategy, DataContext
 
     context = DataContext.get_current()
-    context.enable_progress_bars = False  # our own log lines read better in `ray job logs`
+    configure_ray_data(context)  # our own progress display; no Ray warnings on a good run
     context.execution_no_progress_timeout_s = cfg.no_progress_timeout_s or max(
         2 * cfg.worker.clip_timeout_s, 3600.0
     )
@@ -127,13 +139,23 @@ def render(todo: list[ClipSpec], cfg: RenderConfig, resources: Resources, run: R
         run.run_id,
     )
     lines = {clip.clip_id: clip.line for clip in todo}
-    with run.heartbeat(cfg.progress_interval_s):
+    run.gpus_per_clip = resources.num_gpus
+    with _progress(run, todo, cfg):
         try:
             for row in rows.iter_rows():
                 run.add(row, lines.get(row["clip_id"]))
         except Exception as exc:  # the pipeline itself stopped (no GPUs, actors failing to start, timeout)
             run.pipeline_error = f"{type(exc).__name__}: {exc}"
             logger.error("the Ray pipeline stopped: %s", run.pipeline_error)
+
+
+def _progress(run: RunReport, todo: list[ClipSpec], cfg: RenderConfig) -> AbstractContextManager[None]:
+    """A live bar on a terminal; log lines and a heartbeat otherwise (`ray job submit`, log files)."""
+    if not sys.stderr.isatty():
+        return run.heartbeat(cfg.progress_interval_s)
+    target = open_target(cfg.worker.out, cfg.worker.s3)
+    todo_ids = {clip.clip_id for clip in todo}
+    return run.live_bar(sys.stderr, started=lambda: started_clip_ids(target, cfg.run_id) & todo_ids)
 
 
 if __name__ == "__main__":

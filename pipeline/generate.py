@@ -51,6 +51,12 @@ class ClipStats:
     peak_memory_gb: float | None = None  # peak device memory allocated while generating; None on CPUs
     cache_telemetry: dict[str, Any] = field(default_factory=dict)  # the policy's counters (KVCache.telemetry)
     switches: list[dict[str, Any]] = field(default_factory=list)  # a storyboard's prompt switches
+    prompt_tokens: int | None = None  # UMT5 tokens with </s>, before truncation (a storyboard: its longest)
+    text_len: int = 0  # tokens the text encoder keeps; a longer prompt loses its end
+
+    @property
+    def truncated(self) -> bool | None:
+        return None if self.prompt_tokens is None else self.prompt_tokens > self.text_len
 
 
 Timestamp = torch.cuda.Event | float
@@ -157,6 +163,8 @@ class ClipGenerator:
         # Every prompt is encoded now, in one pass: a switch costs no text-encoder time.
         text_start = time.perf_counter()
         prompts = prompt.prompts if isinstance(prompt, Storyboard) else [prompt]
+        stats.text_len = self.bundle.text_encoder.text_len
+        stats.prompt_tokens = max(self.bundle.text_encoder.token_count(text) for text in prompts)
         embeddings = self.bundle.encode_prompts(prompts).split(1)  # (1, text_len, text_dim) each
         text = dit.prepare_text(embeddings[0])
         stats.text_s = time.perf_counter() - text_start

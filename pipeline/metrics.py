@@ -12,7 +12,8 @@ Layout under an OutputTarget:
 The part key is deterministic, so a retried clip overwrites its row instead of adding one. run_id is
 stored in the file as well as in the path, so a copied file still says which run it came from.
 
-Querying (each checked in tests/test_metrics.py):
+Querying: `python -m pipeline.query` (pipeline/query.py) gives users views over this layout, local or
+S3, offline. Reading the files directly (each checked in tests/test_metrics.py):
 
     DuckDB   SELECT status, count(*), avg(gen_fps)
              FROM read_parquet('<out>/metrics/**/*.parquet', hive_partitioning=true, union_by_name=true,
@@ -54,7 +55,7 @@ from pipeline.storage import OutputTarget
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4  # bump when columns are added; old files stay readable (missing columns read as null)
+SCHEMA_VERSION = 5  # bump when columns are added; old files stay readable (missing columns read as null)
 PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
 # "skipped" is never written to the table: it is how a worker tells the driver that another run owns a
 # clip (worker/claims.py).
@@ -143,6 +144,9 @@ METRICS_SCHEMA = pa.schema(
         # 9. The clip's prompts over its video frames (0-based, inclusive), in order: one segment for a
         #    clip of one prompt, a storyboard's segments otherwise (pipeline/spec/storyboard.py); added in v4
         pa.field("segments", SEGMENTS_TYPE),
+        # 10. The prompt as the text encoder saw it (a storyboard: its longest prompt); added in v5
+        pa.field("prompt_tokens", pa.int32()),  # UMT5 tokens with </s>, before truncation to 512
+        pa.field("truncated", pa.bool_()),  # prompt_tokens over the encoder's 512: the prompt's end dropped
     ],
     metadata={"schema_version": str(SCHEMA_VERSION)},
 )
@@ -260,6 +264,9 @@ def _check_value(field: pa.Field, value: Any, where: str) -> Any:
     elif pa.types.is_floating(kind):
         ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
         expected = "a number"
+    elif pa.types.is_boolean(kind):
+        ok = isinstance(value, bool)
+        expected = "True or False"
     elif pa.types.is_timestamp(kind):
         ok = isinstance(value, dt.datetime) and value.tzinfo is not None
         expected = "a timezone-aware datetime, e.g. datetime.now(timezone.utc)"

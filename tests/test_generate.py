@@ -32,6 +32,7 @@ def render(generator: ClipGenerator, prompt: str, seed: int, latent_frames: int,
     return list(stream(generator, prompt, seed, latent_frames, policy))
 
 
+@pytest.mark.slow  # over 10 s on a loaded 2-core machine: out of the quick loop
 def test_chunks_are_9_then_12_uint8_rgb_frames_at_the_preset_size_and_each_has_its_times(generator):
     clip = stream(generator, "a red fox in the snow", seed=3, latent_frames=9)
     chunks = list(clip)
@@ -45,6 +46,7 @@ def test_chunks_are_9_then_12_uint8_rgb_frames_at_the_preset_size_and_each_has_i
     assert stats.cache_telemetry == {"rolls": 0, "evicted_frames": 0}
 
 
+@pytest.mark.slow  # over 10 s on a loaded 2-core machine: out of the quick loop
 def test_a_stream_closed_early_computes_no_more_chunks_and_reports_its_cache_so_far(generator):
     clip: ClipStream = stream(generator, "a red fox in the snow", seed=3, latent_frames=27)
     for _, _ in zip(range(2), clip, strict=False):
@@ -62,6 +64,7 @@ def test_same_prompt_seed_and_config_give_the_same_frames_whatever_ran_before(ge
     assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
 
 
+@pytest.mark.slow  # over 10 s on a loaded 2-core machine: out of the quick loop
 def test_different_seeds_or_prompts_give_different_frames(generator):
     base = np.concatenate(render(generator, "a red fox in the snow", seed=7, latent_frames=3))
     other_seed = np.concatenate(render(generator, "a red fox in the snow", seed=8, latent_frames=3))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import importlib.resources
 import io
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from pipeline.metrics import (
     write_clip_metrics,
     write_clip_seconds,
 )
+from pipeline.query import httpfs_extension_path
 from pipeline.storage import OutputTarget
 from pipeline.storage.local import LocalTarget
 
@@ -200,18 +200,6 @@ def test_rows_to_table_rejects_bad_rows_naming_row_column_and_value(
 # ---------------------------------------------------------------------------------------------
 # Writing and reading back, through every reader users have
 # ---------------------------------------------------------------------------------------------
-
-
-def httpfs_extension_path() -> Path:
-    """DuckDB's httpfs from the PyPI wheel duckdb-extension-httpfs: no download from extensions.duckdb.org."""
-    version = duckdb.__version__
-    path = (
-        importlib.resources.files("duckdb_extension_httpfs")
-        / "extensions"
-        / f"v{version}"
-        / "httpfs.duckdb_extension"
-    )
-    return Path(str(path))
 
 
 def duckdb_for(target: OutputTarget, request: pytest.FixtureRequest) -> tuple[duckdb.DuckDBPyConnection, str]:

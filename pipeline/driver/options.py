@@ -15,10 +15,22 @@ from pipeline.encode import EncoderSettings
 from pipeline.prompts import DEFAULT_CLIP_SECONDS, DEFAULT_MAX_SECONDS, MAX_SECONDS_LIMIT, RenderDefaults
 from pipeline.spec.cache import DEFAULT_POLICY, POLICY_PARAMS
 from pipeline.spec.clip import ID_RULE, is_valid_id
-from pipeline.spec.model import PRESETS, get_preset
+from pipeline.spec.model import PRESETS, SELF_FORCING_1_3B, get_preset
 from pipeline.spec.storyboard import DEFAULT_RECACHE, RECACHE_MODES
-from pipeline.storage import S3Settings
+from pipeline.storage.cli import add_s3_options, s3_settings_from_args
 from pipeline.worker import WorkerConfig
+
+X264_PRESETS = (
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -40,10 +52,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     out.add_argument("--force", action="store_true", help="render clips again even if they are done")
     clips = parser.add_argument_group("clip defaults (a line's own fields win)")
     length = clips.add_mutually_exclusive_group()
+    length.add_argument("--seconds", type=float, help=_seconds_help())
     length.add_argument(
-        "--seconds", type=float, help=f"clip length in seconds (default: {DEFAULT_CLIP_SECONDS:g})"
+        "--latent-frames",
+        type=int,
+        help=f"clip length in latent frames, a multiple of {SELF_FORCING_1_3B.chunk_frames} "
+        "(L latent frames decode to 1 + 4(L-1) frames)",
     )
-    length.add_argument("--latent-frames", type=int, help="clip length in latent frames (multiple of 3)")
     clips.add_argument(
         "--seed", type=int, help="seed for lines without one (default: derived from each line)"
     )
@@ -96,25 +111,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     encoding = parser.add_argument_group("encoding")
     defaults = EncoderSettings()
     encoding.add_argument("--crf", type=int, default=defaults.crf, help="x264 CRF (default: %(default)s)")
-    encoding.add_argument("--preset", default=defaults.preset, help="x264 preset (default: %(default)s)")
+    encoding.add_argument(
+        "--x264-preset",
+        default=defaults.preset,
+        choices=X264_PRESETS,
+        help="x264 speed/size trade-off, fastest first: %(choices)s (default: %(default)s)",
+    )
     encoding.add_argument("--ffmpeg", help="ffmpeg binary (default: $FFMPEG_BINARY, imageio-ffmpeg's, PATH)")
-    storage = parser.add_argument_group(
-        "S3 (credentials come only from the AWS chain: env, ~/.aws, instance profile)"
-    )
-    storage.add_argument("--s3-endpoint-url", help="S3-compatible endpoint, e.g. http://127.0.0.1:8333")
-    storage.add_argument("--s3-region", help="bucket region (default: the AWS chain's)")
-    storage.add_argument("--s3-addressing-style", default="auto", choices=["auto", "path", "virtual"])
-    storage.add_argument(
-        "--checksum-mode",
-        default="when_supported",
-        choices=["when_supported", "when_required"],
-        help="boto3 request/response checksums; when_required for stores that reject boto3>=1.36 defaults",
-    )
-    storage.add_argument(
-        "--checksum-algorithm",
-        default="SHA256",
-        help="checksum sent with uploads (CRC32, CRC32C, CRC64NVME, SHA1, SHA256; 'none' to send none)",
-    )
+    add_s3_options(parser)
     cluster = parser.add_argument_group("cluster")
     cluster.add_argument(
         "--address", help="Ray cluster address (default: $RAY_ADDRESS, else an embedded local Ray)"
@@ -156,7 +160,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=RenderConfig.progress_interval_s,
         help="heartbeat log interval (default: %(default)s)",
     )
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="driver and worker log level; DEBUG adds each ffmpeg command line and metrics write "
+        "(default: %(default)s)",
+    )
     return parser.parse_args(argv)
 
 
@@ -179,14 +189,7 @@ def config_from_args(args: argparse.Namespace) -> RenderConfig:
         value = getattr(args, name)
         if value is not None and value < (1 if name == "workers" else 0):
             raise ValueError(f"--{name}={value} must be >= {1 if name == 'workers' else 0}")
-    s3 = S3Settings(
-        endpoint_url=args.s3_endpoint_url,
-        region=args.s3_region,
-        addressing_style=args.s3_addressing_style,
-        checksum_algorithm="" if args.checksum_algorithm.lower() == "none" else args.checksum_algorithm,
-        request_checksum_calculation=args.checksum_mode,
-        response_checksum_validation=args.checksum_mode,
-    )
+    s3 = s3_settings_from_args(args)
     if args.run_id is not None and not is_valid_id(args.run_id):
         raise ValueError(
             f"--run-id {args.run_id!r} must be {ID_RULE}: it names the folder metrics/run_id=<id>/; "
@@ -200,7 +203,7 @@ def config_from_args(args: argparse.Namespace) -> RenderConfig:
         model_dir=args.model_dir,
         random_weights=args.random_weights,
         s3=s3,
-        encoder=EncoderSettings(crf=args.crf, preset=args.preset),
+        encoder=EncoderSettings(crf=args.crf, preset=args.x264_preset),
         ffmpeg=args.ffmpeg,
         clip_timeout_s=args.clip_timeout,
         hang_timeout_s=args.hang_timeout,
@@ -235,6 +238,17 @@ def config_from_args(args: argparse.Namespace) -> RenderConfig:
         no_progress_timeout_s=args.no_progress_timeout,
         progress_interval_s=args.progress_interval,
         log_level=args.log_level,
+    )
+
+
+def _seconds_help() -> str:
+    preset = SELF_FORCING_1_3B  # every preset shares its fps and chunking
+    default = preset.latent_frames_for_seconds(DEFAULT_CLIP_SECONDS)
+    chunk_s = preset.vae.temporal_stride * preset.chunk_frames / preset.fps
+    return (
+        f"clip length in seconds, rounded up to whole chunks of {preset.chunk_frames} latent frames "
+        f"({chunk_s:g} s at {preset.fps} fps): {DEFAULT_CLIP_SECONDS:g} s = {default} latent frames = "
+        f"{preset.pixel_frames(default)} frames (default: {DEFAULT_CLIP_SECONDS:g})"
     )
 
 

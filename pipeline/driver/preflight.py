@@ -145,7 +145,7 @@ def check_ffmpeg(cfg: RenderConfig) -> list[Problem]:
             first = exc.stderr_tail.splitlines()[0] if exc.stderr_tail else str(exc)
             return [
                 Problem(
-                    "--preset/--crf",
+                    "--x264-preset/--crf",
                     f"ffmpeg cannot encode a frame with codec {settings.codec}, preset {settings.preset!r}, "
                     f"crf {settings.crf}: {first}",
                     "use an x264 preset (ultrafast, superfast, veryfast, faster, fast, medium, slow, slower, "

@@ -1,21 +1,37 @@
-"""What the driver tells its user while a run goes: a line per finished clip, a heartbeat, the summary."""
+"""What the driver tells its user while a run goes, and the summary at its end.
+
+On a terminal: a live progress bar (tqdm): clips done of total, ok / failed / running, clips per hour,
+ETA, GPU-hours so far; failed clips also get a line above it. Elsewhere (`ray job submit`, a log file):
+a line per finished clip and a heartbeat when none finished for a while, which read well in
+`ray job logs`.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
 import logging
+import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TextIO
+
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from pipeline.spec.clip import ClipSpec
 
 logger = logging.getLogger("render")
 
 FAILED_CLIPS_SHOWN = 20  # failed clips listed in the summary
+BAR_REFRESH_S = 1.0  # the live bar's redraw interval (elapsed time, rate and ETA move on their own)
+RUNNING_REFRESH_S = 5.0  # how often the bar lists the run's attempt records to count running clips
+BAR_COLUMNS = 120  # the bar's width on a terminal that reports no size
+BAR_FORMAT = "{n_fmt}/{total_fmt} clips |{bar:30}| {elapsed}{postfix}"
+# Loggers whose console lines print above the bar instead of through it: ours (the root handler).
+BAR_LOGGERS = ("",)
 
 
 @dataclass
@@ -31,6 +47,9 @@ class RunReport:
     last_row: float = field(default_factory=time.monotonic)
     pipeline_error: str | None = None
     metrics_uri: str | None = None
+    gpus_per_clip: int = 0  # GPUs a clip's worker holds (0 on CPUs): GPU-hours = device time x this
+    running: int | None = None  # clips generating or finalising now, where known (the live bar)
+    _bar: tqdm | None = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> int:
@@ -49,13 +68,41 @@ class RunReport:
     def all_ok(self) -> bool:
         return self.ok + self.held == self.total and self.pipeline_error is None
 
+    @property
+    def clips_per_hour(self) -> float:
+        elapsed = time.monotonic() - self.started
+        return len(self.rows) / elapsed * 3600 if elapsed > 0 else 0.0
+
+    @property
+    def eta(self) -> str:
+        rate = self.clips_per_hour
+        return _duration((self.total - len(self.rows)) / rate * 3600) if rate > 0 else "?"
+
+    @property
+    def gpu_hours(self) -> float:
+        """Device time of the finished clips (model load, generation, decoding) on the GPUs they held."""
+        seconds = sum(
+            (row.get(name) or 0.0) for row in self.rows for name in ("t_load_s", "t_generate_s", "t_decode_s")
+        )
+        return seconds * self.gpus_per_clip / 3600
+
     def add(self, row: dict[str, Any], line: int | None) -> None:
         self.rows.append(row)
         self.last_row = time.monotonic()
-        elapsed = self.last_row - self.started
-        rate = len(self.rows) / elapsed * 3600
+        if self._bar is not None:
+            self._bar.update(1)
+            self._redraw()
+            if row["status"] != "ok":
+                logger.warning(
+                    "failed clip %s%s: %s: %s",
+                    row["clip_id"],
+                    f" (line {line})" if line else "",
+                    row["error_type"],
+                    _first_line(row["error"]),
+                )
+            return
+        rate = self.clips_per_hour
         left = self.total - len(self.rows)
-        eta = _duration(left / rate * 3600) if rate > 0 else "?"
         where = f"clip {row['clip_id']}" + (f" (line {line})" if line else "")
         if row["status"] == "ok":
             what = (
@@ -75,8 +122,71 @@ class RunReport:
             self.failed,
             left,
             rate,
-            eta,
+            self.eta,
         )
+
+    def interrupted_line(self) -> str:
+        """What Ctrl-C leaves: the clips that finished are kept, and the same command resumes."""
+        return (
+            f"interrupted after {len(self.rows)} of {self.total} clip(s) of run {self.run_id} (ok {self.ok}, "
+            f"failed {self.failed}; their videos and metrics are in {self.out}); rerun the same command to "
+            "resume: clips already done are skipped"
+        )
+
+    def bar_text(self) -> str:
+        """The live bar's counters: ok, failed, running, clips/h, ETA, GPU-hours."""
+        parts = [f"ok {self.ok}", f"failed {self.failed}"]
+        if self.running is not None:
+            parts.append(f"running {self.running}")
+        parts += [f"{self.clips_per_hour:.0f} clips/h", f"ETA {self.eta}"]
+        if self.gpus_per_clip:
+            parts.append(f"{self.gpu_hours:.2f} GPU-h")
+        return " | ".join(parts)
+
+    @contextlib.contextmanager
+    def live_bar(self, stream: TextIO, started: Callable[[], set[str]] | None = None) -> Iterator[None]:
+        """A progress bar on `stream` (a terminal) while the block runs; log lines print above it.
+
+        `started` gives the clips of this run that have begun; those without a row yet are running.
+        """
+        stop = threading.Event()
+
+        def refresh() -> None:
+            listed = -RUNNING_REFRESH_S  # list at the first refresh
+            while not stop.wait(BAR_REFRESH_S):
+                if started is not None and time.monotonic() - listed >= RUNNING_REFRESH_S:
+                    listed = time.monotonic()
+                    with contextlib.suppress(Exception):  # a failed listing only delays the count
+                        done = {row["clip_id"] for row in self.rows}
+                        self.running = len(started() - done)
+                self._redraw()
+
+        sized = shutil.get_terminal_size((0, 0)).columns > 0  # a terminal without a size: a fixed width
+        bar = tqdm(
+            total=self.total,
+            file=stream,
+            bar_format=BAR_FORMAT,
+            dynamic_ncols=sized,
+            ncols=None if sized else BAR_COLUMNS,
+            mininterval=0,
+        )
+        with logging_redirect_tqdm([logging.getLogger(name) for name in BAR_LOGGERS]):
+            self._bar = bar
+            self._redraw()
+            thread = threading.Thread(target=refresh, name="progress-bar", daemon=True)
+            thread.start()
+            try:
+                yield
+            finally:
+                stop.set()
+                thread.join()
+                self._redraw()
+                bar.close()
+                self._bar = None
+
+    def _redraw(self) -> None:
+        if self._bar is not None:
+            self._bar.set_postfix_str(self.bar_text(), refresh=True)
 
     @contextlib.contextmanager
     def heartbeat(self, interval_s: float) -> Iterator[None]:
@@ -124,6 +234,8 @@ class RunReport:
             lines.append(f"  {'lost':<8} {lost:>6}   (never came back: {_last_line(self.pipeline_error)})")
         if self.rows:
             lines.append(f"  throughput: {len(self.rows) / elapsed * 3600:.0f} clips/h")
+        if self.gpus_per_clip:
+            lines.append(f"  GPU time: {self.gpu_hours:.2f} GPU-hours")
         failed = [row for row in self.rows if row["status"] == "failed"]
         for row in failed[:FAILED_CLIPS_SHOWN]:
             clip = clips.get(row["clip_id"])

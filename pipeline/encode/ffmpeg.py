@@ -158,10 +158,14 @@ def read_back(path: Path, binary: str | None = None) -> ReadBack:
     command = list(
         ffmpeg.input(str(path))["v:0"]
         .output("-", f="null", c="copy")
-        .global_args("-hide_banner", "-nostats", "-progress", "pipe:1")
+        # -nostdin: ffmpeg otherwise takes keys from a terminal on stdin, and a worker started from one
+        # (`python jobs/render.py` in a shell) runs in a background process group: SIGTTIN stops it.
+        .global_args("-nostdin", "-hide_banner", "-nostats", "-progress", "pipe:1")
         .compile(cmd=find_ffmpeg(binary))
     )
-    done = subprocess.run(command, capture_output=True, timeout=READ_BACK_TIMEOUT_S, check=False)
+    done = subprocess.run(
+        command, stdin=subprocess.DEVNULL, capture_output=True, timeout=READ_BACK_TIMEOUT_S, check=False
+    )
     header = done.stderr.decode("utf-8", "replace")
     frames = _PROGRESS_FRAME.findall(done.stdout.decode("utf-8", "replace"))
     duration = _DURATION.search(header)

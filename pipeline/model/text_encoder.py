@@ -13,7 +13,6 @@ the tiny preset, where nothing can be downloaded.
 from __future__ import annotations
 
 import html
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,12 +24,9 @@ from torch import nn
 
 from pipeline.model.t5 import UMT5Encoder
 
-logger = logging.getLogger(__name__)
-
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
 PAD_ID, EOS_ID, UNK_ID = 0, 1, 2  # the UMT5 ids (HF google/umt5-xxl config: pad 0, eos 1)
 TOKENIZER_FILE = "tokenizer.json"
-_PROMPT_PREVIEW = 80  # characters of a prompt shown in the truncation warning
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -180,9 +176,7 @@ class TextEncoder(nn.Module):
         # 1. Clean
         texts = self._clean(prompts)
         # 2. Tokenize: exactly text_len ids per prompt, </s> appended, padding with id 0 and mask 0
-        encodings = self.tokenizer.encode_batch(texts)
-        for index, (text, encoding) in enumerate(zip(texts, encodings, strict=True)):
-            self._warn_if_truncated(index, text, encoding)
+        encodings = self.tokenizer.encode_batch(texts)  # longer prompts lose their end: see token_count
         tokens = torch.tensor([[e.ids for e in encodings], [e.attention_mask for e in encodings]])
         ids, mask = tokens.to(self.encoder.device).unbind(0)  # (B, text_len) each, one copy
         # 3. Encode
@@ -211,17 +205,10 @@ class TextEncoder(nn.Module):
             texts.append(text)
         return texts
 
-    def _warn_if_truncated(self, index: int, text: str, encoding: tokenizers.Encoding) -> None:
+    def token_count(self, prompt: str) -> int:
+        """Tokens of the cleaned prompt with its </s>, before truncation; past text_len its end is lost."""
+        [text] = self._clean([prompt])
+        encoding = self.tokenizer.encode(text)
         # Each overflowing piece is post-processed and padded like the kept one: count its real tokens.
         dropped = sum(sum(piece.attention_mask) - self.num_special for piece in encoding.overflowing)
-        if dropped:
-            logger.warning(
-                "prompt %d is %d tokens long, over text_len=%d: dropped its last %d tokens before %s; "
-                "it starts %r",
-                index,
-                self.text_len + dropped,
-                self.text_len,
-                dropped,
-                EOS,
-                text[:_PROMPT_PREVIEW],
-            )
+        return sum(encoding.attention_mask) + dropped

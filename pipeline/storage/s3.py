@@ -62,7 +62,9 @@ def _hint(code: str, bucket: str, settings: S3Settings) -> str:
     if code == "NoCredentialsError":
         return (
             "no credentials in the standard AWS chain; set AWS_PROFILE or AWS_ACCESS_KEY_ID/"
-            "AWS_SECRET_ACCESS_KEY, or attach an instance profile"
+            "AWS_SECRET_ACCESS_KEY, or attach an instance profile. A `ray job submit` job has the "
+            "environment of `ray start`, not of the submitting shell: pass "
+            """--runtime-env-json '{"env_vars": {"AWS_PROFILE": "..."}}'"""
         )
     if code in (
         "EndpointConnectionError",
@@ -70,12 +72,12 @@ def _hint(code: str, bucket: str, settings: S3Settings) -> str:
         "ReadTimeoutError",
         "ConnectionClosedError",
     ):
-        return f"cannot reach {settings.endpoint_label}; check S3Settings.endpoint_url and the network"
+        return f"cannot reach {settings.endpoint_label}; check --s3-endpoint-url and the network"
     if code in ("PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException"):
-        return f"bucket {bucket!r} is in another region; set S3Settings.region to it"
+        return f"bucket {bucket!r} is in another region; pass it as --s3-region"
     checksum_fix = (
-        "if it rejects boto3>=1.36 default checksums set "
-        "S3Settings(request_checksum_calculation='when_required') or checksum_algorithm=''"
+        "if it rejects boto3>=1.36 default checksums pass --checksum-mode when_required "
+        "or --checksum-algorithm none"
     )
     if code in _CHECKSUM_CODES:
         return f"the store rejected the request's checksum; {checksum_fix}"

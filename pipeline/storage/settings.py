@@ -60,8 +60,8 @@ class S3Settings:
             parts = urlsplit(self.endpoint_url)
             if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
                 raise ValueError(
-                    f"S3Settings.endpoint_url={self.endpoint_url!r} must look like http(s)://host:port "
-                    "with no path, e.g. 'http://127.0.0.1:8333'"
+                    f"--s3-endpoint-url {self.endpoint_url!r} must look like http(s)://host:port "
+                    "with no path, e.g. http://127.0.0.1:8333"
                 )
         _check_choice("addressing_style", self.addressing_style, ("auto", "path", "virtual"))
         _check_choice("checksum_algorithm", self.checksum_algorithm, ("", *CHECKSUM_ALGORITHMS))

@@ -59,6 +59,7 @@ from pipeline.worker.rows import (
     generation_columns,
     last_resort_row,
     now,
+    prompt_columns,
     quality_columns,
     skipped_columns,
     started_row,
@@ -68,9 +69,11 @@ from pipeline.worker.rows import (
 from pipeline.worker.scratch import make_scratch_dir
 
 if TYPE_CHECKING:
-    from pipeline.generate import ClipStream
+    from pipeline.generate import ClipStats, ClipStream
 
 logger = logging.getLogger(__name__)
+
+PROMPT_PREVIEW_CHARS = 80  # of a prompt, in the warning that it was truncated
 
 
 class RenderWorker:
@@ -183,6 +186,7 @@ class RenderWorker:
                 stream = self.generator.stream(prompt, clip.seed, clip.num_latent_frames, clip.cache)
                 self._generate(clip, started, stream, encoder, quality)
                 row.update(generation_columns(stream.stats, preset))
+                _warn_if_truncated(clip, stream.stats)
             # 2. Finalise outside the lock, while the next clip generates.
             signals = quality.result()
             row.update(quality_columns(signals))
@@ -213,6 +217,7 @@ class RenderWorker:
             row.update(failure_columns(exc))
             if stream is not None and row["cache_telemetry"] is None:
                 row["cache_telemetry"] = telemetry_json(stream.stats.cache_telemetry)
+                row.update(prompt_columns(stream.stats))
         finally:
             if quality is not None:
                 quality.close()
@@ -294,6 +299,21 @@ class RenderWorker:
         record = current[1] if current is not None and current[0] == clip_id else None
         reason = f"no frames for {silent_s:.0f} s (hang_timeout_s={self.config.hang_timeout_s:g})"
         exit_for_restart(self.target, self.config.run_id, clip_id, record, f"{reason}; device presumed hung")
+
+
+def _warn_if_truncated(clip: ClipSpec, stats: ClipStats) -> None:
+    if stats.truncated:
+        assert stats.prompt_tokens is not None
+        logger.warning(
+            "clip %s (line %d): its prompt is %d tokens, over the text encoder's %d: the last %d were "
+            "dropped (metrics: truncated, prompt_tokens); it starts %r",
+            clip.clip_id,
+            clip.line,
+            stats.prompt_tokens,
+            stats.text_len,
+            stats.prompt_tokens - stats.text_len,
+            clip.prompt[:PROMPT_PREVIEW_CHARS],
+        )
 
 
 def _weights_folder(config: WorkerConfig) -> Path | None:

@@ -71,6 +71,12 @@ def fault_record_key(run_id: str, clip_id: str) -> str:
     return f"attempts/run_id={run_id}/{clip_id}.json"
 
 
+def started_clip_ids(target: OutputTarget, run_id: str) -> set[str]:
+    """Clips whose first attempt in this run has begun (each gets its record as it starts generating)."""
+    prefix = f"attempts/run_id={run_id}/"
+    return {key.removeprefix(prefix).removesuffix(".json") for key in target.list_keys(prefix)}
+
+
 def read_fault_record(target: OutputTarget, run_id: str, clip_id: str) -> FaultRecord:
     try:
         data = json.loads(target.read_bytes(fault_record_key(run_id, clip_id)))

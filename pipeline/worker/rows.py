@@ -89,6 +89,7 @@ def generation_columns(stats: ClipStats, preset: ModelPreset) -> dict[str, Any]:
         "gen_fps": frames / (generate_s + decode_s) if generate_s + decode_s > 0 else None,
         "peak_gpu_mem_gb": stats.peak_memory_gb,
         "cache_telemetry": telemetry_json(stats.cache_telemetry),
+        **prompt_columns(stats),
     }
 
 
@@ -103,6 +104,11 @@ def second_rows(run_id: str, clip_id: str, attempt: int, quality: ClipReport) ->
     """The clip's rows of the per-second table (pipeline.metrics.SECONDS_SCHEMA)."""
     ids = {"run_id": run_id, "clip_id": clip_id, "attempt": attempt}
     return [ids | dataclasses.asdict(second) for second in quality.seconds]
+
+
+def prompt_columns(stats: ClipStats) -> dict[str, Any]:
+    """Set once the prompt is encoded, so a clip that fails later still records them."""
+    return {"prompt_tokens": stats.prompt_tokens, "truncated": stats.truncated}
 
 
 def video_columns(stored: StoredObject, encode_s: float, upload_s: float) -> dict[str, Any]:

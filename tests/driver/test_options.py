@@ -31,7 +31,7 @@ def test_cache_params_are_read_as_json_else_as_strings() -> None:
     [
         (["--workers", "0"], "--workers=0 must be >= 1"),
         (["--gpus", "-1"], "--gpus=-1 must be >= 0"),
-        (["--checksum-algorithm", "MD5"], "S3Settings.checksum_algorithm='MD5' is not one of "),
+        (["--checksum-algorithm", "MD5"], "--checksum-algorithm 'MD5' is not one of CRC32, "),
     ],
 )
 def test_values_that_cannot_work_name_the_option(args: list[str], message: str) -> None:
@@ -61,3 +61,26 @@ def test_recache_is_a_run_wide_default_for_storyboard_lines(capsys: pytest.Captu
     with pytest.raises(SystemExit):
         parse_args(["p.jsonl", "--recache", "sometimes"])
     assert "argument --recache: invalid choice: 'sometimes'" in capsys.readouterr().err
+
+
+def test_help_explains_every_option_and_how_seconds_become_latent_frames(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines at the terminal width
+
+    assert (
+        "--seconds SECONDS clip length in seconds, rounded up to whole chunks of 3 latent frames "
+        "(0.75 s at 16 fps): 60 s = 240 latent frames = 957 frames (default: 60)" in text
+    )
+    assert "--log-level {DEBUG,INFO,WARNING,ERROR} driver and worker log level;" in text
+    assert "--s3-addressing-style {auto,path,virtual} path: http://host/bucket/key," in text
+    assert "--x264-preset {ultrafast,superfast,veryfast,faster,fast,medium,slow,slower,veryslow} x264" in text
+
+
+def test_the_x264_preset_is_its_own_option_next_to_the_model_preset() -> None:
+    cfg = config_from_args(parse_args(["p.jsonl", "--x264-preset", "veryfast", "--model", "tiny"]))
+    assert (cfg.worker.encoder.preset, cfg.worker.model) == ("veryfast", "tiny")
+    with pytest.raises(SystemExit):
+        parse_args(["p.jsonl", "--preset", "veryfast"])

@@ -6,6 +6,7 @@ real ffmpeg, a probe object on a real local folder or S3 server.
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 from pathlib import Path
 
@@ -87,9 +88,13 @@ def test_an_s3_model_folder_without_its_files_is_named(tmp_path: Path, s3_moto: 
     ]
 
 
-def test_an_unknown_x264_preset_is_found_with_one_frame_and_x264s_own_words(tmp_path: Path) -> None:
-    assert problems(tmp_path, "--preset", "ultrafastx") == [
-        "--preset/--crf: ffmpeg cannot encode a frame with codec libx264, preset 'ultrafastx', crf 18: "
+def test_an_encoder_ffmpeg_rejects_is_found_with_one_frame_and_x264s_own_words(tmp_path: Path) -> None:
+    # --x264-preset takes only x264's names; a config built in code (or an ffmpeg without them) may not.
+    cfg = config_from_args(parse_args(["p.jsonl", "--out", str(tmp_path / "out")]))
+    encoder = dataclasses.replace(cfg.worker.encoder, preset="ultrafastx")
+    cfg = dataclasses.replace(cfg, worker=dataclasses.replace(cfg.worker, encoder=encoder))
+    assert [str(problem) for problem in preflight(cfg)] == [
+        "--x264-preset/--crf: ffmpeg cannot encode a frame with codec libx264, preset 'ultrafastx', crf 18: "
         "x264 [error]: invalid preset 'ultrafastx'; use an x264 preset (ultrafast, superfast, veryfast, "
         "faster, fast, medium, slow, slower, veryslow) and a CRF from 0 to 51"
     ]

@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -25,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import readme
 from conftest import REPO_ROOT, S3Server, render_module
 from video_probe import probe_video
 
@@ -428,7 +430,7 @@ def _session_pids(session: int) -> list[int]:
     return pids
 
 
-def _stop_session(leader: subprocess.Popen[bytes]) -> None:
+def _stop_session(leader: subprocess.Popen[bytes] | subprocess.Popen[str]) -> None:
     """What `ray stop` does, but only to the processes of the session this test started.
 
     `ray stop` signals every Ray process on the machine (the session's `ray_local`, other developers'
@@ -524,3 +526,92 @@ def test_ray_job_submit_renders_the_example_prompts_on_a_ray_start_cluster(
         f"clips/{row['clip_id']}.mp4" for row in rows
     )
     assert len(keys) == 4 * len(rows)  # each video with its first, middle and last frame
+
+
+def _readme_local_head_script(dashboard_port: int, head_flags: list[str], out: str) -> tuple[str, list[str]]:
+    """The README's local-head block as a bash script, with what a shared test machine needs changed:
+    `ray start` gets free ports and its own temp dir, `ray job submit` that dashboard port, the S3 URI a
+    fresh bucket. `ray stop` (it stops every Ray on the machine) is left out: the test stops the
+    processes of its own session instead. Returns (script, the README's commands as written)."""
+    [block] = readme.code_blocks(readme.section("Through `ray job submit`, on one machine"), "sh")
+    written = readme.commands(block)
+    assert written[-1] == "ray stop"
+    script = []
+    for command in written[:-1]:
+        if command.startswith("ray start --head"):
+            command = " ".join([command, *head_flags])
+        command = command.replace("http://127.0.0.1:8265", f"http://127.0.0.1:{dashboard_port}")
+        script.append(command.replace("s3://my-bucket/run1", out))
+    return "\n".join(["set -euo pipefail", *script]), written
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_the_readme_ray_job_submit_commands_render_on_a_ray_start_head_with_token_auth(
+    s3_moto: S3Server, tmp_path: Path
+) -> None:
+    """A fresh user: a home of their own with an AWS profile `render` (pointed at moto), no AWS or Ray
+    variables in the shell; the README's commands as written, token auth on, on loopback."""
+    bucket = s3_moto.make_bucket()
+    home = tmp_path / "home"
+    (home / ".aws").mkdir(parents=True)
+    (home / ".aws" / "config").write_text(
+        f"[profile render]\nregion = us-east-1\nendpoint_url = {s3_moto.endpoint_url}\n"
+    )
+    (home / ".aws" / "credentials").write_text(
+        "[render]\n"
+        f"aws_access_key_id = {os.environ['AWS_ACCESS_KEY_ID']}\n"
+        f"aws_secret_access_key = {os.environ['AWS_SECRET_ACCESS_KEY']}\n"
+    )
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("AWS_", "RAY_")) and name not in ("PYTHONPATH", "HOME")
+    }
+    env["HOME"] = str(home)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    temp_dir = Path(tempfile.mkdtemp(prefix="rayreadme-", dir="/tmp"))  # short: Unix socket paths
+    ports = [_free_port() for _ in range(7)]
+    gcs, dashboard, client, agent, agent_grpc, metrics, env_agent = ports
+    head_flags = [
+        f"--temp-dir={temp_dir}",
+        f"--port={gcs}",
+        f"--dashboard-port={dashboard}",
+        f"--ray-client-server-port={client}",
+        f"--dashboard-agent-listen-port={agent}",
+        f"--dashboard-agent-grpc-port={agent_grpc}",
+        f"--metrics-export-port={metrics}",
+        f"--runtime-env-agent-port={env_agent}",
+    ]
+    out = f"s3://{bucket}/run1"
+    script, written = _readme_local_head_script(dashboard, head_flags, out)
+    assert "RAY_AUTH_MODE=token" in written[0] and any("--runtime-env-json" in c for c in written)
+
+    shell = subprocess.Popen(
+        ["bash", "-c", script],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # Ray's daemons stay in this session: stopped by PID below
+    )
+    try:
+        output, _ = shell.communicate(timeout=330)
+    finally:
+        _stop_session(shell)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+    assert shell.returncode == 0, output[-6000:]
+    assert (home / ".ray" / "auth_token").is_file()  # where the README says the token lives
+    assert "rendering 4 clip(s) on 2 worker(s)" in output
+    rows = read_metrics(open_target(out, s3_moto.settings()), None).to_pylist()
+    assert sorted(row["status"] for row in rows) == ["ok"] * 4
+    # Every ERROR or WARNING line of a good run is one the README explains.
+    explained = re.findall(r"^- `([^`]+)`:", readme.section("What a run prints"), re.MULTILINE)
+    noise = [
+        line for line in output.splitlines() if re.search(r"\bERROR\b|\bWARNING\b|\] E |\bE \d+ \d+\]", line)
+    ]
+    unexplained = [line for line in noise if not any(snippet in line for snippet in explained)]
+    assert unexplained == [], "\n".join(unexplained)

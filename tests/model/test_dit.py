@@ -126,6 +126,7 @@ def test_checkpoint_missing_a_tensor_names_the_file_and_the_key_and_loads_nothin
     assert all(p.is_meta for p in dit.parameters())  # nothing was half-loaded
 
 
+@pytest.mark.slow  # 2.5 s on 2 cores: out of the quick loop
 def test_streaming_chunks_with_kv_cache_equal_one_block_causal_forward():
     """Each chunk attends to earlier clean chunks through the cache exactly as under the mask."""
     torch.manual_seed(0)

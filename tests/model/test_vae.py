@@ -109,6 +109,7 @@ def test_whole_video_gives_4t_minus_3_frames_at_8x_size(whole_video: torch.Tenso
     assert whole_video.shape == (1, 3, 4 * LATENT_FRAMES - 3, 8 * LATENT_H, 8 * LATENT_W)
 
 
+@pytest.mark.slow  # 4 s (3-frame chunks) to 12 s (1-frame chunks) on 2 cores: out of the quick loop
 @pytest.mark.parametrize(("chunk", "frame_counts"), [(3, [9, 12, 12]), (1, [1] + [4] * 8)])
 def test_streamed_chunks_equal_one_call_decode(
     decoder: WanVAEDecoder,
@@ -124,6 +125,7 @@ def test_streamed_chunks_equal_one_call_decode(
     torch.testing.assert_close(torch.cat(pieces, dim=2), whole_video, rtol=0.0, atol=1e-5)
 
 
+@pytest.mark.slow  # over 10 s on a loaded 2-core machine: out of the quick loop
 def test_new_stream_after_a_video_decodes_like_a_fresh_module(
     decoder: WanVAEDecoder, latents: torch.Tensor
 ) -> None:

@@ -116,7 +116,7 @@ def test_unreachable_endpoint_error_names_the_endpoint(aws_test_env: dict[str, s
     assert str(excinfo.value) == (
         f"S3 GetObject failed for s3://some-bucket/clips/a.mp4 at {endpoint}: EndpointConnectionError: "
         f'Could not connect to the endpoint URL: "{endpoint}/some-bucket/clips/a.mp4"; cannot reach '
-        f"{endpoint}; check S3Settings.endpoint_url and the network"
+        f"{endpoint}; check --s3-endpoint-url and the network"
     )
 
 
@@ -145,8 +145,8 @@ def test_seaweed_rejects_a_wrong_checksum_so_these_tests_mean_something(s3_seawe
     error = s3_error(excinfo.value, "PutObject", bucket, "k", s3_seaweed.settings())
     assert error.code == "BadDigest"
     assert str(error).endswith(
-        "; the store rejected the request's checksum; if it rejects boto3>=1.36 default checksums set "
-        "S3Settings(request_checksum_calculation='when_required') or checksum_algorithm=''"
+        "; the store rejected the request's checksum; if it rejects boto3>=1.36 default checksums pass "
+        "--checksum-mode when_required or --checksum-algorithm none"
     )
 
 

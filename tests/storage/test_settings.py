@@ -16,8 +16,8 @@ def test_s3_settings_validate_their_values() -> None:
     with pytest.raises(ValueError) as excinfo:
         S3Settings(endpoint_url="127.0.0.1:8333")
     assert str(excinfo.value) == (
-        "S3Settings.endpoint_url='127.0.0.1:8333' must look like http(s)://host:port with no path, "
-        "e.g. 'http://127.0.0.1:8333'"
+        "--s3-endpoint-url '127.0.0.1:8333' must look like http(s)://host:port with no path, "
+        "e.g. http://127.0.0.1:8333"
     )
     with pytest.raises(ValueError) as excinfo:
         S3Settings(request_checksum_calculation="never")

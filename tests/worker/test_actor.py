@@ -124,6 +124,23 @@ def test_a_clip_becomes_a_playable_mp4_and_a_complete_metrics_row(
     assert second["status"] == "ok" and second["t_load_s"] is None  # the load is charged to the first clip
 
 
+def test_a_truncated_prompt_is_named_by_clip_and_line_and_recorded_in_its_row(
+    make_worker: WorkerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    worker = make_worker()
+    long = make_clip("a heron " * 75, line=7, id="heron")  # 600 characters: 601 tokens of the tiny tokenizer
+
+    row = render_one(worker, long)
+    short = render_one(worker, make_clip("a heron"))
+
+    assert (row["status"], row["prompt_tokens"], row["truncated"]) == ("ok", 600, True)
+    assert (short["prompt_tokens"], short["truncated"]) == (8, False)
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        "clip heron (line 7): its prompt is 600 tokens, over the text encoder's 512: the last 88 were "
+        f"dropped (metrics: truncated, prompt_tokens); it starts {long.prompt[:80]!r}"
+    ]
+
+
 def test_a_clip_past_its_deadline_fails_with_a_clear_error_and_the_next_clip_renders(
     make_worker: WorkerFactory, tmp_path: Path
 ) -> None:

@@ -1,0 +1,99 @@
+"""The README, run as written: the query examples (shell commands and the Python block, each against a
+local output and against an S3 output on a loopback server, moto), and the install commands against
+.ci/run and infra/Dockerfile. The `ray job submit` commands run in tests/jobs/test_render.py.
+
+Only `--out` (and the path in `connect(...)`) changes; for S3 the endpoint comes from
+$AWS_ENDPOINT_URL, which boto3, and so the query path, reads like any other AWS setting.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import shlex
+
+import pandas as pd
+import polars as pl
+import pytest
+from conftest import REPO_ROOT
+from readme import code_blocks, commands, section
+from test_metrics import T0, make_row, three_clips
+
+from pipeline import query
+from pipeline.metrics import write_clip_metrics
+from pipeline.storage import OutputTarget
+from pipeline.storage.local import LocalTarget
+
+QUERYING = section("Querying the metrics")
+
+
+def a_run_and_a_forced_clip(target: OutputTarget) -> None:
+    """Run 1: clip-a ok, clip-b failed, clip-c ok; run 2 renders clip-a again (--force)."""
+    three_clips(target, run_id="run-1")
+    write_clip_metrics(target, make_row("clip-a", run_id="run-2", finished_at=T0 + dt.timedelta(hours=1)))
+
+
+@pytest.fixture
+def out(target: OutputTarget, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The target's --out, with metrics in it; for S3 the AWS chain points at moto."""
+    a_run_and_a_forced_clip(target)
+    if isinstance(target, LocalTarget):
+        return str(target.root)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", request.getfixturevalue("s3_moto").endpoint_url)
+    return target.uri
+
+
+def test_the_readme_query_commands_run_as_written(out: str, capsys: pytest.CaptureFixture[str]) -> None:
+    [block] = code_blocks(QUERYING, "sh")
+    lines = commands(block)
+    assert len(lines) == 2
+    outputs = []
+    for line in lines:
+        argv = shlex.split(line)
+        assert argv[:3] == ["python", "-m", "pipeline.query"]
+        argv[argv.index("--out") + 1] = out
+        assert query.main([*argv[3:], "--format", "csv"]) == query.EXIT_OK, line
+        outputs.append(capsys.readouterr().out.splitlines())
+
+    by_status, by_run = outputs
+    assert sorted(by_status[1:]) == ['"failed",1,2', '"ok",2,2']  # clip-a counted once though in 2 runs
+    assert by_run[1:] == ['"run-1",3', '"run-2",1']
+
+
+def test_the_readme_python_block_runs_as_written(out: str) -> None:
+    [block] = code_blocks(QUERYING, "python")
+    assert 'connect("renders")' in block
+    scope: dict[str, object] = {}
+    exec(block.replace('connect("renders")', f"connect({out!r})"), scope)
+
+    drift, failed = scope["drift"], scope["failed"]
+    assert isinstance(drift, pl.DataFrame) and drift.columns == ["cache_policy", "drift"]
+    assert drift["cache_policy"].to_list() == ["deep-forcing"]
+    assert isinstance(failed, pd.DataFrame)
+    assert failed.to_dict("records") == [
+        {"clip_id": "clip-b", "error_type": "RuntimeError", "error": make_row("b", "failed")["error"]}
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Installing: the README's commands, .ci/run and infra/Dockerfile agree
+# ---------------------------------------------------------------------------------------------
+
+
+def test_the_readme_test_command_is_what_ci_runs_and_torch_is_pinned_alike_everywhere() -> None:
+    quickstart = section("Quickstart")
+    ci_command = (REPO_ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
+    assert f"\n    {ci_command}\n" in quickstart
+
+    dockerfile = (REPO_ROOT / "infra" / "Dockerfile").read_text()
+    version = re.search(r"^ARG TORCH_VERSION=(\S+)$", dockerfile, re.MULTILINE)
+    index = re.search(r"^ARG TORCH_INDEX_URL=(\S+)$", dockerfile, re.MULTILINE)
+    assert version and index
+    pins = set(re.findall(r"torch==(\S+?)[ `]", quickstart))
+    assert pins == {version.group(1)}
+    rows = [
+        line for line in section("Installing torch").splitlines() if "(what `infra/Dockerfile` uses)" in line
+    ]
+    assert len(rows) == 1 and f"--index-url {index.group(1)}`" in rows[0]
+    for url in re.findall(r"--index-url (\S+)`", quickstart):
+        assert re.fullmatch(r"https://download\.pytorch\.org/whl/(cpu|cu\d{3})", url)

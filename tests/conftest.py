@@ -3,7 +3,8 @@
 Markers (pyproject.toml): a test that starts a real service or program is `integration` - every test
 using one of SERVICE_FIXTURES gets the mark here, and modules that run ffmpeg or Ray without such a
 fixture set it themselves; a test that takes more than about two seconds on a 2-core CPU is `slow`.
-The quick loop, `pytest -m "not slow and not integration"`, runs neither.
+The quick loop, `pytest -q -n auto -m "not slow and not integration"`, runs neither; `-n auto` spreads
+tests over the cores (pytest-xdist), with every test that starts Ray on one worker (below).
 """
 
 from __future__ import annotations
@@ -40,12 +41,22 @@ SERVICE_FIXTURES = {
 }
 
 
+# Tests that start Ray (a fixture's or the driver's own) run one at a time on one pytest-xdist worker
+# (`-n auto --dist loadgroup`): two clusters rendering at once on a 2-core machine would starve each
+# other's heartbeats and deadlines, and the session's `ray_local` is then started once, not per worker.
+RAY_FIXTURES = {"ray_local", "ray_head"}
+DRIVER_TESTS = Path(__file__).parent / "jobs"
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         callspec = getattr(item, "callspec", None)
         on_s3 = callspec is not None and callspec.params.get("target") == "s3"
-        if on_s3 or SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if on_s3 or SERVICE_FIXTURES & fixtures:
             item.add_marker(pytest.mark.integration)
+        if RAY_FIXTURES & fixtures or item.path.is_relative_to(DRIVER_TESTS):
+            item.add_marker(pytest.mark.xdist_group("ray"))
 
 
 if TYPE_CHECKING:  # imported lazily so test sessions that never touch S3 skip boto3/pyarrow imports

@@ -96,6 +96,7 @@ def test_every_import_runs_down_the_layers(path: Path) -> None:
         )
 
 
+@pytest.mark.slow
 def test_the_driver_worker_and_planning_modules_import_without_torch() -> None:
     code = (
         "import sys; import importlib; "

@@ -190,6 +190,7 @@ def same_text(a: TextContext, b: TextContext) -> bool:
     )
 
 
+@pytest.mark.slow
 def test_a_one_segment_storyboard_renders_exactly_the_frames_of_its_plain_prompt(generator):
     plain = render(generator, FOX, seed=7, latent_frames=6, policy="deep-forcing")
     story = Storyboard((Segment(FOX, 0, 6),))

@@ -1,5 +1,6 @@
 """Moving keys in time from a pristine copy: equal to RoPE at the target, and no bf16 drift."""
 
+import pytest
 import torch
 from cache_driver import CONTEXT, FIRST_STEP, SyntheticModel, build_cache, key_info, stream
 
@@ -18,6 +19,7 @@ def pair_ulps(actual: torch.Tensor, expected: torch.Tensor) -> float:
     return ((a - b).abs() / ulp).max().item()
 
 
+@pytest.mark.slow
 def test_200_sink_shifts_in_bf16_stay_within_two_ulps_of_one_rotation_to_the_same_position():
     model = SyntheticModel(ONE_LAYER, dtype=torch.bfloat16)
     cache = build_cache("deep-sink", ONE_LAYER, model.rope, sink_frames=10)

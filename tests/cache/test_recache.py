@@ -127,6 +127,7 @@ def test_a_deep_forcing_recache_runs_the_source_frames_of_every_layers_top_c_tok
     assert min(sources) >= min(oldest) // 3 and min(oldest) >= 10  # old frames, but never the sink's
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("params", "bounded"), [({}, True), ({"layout": "paper"}, True), ({"max_reuse": 0}, False)]
 )
@@ -145,6 +146,7 @@ def test_deep_forcing_knows_the_oldest_frame_its_top_c_block_can_hold(params, bo
     assert len(cache.fresh_starts) == (cache.max_reuse if bounded else 1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "params"), POLICY_CONFIGS, ids=POLICY_IDS)
 def test_latents_are_kept_for_the_chunks_the_cache_references_and_no_more(name, params):
     model = SyntheticModel()

@@ -109,6 +109,7 @@ def test_fast_vae_decodes_the_same_pixels_without_recompiling_per_video():
     )
 
 
+@pytest.mark.slow
 def test_compiled_upsamples_are_traced():
     # Compiling a module whose forward dynamo does not trace (a bare nn.Sequential) silently does
     # nothing: the upsamples then ran eagerly, at a fifth of memory speed on channels-last frames.

@@ -174,6 +174,7 @@ def official_style_file(decoder: WanVAEDecoder) -> dict[str, torch.Tensor]:
     return tensors
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
 def test_checkpoint_round_trip_skips_encoder_tensors(
     decoder: WanVAEDecoder, latents: torch.Tensor, whole_video: torch.Tensor, tmp_path: Path, suffix: str

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -367,3 +368,16 @@ def test_a_storyboard_longer_than_max_seconds_is_an_error_of_its_line() -> None:
         "the storyboard (45 min) is longer than --max-seconds=1800 (30 min); "
         "split it into several clips, or raise --max-seconds (at most 86400, a day)"
     )
+
+
+@pytest.mark.slow
+def test_ten_thousand_lines_are_read_and_checked_in_well_under_a_second_per_thousand() -> None:
+    lines: list[dict[str, Any]] = [
+        {"prompt": f"A fox number {i} crosses a frozen lake."} for i in range(5_000)
+    ]
+    lines += [{"prompt": f"A heron {i}.", "cache_policy": "fifo", "window_frames": 12} for i in range(5_000)]
+    data = "".join(json.dumps(line) + "\n" for line in lines).encode()
+    start = time.process_time()  # CPU time: what the driver spends, whatever else the machine runs
+    clips, _ = load_prompts(data, "p.jsonl", RenderDefaults(get_preset("self-forcing-1.3b")))
+    assert len(clips) == 10_000
+    assert time.process_time() - start < 3.0  # 0.3 s per thousand lines

@@ -57,6 +57,7 @@ PROMPTS = (
     "A fox trots across a frozen lake under the northern lights.",
 )
 LOG_TAIL_LINES = 30  # driver log lines printed when a run fails
+END_WINDOW = 0.10  # the run's last tenth, where idle GPUs show a tail that groups leave unbalanced
 
 
 def write_prompts(path: Path, count: int, tag: str) -> None:
@@ -64,6 +65,19 @@ def write_prompts(path: Path, count: int, tag: str) -> None:
         {"id": f"{tag}-{i:03d}", "prompt": f"{PROMPTS[i % len(PROMPTS)]} Take {i}."} for i in range(count)
     ]
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def idle_at_the_end(rows: list[dict[str, Any]], end: Any, window_s: float) -> float:
+    """Seconds of the last `window_s` before `end` in which none of these clips (one actor's) was
+    rendering: the time that actor's GPU waited while others finished the run."""
+    start = end - datetime.timedelta(seconds=window_s)
+    busy_s, covered = 0.0, start
+    for row in sorted(rows, key=lambda row: row["started_at"]):
+        lo, hi = max(row["started_at"], covered), min(row["finished_at"], end)
+        if hi > lo:  # an actor renders two clips at once (encode overlaps generation): count the union
+            busy_s += (hi - lo).total_seconds()
+            covered = hi
+    return window_s - busy_s
 
 
 def summarize_run(gpus: int, rows: list[dict[str, Any]], wall_s: float) -> dict[str, Any]:
@@ -103,6 +117,11 @@ def summarize_run(gpus: int, rows: list[dict[str, Any]], wall_s: float) -> dict[
         if ok
         else None
     )
+    if span_s:
+        end = max(row["finished_at"] for row in ok)
+        for actor in actors:
+            mine = by_actor[(actor["node"], actor["worker_pid"])]
+            actor["idle_last_10pct_s"] = idle_at_the_end(mine, end, END_WINDOW * span_s)
     return {
         "gpus": gpus,
         "clips_ok": len(ok),
@@ -114,6 +133,9 @@ def summarize_run(gpus: int, rows: list[dict[str, Any]], wall_s: float) -> dict[
         "wall_clips_per_hour": len(ok) / wall_s * 3600,
         "span_s": span_s,  # first clip's start to last clip's finish
         "steady_clips_per_hour": None if not rates or None in rates else sum(rates),
+        # the GPU time the run's tail wastes: each actor's idle seconds in the last 10% of the span
+        "end_window_s": END_WINDOW * span_s if span_s else None,
+        "max_idle_last_10pct_s": max((a.get("idle_last_10pct_s", 0.0) for a in actors), default=None),
         "per_actor": actors,
     }
 
@@ -181,6 +203,7 @@ TABLE = (  # column title, width, run key, format
     ("steady clips/h", 14, "steady_clips_per_hour", ".1f"),
     ("scaling", 7, "scaling", ".3f"),
     ("wall scaling", 12, "wall_scaling", ".3f"),
+    ("max idle end s", 14, "max_idle_last_10pct_s", ".1f"),
 )
 
 

@@ -31,6 +31,8 @@ from conftest import REPO_ROOT, S3Server, render_module
 from video_probe import probe_video
 
 from pipeline.metrics import read_metrics
+from pipeline.report.__main__ import main as report_main
+from pipeline.runs import read_run_record
 from pipeline.spec.cache import POLICY_PARAMS, policy_parameters
 from pipeline.storage import open_target
 from pipeline.worker.faults import read_fault_record
@@ -298,6 +300,18 @@ def test_a_run_to_s3_renders_every_clip_a_rerun_skips_them_and_force_renders_aga
         f"4 of 4 clip(s) already done in {out}, skipped (pass --force to render them again)"
         in caplog.messages
     )
+    first_record, second_record = read_run_record(target, "first"), read_run_record(target, "second")
+    assert first_record is not None and second_record is not None
+    assert (first_record.prompt_lines, first_record.ok, first_record.skipped, first_record.workers) == (
+        4,
+        4,
+        0,
+        2,
+    )
+    assert (second_record.clips, second_record.skipped, second_record.to_render) == (4, 4, 0)
+    html = tmp_path / "second.html"
+    assert report_main([out, "--run-id", "second", *s3_args(s3_moto), "-o", str(html)]) == 0
+    assert '<td class="num" id="skipped">4</td>' in html.read_text()  # the report reads it on S3
 
     assert render.main([*args, "--run-id", "third", "--force"]) == render.EXIT_OK
     again = read_metrics(target, "third").to_pylist()

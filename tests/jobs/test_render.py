@@ -356,6 +356,9 @@ def test_failing_clips_become_failed_rows_the_others_render_and_the_exit_code_sa
     ]
     summary = next(m for m in caplog.messages if m.startswith("summary\n"))
     assert "failed: line 5, clip broken-encoder: EncodeError: encoding " in summary
+    record = read_run_record(open_target(str(out)), "faults")
+    assert record is not None and record.exit_code == render.EXIT_FAILED
+    assert (record.prompt_lines, record.clips, record.ok, record.failed, record.lost) == (5, 3, 2, 1, 0)
     assert "rerun the same command to retry failed clips; finished ones are skipped" in summary
 
 
@@ -415,6 +418,10 @@ def test_two_runs_on_one_output_never_render_a_clip_twice(tmp_path: Path) -> Non
     rows = read_metrics(open_target(str(out))).to_pylist()
     ok = sorted(row["clip_id"] for row in rows if row["status"] == "ok")
     assert ok == [f"take-{i}" for i in range(8)]  # every clip once, in one run or the other
+    records = [read_run_record(open_target(str(out)), run_id) for run_id in ("first", "second")]
+    assert all(r is not None and r.ok + r.held + r.skipped == r.clips == 6 for r in records), records
+    # The overlap: rendered by one run; the other skipped (done when it planned) or held it.
+    assert sum(r.held + r.skipped for r in records if r is not None) == 12 - 8
     assert sorted(p.name for p in (out / "clips").glob("*.mp4")) == [f"take-{i}.mp4" for i in range(8)]
 
 

@@ -7,7 +7,8 @@
 The recipe: parse the options -> check what the run needs (weights, ffmpeg, output, S3) and every prompt
 line, then skip the clips already done (`--dry-run` stops here with the plan) -> one clip per Ray Data
 block -> `map_batches(RenderWorker)` on an actor pool, one actor per GPU -> progress (a bar on a
-terminal, else a line per finished clip) -> compact the run's metrics -> summary. Exit code 0 when every
+terminal, else a line per finished clip) -> compact the run's metrics -> summary -> the run record
+(runs/<run_id>.json, also on Ctrl-C and on failure: pipeline/runs.py). Exit code 0 when every
 clip is ok (or was already done), 1 when any clip failed or the pipeline stopped, 2 when the input or
 options are invalid (nothing rendered), 130 on Ctrl-C (one line says what finished; the same command
 resumes). The driver never imports torch: the model loads inside the actors.
@@ -31,13 +32,14 @@ if str(REPO_ROOT) not in sys.path:  # `python jobs/render.py` from a checkout wi
 from pipeline.driver.cluster import Resources, actor_runtime_env, ray_session  # noqa: E402
 from pipeline.driver.config import RenderConfig  # noqa: E402
 from pipeline.driver.options import config_from_args, parse_args  # noqa: E402
-from pipeline.driver.plan import describe_plan, plan, read_clips  # noqa: E402
+from pipeline.driver.plan import describe_plan, plan, read_clips, resumed_count  # noqa: E402
 from pipeline.driver.preflight import preflight  # noqa: E402
 from pipeline.driver.progress import RunReport  # noqa: E402
 from pipeline.driver.ray_notices import configure_ray_data  # noqa: E402
+from pipeline.driver.record import run_record, save_run_record  # noqa: E402
 from pipeline.metrics import compact_run  # noqa: E402
 from pipeline.spec.clip import ClipSpec  # noqa: E402
-from pipeline.storage import StorageError, open_target  # noqa: E402
+from pipeline.storage import OutputTarget, StorageError, open_target  # noqa: E402
 from pipeline.worker import RenderWorker  # noqa: E402
 from pipeline.worker.faults import started_clip_ids  # noqa: E402
 
@@ -59,13 +61,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         problems = [str(problem) for problem in preflight(cfg)]  # 1. weights, ffmpeg, output, S3
         try:
-            clips = read_clips(cfg)  # 2. every line validated before anything starts
+            clips, lines = read_clips(cfg)  # 2. every line validated before anything starts
         except (ValueError, OSError, StorageError) as exc:
             problems.insert(0, str(exc))
         if not problems:  # the output answered the pre-flight: look for what is done there
             try:
                 target = open_target(cfg.worker.out, cfg.worker.s3)
                 todo, skipped = plan(clips, target, cfg.force)  # 3. resume
+                resumed = resumed_count(skipped, target, cfg.run_id)
             except (ValueError, OSError, StorageError) as exc:
                 problems.append(str(exc))
     except KeyboardInterrupt:
@@ -77,6 +80,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.info("%s", describe_plan(cfg, todo, skipped, target))
         return EXIT_OK
     run = RunReport(cfg.run_id, target.uri, total=len(todo), skipped=len(skipped))
+    exit_code = EXIT_FAILED  # what the run record says should the driver itself fail
+    try:
+        exit_code = execute(todo, clips, cfg, target, run)
+    except KeyboardInterrupt:  # after the rendering (compaction, summary): still a run to record
+        exit_code = EXIT_INTERRUPTED
+        raise
+    finally:  # 8. the run record, whatever happened once the run was planned
+        record = run_record(
+            cfg, run, prompt_lines=lines, clips=len(clips), resumed=resumed, exit_code=exit_code
+        )
+        save_run_record(target, record)
+    return exit_code
+
+
+def execute(
+    todo: list[ClipSpec], clips: list[ClipSpec], cfg: RenderConfig, target: OutputTarget, run: RunReport
+) -> int:
+    """Render the planned clips, compact the run's metrics, log the summary; the exit code."""
     if todo:
         logger.info("run %s: if it stops, --run-id %s continues it as the same run", cfg.run_id, cfg.run_id)
         try:
@@ -139,7 +160,7 @@ def render(todo: list[ClipSpec], cfg: RenderConfig, resources: Resources, run: R
         run.run_id,
     )
     lines = {clip.clip_id: clip.line for clip in todo}
-    run.gpus_per_clip = resources.num_gpus
+    run.gpus_per_clip, run.workers = resources.num_gpus, resources.workers
     with _progress(run, todo, cfg):
         try:
             for row in rows.iter_rows():

@@ -6,11 +6,13 @@
     db = connect("s3://my-bucket/run1")
     db.sql("SELECT * FROM clips").pl()   # polars; .df() for pandas, .arrow() for pyarrow
 
-Two views over `<out>/metrics/` (layout: pipeline/metrics.py):
+Two views over `<out>/metrics/` (layout: pipeline/metrics.py), and one over `<out>/runs/`:
 
     metrics  one row per clip and run: a clip retried by a rerun, or rendered again with --force, has a
              row in each run (the audit trail)
     clips    the latest row of each clip over all runs: what --out holds now; count clips here
+    runs     one row per run record (pipeline/runs.py): what each run planned, skipped, held and lost,
+             how long it took and how it ended; empty, with the same columns, where no run has a record
 
 Both keep one row per (run, clip) even in the moment between a compaction's write and its deletes.
 S3 is read with DuckDB's httpfs extension from the `duckdb-extension-httpfs` wheel (nothing is
@@ -34,6 +36,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
+from pipeline.runs import FIELD_TYPES, RECORD_SUFFIX, RUNS_PREFIX
 from pipeline.storage import StorageError, open_target
 from pipeline.storage.cli import add_s3_options, s3_settings_from_args
 from pipeline.storage.settings import S3Settings, boto3_session, parse_s3_uri
@@ -41,6 +44,10 @@ from pipeline.storage.settings import S3Settings, boto3_session, parse_s3_uri
 logger = logging.getLogger(__name__)
 
 METRICS_GLOB = "metrics/**/*.parquet"
+RUNS_GLOB = f"{RUNS_PREFIX}*{RECORD_SUFFIX}"
+# A run record's field types (pipeline/runs.py) as DuckDB column types.
+DUCKDB_TYPES = {int: "BIGINT", float: "DOUBLE", str: "VARCHAR", dt.datetime: "TIMESTAMPTZ"}
+RUNS_COLUMNS = {name: DUCKDB_TYPES[kind] for name, kind in FIELD_TYPES.items()}
 TABLE_MAX_ROWS = 10_000  # rows the table format prints; csv and json print every row
 EXIT_OK, EXIT_FAILED = 0, 2
 
@@ -54,7 +61,8 @@ VIEWS = {
 
 
 def connect(out: str, s3: S3Settings = S3Settings()) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with the views `metrics` and `clips` over `out`'s metrics.
+    """An in-memory DuckDB connection with the views `metrics` and `clips` over `out`'s metrics, and
+    `runs` over its run records.
 
     ValueError if `out` holds no metrics; StorageError if S3 cannot be listed (names the fix).
     """
@@ -70,9 +78,10 @@ def connect(out: str, s3: S3Settings = S3Settings()) -> duckdb.DuckDBPyConnectio
     con.execute("SET autoinstall_known_extensions = false")  # never reach for extensions.duckdb.org
     if out.startswith("s3://"):
         _configure_s3(con, out, s3)
-        glob = f"{target.uri}/{METRICS_GLOB}"
+        root = target.uri
     else:
-        glob = str(Path(out).expanduser().resolve() / METRICS_GLOB)
+        root = str(Path(out).expanduser().resolve())
+    glob = f"{root}/{METRICS_GLOB}"
     # hive_types: a run id such as 20261121 stays a string; union_by_name: files of older schema
     # versions read with nulls in the columns they lack.
     con.execute(
@@ -81,7 +90,19 @@ def connect(out: str, s3: S3Settings = S3Settings()) -> duckdb.DuckDBPyConnectio
     )
     for name, sql in VIEWS.items():
         con.execute(f"CREATE VIEW {name} AS {sql}")
+    recorded = any(key.endswith(RECORD_SUFFIX) for key in target.list_keys(RUNS_PREFIX))
+    con.execute(f"CREATE VIEW runs AS {_runs_sql(f'{root}/{RUNS_GLOB}' if recorded else None)}")
     return con
+
+
+def _runs_sql(glob: str | None) -> str:
+    """The run records under `glob` with their typed columns (a record of an older version reads with
+    nulls in the fields it lacks); None: no records, the same columns and no rows."""
+    if glob is None:
+        nulls = ", ".join(f"CAST(NULL AS {kind}) AS {name}" for name, kind in RUNS_COLUMNS.items())
+        return f"SELECT {nulls} WHERE false"
+    columns = ", ".join(f"{_sql_string(name)}: {_sql_string(kind)}" for name, kind in RUNS_COLUMNS.items())
+    return f"SELECT * FROM read_json({_sql_string(glob)}, columns = {{{columns}}}, format = 'unstructured')"
 
 
 def httpfs_extension_path() -> Path:
@@ -150,7 +171,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m pipeline.query",
         description="Run SQL over the metrics of a render's --out. Views: metrics (one row per clip and "
-        "run) and clips (the latest row of each clip); columns: pipeline/metrics.py, or DESCRIBE clips.",
+        "run), clips (the latest row of each clip) and runs (one row per run record); columns: "
+        "pipeline/metrics.py and pipeline/runs.py, or DESCRIBE clips.",
     )
     parser.add_argument("sql", help='e.g. "SELECT status, count(*) FROM clips GROUP BY 1"')
     parser.add_argument(
@@ -178,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.error("%s", exc)
         return EXIT_FAILED
     except duckdb.Error as exc:
-        logger.error("%s\nthe views are metrics and clips; DESCRIBE clips lists the columns", exc)
+        logger.error("%s\nthe views are metrics, clips and runs; DESCRIBE clips lists the columns", exc)
         return EXIT_FAILED
     if relation is not None:  # statements such as SET return nothing
         write(relation, args.format)

@@ -24,7 +24,8 @@ ALLOWED: dict[str, set[str]] = {
     "pipeline.quality": set(),
     "pipeline.metrics": {"pipeline.spec", "pipeline.storage"},
     "pipeline.prompts": {"pipeline.spec", "pipeline.digest"},
-    "pipeline.query": {"pipeline.storage"},
+    "pipeline.runs": {"pipeline.spec", "pipeline.storage"},
+    "pipeline.query": {"pipeline.storage", "pipeline.runs"},
     "pipeline.worker": {
         "pipeline.spec",
         "pipeline.storage",
@@ -40,14 +41,16 @@ ALLOWED: dict[str, set[str]] = {
         "pipeline.storage",
         "pipeline.encode",
         "pipeline.metrics",
+        "pipeline.runs",
         "pipeline.worker",
     },
-    "pipeline.report": {"pipeline.quality", "pipeline.metrics", "pipeline.storage"},
+    "pipeline.report": {"pipeline.quality", "pipeline.metrics", "pipeline.runs", "pipeline.storage"},
 }
 TORCH_FREE = [
     "pipeline.spec",
     "pipeline.prompts",
     "pipeline.query",
+    "pipeline.runs",
     "pipeline.driver",
     "pipeline.worker",
     "pipeline.metrics",
@@ -102,7 +105,7 @@ def test_the_driver_worker_and_planning_modules_import_without_torch() -> None:
         "import sys; import importlib; "
         f"[importlib.import_module(m) for m in {TORCH_FREE!r}]; "
         "import pipeline.driver.options, pipeline.driver.cluster, pipeline.driver.plan; "
-        "import pipeline.driver.progress, pipeline.report.page; "
+        "import pipeline.driver.progress, pipeline.driver.record, pipeline.report.page; "
         "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)

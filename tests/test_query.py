@@ -9,9 +9,12 @@ from pathlib import Path
 
 import pytest
 from test_metrics import T0, make_row, three_clips
+from test_runs import T0 as RUN_T0
+from test_runs import make_record
 
 from pipeline import query
 from pipeline.metrics import compact_run, write_clip_metrics
+from pipeline.runs import write_run_record
 from pipeline.storage import OutputTarget
 from pipeline.storage.local import LocalTarget
 
@@ -116,4 +119,28 @@ def test_bad_sql_names_the_views(tmp_path: Path, caplog: pytest.LogCaptureFixtur
     three_clips(LocalTarget(tmp_path))
     assert query.main(["SELECT nope FROM clips", "--out", str(tmp_path)]) == query.EXIT_FAILED
     assert 'Referenced column "nope" not found' in caplog.messages[0]
-    assert caplog.messages[0].endswith("the views are metrics and clips; DESCRIBE clips lists the columns")
+    assert caplog.messages[0].endswith(
+        "the views are metrics, clips and runs; DESCRIBE clips lists the columns"
+    )
+
+
+def test_runs_has_a_row_per_run_record_and_its_columns_even_with_none(
+    target: OutputTarget, request: pytest.FixtureRequest
+) -> None:
+    three_clips(target, run_id="run-1")  # a run from before records: no record
+    described = "SELECT column_name, column_type FROM (DESCRIBE runs)"
+    columns = query.connect(out_of(target), settings_of(target, request)).sql(described).fetchall()
+    assert ("skipped", "BIGINT") in columns and ("started_at", "TIMESTAMP WITH TIME ZONE") in columns
+    write_run_record(target, make_record("run-1"))
+    write_run_record(target, make_record("run-2", skipped=10, exit_code=0))
+
+    db = query.connect(out_of(target), settings_of(target, request))
+
+    assert db.sql(described).fetchall() == columns
+    sql = "SELECT run_id, skipped, exit_code, wall_s, epoch(started_at) FROM runs ORDER BY run_id"
+    assert db.sql(sql).fetchall() == [
+        ("run-1", 4, 1, 1200.5, RUN_T0.timestamp()),
+        ("run-2", 10, 0, 1200.5, RUN_T0.timestamp()),
+    ]
+    joined = "SELECT r.run_id, r.skipped, count(*) FROM runs r JOIN metrics m USING (run_id) GROUP BY ALL"
+    assert db.sql(joined).fetchall() == [("run-1", 4, 3)]

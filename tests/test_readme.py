@@ -18,9 +18,11 @@ import pytest
 from conftest import REPO_ROOT
 from readme import code_blocks, commands, section
 from test_metrics import T0, make_row, three_clips
+from test_runs import make_record
 
 from pipeline import query
 from pipeline.metrics import write_clip_metrics
+from pipeline.runs import write_run_record
 from pipeline.storage import OutputTarget
 from pipeline.storage.local import LocalTarget
 
@@ -28,9 +30,11 @@ QUERYING = section("Querying the metrics")
 
 
 def a_run_and_a_forced_clip(target: OutputTarget) -> None:
-    """Run 1: clip-a ok, clip-b failed, clip-c ok; run 2 renders clip-a again (--force)."""
+    """Run 1: clip-a ok, clip-b failed, clip-c ok; run 2 renders clip-a again (--force); only run 2 has
+    a run record (run 1 is from before records were written)."""
     three_clips(target, run_id="run-1")
     write_clip_metrics(target, make_row("clip-a", run_id="run-2", finished_at=T0 + dt.timedelta(hours=1)))
+    write_run_record(target, make_record("run-2", clips=3, skipped=2, to_render=1, ok=1, failed=0, lost=0))
 
 
 @pytest.fixture
@@ -46,7 +50,7 @@ def out(target: OutputTarget, request: pytest.FixtureRequest, monkeypatch: pytes
 def test_the_readme_query_commands_run_as_written(out: str, capsys: pytest.CaptureFixture[str]) -> None:
     [block] = code_blocks(QUERYING, "sh")
     lines = commands(block)
-    assert len(lines) == 2
+    assert len(lines) == 3
     outputs = []
     for line in lines:
         argv = shlex.split(line)
@@ -55,9 +59,13 @@ def test_the_readme_query_commands_run_as_written(out: str, capsys: pytest.Captu
         assert query.main([*argv[3:], "--format", "csv"]) == query.EXIT_OK, line
         outputs.append(capsys.readouterr().out.splitlines())
 
-    by_status, by_run = outputs
+    by_status, by_run, runs = outputs
     assert sorted(by_status[1:]) == ['"failed",1,2', '"ok",2,2']  # clip-a counted once though in 2 runs
     assert by_run[1:] == ['"run-1",3', '"run-2",1']
+    assert runs == [
+        '"run_id","exit_code","clips","skipped","ok","failed","lost","wall_s"',
+        '"run-2",1,3,2,1,0,0,1200.5',
+    ]
 
 
 def test_the_readme_python_block_runs_as_written(out: str) -> None:

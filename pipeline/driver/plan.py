@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 
+import pyarrow.compute as pc
+
 from pipeline.driver.config import RenderConfig
 from pipeline.metrics import done_clip_ids, read_metrics
 from pipeline.prompts import load_prompts
@@ -16,7 +18,8 @@ from pipeline.storage.fetch import read_input
 logger = logging.getLogger("render")
 
 
-def read_clips(cfg: RenderConfig) -> list[ClipSpec]:
+def read_clips(cfg: RenderConfig) -> tuple[list[ClipSpec], int]:
+    """The prompt file's valid clips, and its number of lines (as an editor counts them)."""
     try:
         data = read_input(cfg.prompts, cfg.worker.s3)
     except FileNotFoundError as exc:
@@ -32,7 +35,8 @@ def read_clips(cfg: RenderConfig) -> list[ClipSpec]:
         len(clips),
         f", {len(invalid)} invalid line(s) skipped" * bool(invalid),
     )
-    return clips
+    unterminated = bool(data) and not data.endswith(b"\n")  # a last line without its newline
+    return clips, data.count(b"\n") + unterminated
 
 
 def plan(clips: list[ClipSpec], target: OutputTarget, force: bool) -> tuple[list[ClipSpec], list[ClipSpec]]:
@@ -48,6 +52,16 @@ def plan(clips: list[ClipSpec], target: OutputTarget, force: bool) -> tuple[list
             target.uri,
         )
     return todo, skipped
+
+
+def resumed_count(skipped: list[ClipSpec], target: OutputTarget, run_id: str) -> int:
+    """How many of the skipped clips this run itself finished, in an earlier invocation of the same
+    run id: they are this run's rows, not another run's work (the run record keeps them apart)."""
+    if not skipped:
+        return 0
+    table = read_metrics(target, run_id)
+    ok = set(table.filter(pc.equal(table.column("status"), "ok")).column("clip_id").to_pylist())
+    return sum(clip.clip_id in ok for clip in skipped)
 
 
 def describe_plan(

@@ -48,6 +48,7 @@ class RunReport:
     pipeline_error: str | None = None
     metrics_uri: str | None = None
     gpus_per_clip: int = 0  # GPUs a clip's worker holds (0 on CPUs): GPU-hours = device time x this
+    workers: int = 0  # render actors (0 until rendering starts)
     running: int | None = None  # clips generating or finalising now, where known (the live bar)
     _bar: tqdm | None = field(default=None, repr=False, compare=False)
 

@@ -1,4 +1,5 @@
-"""What a report reads: the runs' metrics rows, their per-second rows and thumbnails, from any target."""
+"""What a report reads: the runs' metrics rows, their per-second rows and thumbnails, and the driver's
+record of each run (pipeline/runs.py: the clips it skipped, held or lost), from any target."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.metrics import THUMBNAIL_POSITIONS, read_metrics, read_seconds, thumbnail_key
+from pipeline.runs import RunRecord, read_run_record, recorded_run_ids
 from pipeline.storage import OutputTarget
 
 logger = logging.getLogger(__name__)
@@ -20,12 +22,14 @@ Row = dict[str, Any]
 
 @dataclass
 class RunData:
-    """The metrics rows of the chosen runs (latest per clip), their per-second rows, their thumbnails."""
+    """The metrics rows of the chosen runs (latest per clip), their per-second rows, their thumbnails,
+    their run records."""
 
     target: OutputTarget
     run_ids: list[str]
     rows: list[Row]  # METRICS_SCHEMA rows, sorted by run and clip
     seconds: pa.Table  # SECONDS_SCHEMA rows of those runs
+    records: dict[str, RunRecord | None]  # each run's record; None for a run without one (older runs)
     _thumbnails: dict[tuple[str, str], bytes | None] = field(default_factory=dict)
 
     @property
@@ -60,24 +64,33 @@ class RunData:
 
 
 def load_runs(target: OutputTarget, run_ids: Sequence[str] = ()) -> RunData:
-    """The named runs (all runs under the target when none are named); ValueError naming what exists."""
+    """The named runs (all runs under the target when none are named): those with metrics, and those
+    with only a record (a run that had nothing left to render); ValueError naming what exists."""
     if run_ids:
         tables = [read_metrics(target, run_id) for run_id in run_ids]
-        missing = [run_id for run_id, table in zip(run_ids, tables, strict=True) if table.num_rows == 0]
+        records = {run_id: read_run_record(target, run_id) for run_id in run_ids}
+        missing = [
+            run_id
+            for run_id, table in zip(run_ids, tables, strict=True)
+            if table.num_rows == 0 and records[run_id] is None
+        ]
         if missing:
-            present = sorted(set(read_metrics(target).column("run_id").to_pylist()))
+            present = sorted(
+                set(read_metrics(target).column("run_id").to_pylist()) | set(recorded_run_ids(target))
+            )
             raise ValueError(
-                f"no metrics for run(s) {', '.join(missing)} under {target.uri}; its runs are: "
+                f"no metrics or run record for run(s) {', '.join(missing)} under {target.uri}; its runs are: "
                 f"{', '.join(present) or 'none'}"
             )
         metrics = pa.concat_tables(tables)
         seconds = pa.concat_tables([read_seconds(target, run_id) for run_id in run_ids])
     else:
         metrics, seconds = read_metrics(target), read_seconds(target)
-        if metrics.num_rows == 0:
+        names = set(metrics.column("run_id").to_pylist()) | set(recorded_run_ids(target))
+        if not names:
             raise ValueError(
-                f"no metrics under {target.uri} (looked for metrics/run_id=*/*.parquet); "
+                f"no metrics under {target.uri} (looked for metrics/run_id=*/*.parquet and runs/*.json); "
                 "pass the --out folder or s3:// prefix a render wrote to"
             )
-    names = sorted(set(metrics.column("run_id").to_pylist()))
-    return RunData(target, names, metrics.to_pylist(), seconds)
+        records = {run_id: read_run_record(target, run_id) for run_id in names}
+    return RunData(target, sorted(records), metrics.to_pylist(), seconds, records)

@@ -56,9 +56,12 @@ def render(data: RunData, usd_per_gpu_hour: float | None = None, worst_count: in
     return _ENVIRONMENT.get_template("report.html.j2").render(
         target=data.target.uri,
         generated=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        summary=summary.summarise(rows, usd_per_gpu_hour),
+        summary=summary.summarise(rows, usd_per_gpu_hour, data.records),
+        records=sorted(
+            (record for record in data.records.values() if record is not None), key=lambda r: r.started_at
+        ),
         workers=summary.workers(rows),
-        throughput_png=data_uri(plots.throughput(rows), "image/png"),
+        throughput_png=data_uri(plots.throughput(rows), "image/png") if rows else None,
         failures=summary.failures(rows),
         signals=[_signal_section(data, ok, signal, worst_count) for signal in SIGNALS],
         worst_count=worst_count,

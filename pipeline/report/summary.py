@@ -1,5 +1,8 @@
 """The numbers of a report: the run's outcome and cost, each worker's throughput, failures grouped by
-error, and each cache policy's signals and telemetry. Plain values, for the page and for tests."""
+error, and each cache policy's signals and telemetry. Plain values, for the page and for tests.
+
+Clips rendered (ok, failed) are counted from the metrics rows; clips the driver never rendered (skipped,
+held, lost) only its run records know (pipeline/runs.py)."""
 
 from __future__ import annotations
 
@@ -8,11 +11,12 @@ import json
 import math
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from pipeline.quality import SIGNALS
 from pipeline.report.data import Row
+from pipeline.runs import RunRecord
 
 EXAMPLE_CHARS = 400  # error text shown per failure group
 
@@ -60,6 +64,10 @@ class RunSummary:
     usd_per_gpu_hour: float | None
     dynamic_degree_pct: float | None  # VBench-style: the share of dynamic clips, %
     temporal_flickering_pct: float | None
+    skipped: int | None  # done by an earlier run, so not rendered; None: a run has no record to say
+    held: int  # another run had them (in the records there are)
+    lost: int  # never came back, or left by Ctrl-C (in the records there are)
+    unrecorded: list[str]  # runs without a run record (written before records were, or driver killed)
 
     @property
     def on_gpu(self) -> bool:
@@ -115,14 +123,20 @@ def workers(rows: list[Row]) -> list[WorkerStats]:
     return stats
 
 
-def summarise(rows: list[Row], usd_per_gpu_hour: float | None) -> RunSummary:
+def summarise(
+    rows: list[Row], usd_per_gpu_hour: float | None, records: Mapping[str, RunRecord | None] | None = None
+) -> RunSummary:
+    """The runs of `records` (each with its record, or None), else those of the rows."""
+    if records is None:
+        records = {row["run_id"]: None for row in rows}
     ok = [row for row in rows if row["status"] == "ok"]
     fleet = workers(rows)
-    start = min(row["started_at"] for row in rows)
-    end = max(row["finished_at"] for row in rows)
+    span = (max(r["finished_at"] for r in rows) - min(r["started_at"] for r in rows)) if rows else None
     dynamic, flicker = mean(r["dynamic_degree"] for r in ok), mean(r["temporal_flickering"] for r in ok)
+    known = [record for record in records.values() if record is not None]
+    unrecorded = sorted(run_id for run_id, record in records.items() if record is None)
     return RunSummary(
-        runs=sorted({row["run_id"] for row in rows}),
+        runs=sorted(records),
         clips=len(rows),
         ok=len(ok),
         failed=len(rows) - len(ok),
@@ -130,11 +144,15 @@ def summarise(rows: list[Row], usd_per_gpu_hour: float | None) -> RunSummary:
         video_min=sum(video_seconds(row) for row in ok) / 60,
         device_hours=sum(worker.busy_h for worker in fleet),
         devices=sorted({worker.device for worker in fleet}),
-        wall_h=(end - start).total_seconds() / 3600,
+        wall_h=span.total_seconds() / 3600 if span is not None else 0.0,
         gen_fps=mean(row["gen_fps"] for row in rows),
         usd_per_gpu_hour=usd_per_gpu_hour,
         dynamic_degree_pct=None if dynamic is None else 100 * dynamic,
         temporal_flickering_pct=None if flicker is None else 100 * flicker,
+        skipped=None if unrecorded else sum(record.skipped for record in known),
+        held=sum(record.held for record in known),
+        lost=sum(record.lost for record in known),
+        unrecorded=unrecorded,
     )
 
 

@@ -31,6 +31,8 @@ from conftest import REPO_ROOT, S3Server, render_module
 from video_probe import probe_video
 
 from pipeline.metrics import read_metrics
+from pipeline.report.__main__ import main as report_main
+from pipeline.runs import read_run_record
 from pipeline.spec.cache import POLICY_PARAMS, policy_parameters
 from pipeline.storage import open_target
 from pipeline.worker.faults import read_fault_record
@@ -298,6 +300,18 @@ def test_a_run_to_s3_renders_every_clip_a_rerun_skips_them_and_force_renders_aga
         f"4 of 4 clip(s) already done in {out}, skipped (pass --force to render them again)"
         in caplog.messages
     )
+    first_record, second_record = read_run_record(target, "first"), read_run_record(target, "second")
+    assert first_record is not None and second_record is not None
+    assert (first_record.prompt_lines, first_record.ok, first_record.skipped, first_record.workers) == (
+        4,
+        4,
+        0,
+        2,
+    )
+    assert (second_record.clips, second_record.skipped, second_record.to_render) == (4, 4, 0)
+    html = tmp_path / "second.html"
+    assert report_main([out, "--run-id", "second", *s3_args(s3_moto), "-o", str(html)]) == 0
+    assert '<td class="num" id="skipped">4</td>' in html.read_text()  # the report reads it on S3
 
     assert render.main([*args, "--run-id", "third", "--force"]) == render.EXIT_OK
     again = read_metrics(target, "third").to_pylist()
@@ -342,6 +356,9 @@ def test_failing_clips_become_failed_rows_the_others_render_and_the_exit_code_sa
     ]
     summary = next(m for m in caplog.messages if m.startswith("summary\n"))
     assert "failed: line 5, clip broken-encoder: EncodeError: encoding " in summary
+    record = read_run_record(open_target(str(out)), "faults")
+    assert record is not None and record.exit_code == render.EXIT_FAILED
+    assert (record.prompt_lines, record.clips, record.ok, record.failed, record.lost) == (5, 3, 2, 1, 0)
     assert "rerun the same command to retry failed clips; finished ones are skipped" in summary
 
 
@@ -401,6 +418,10 @@ def test_two_runs_on_one_output_never_render_a_clip_twice(tmp_path: Path) -> Non
     rows = read_metrics(open_target(str(out))).to_pylist()
     ok = sorted(row["clip_id"] for row in rows if row["status"] == "ok")
     assert ok == [f"take-{i}" for i in range(8)]  # every clip once, in one run or the other
+    records = [read_run_record(open_target(str(out)), run_id) for run_id in ("first", "second")]
+    assert all(r is not None and r.ok + r.held + r.skipped == r.clips == 6 for r in records), records
+    # The overlap: rendered by one run; the other skipped (done when it planned) or held it.
+    assert sum(r.held + r.skipped for r in records if r is not None) == 12 - 8
     assert sorted(p.name for p in (out / "clips").glob("*.mp4")) == [f"take-{i}.mp4" for i in range(8)]
 
 

@@ -16,6 +16,7 @@ import pytest
 from conftest import REPO_ROOT
 
 from pipeline.metrics import read_metrics
+from pipeline.runs import read_run_record
 from pipeline.storage import open_target
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -87,6 +88,9 @@ def test_a_terminal_shows_a_live_bar_ctrl_c_prints_one_line_and_the_same_command
     assert interrupted, last
     finished = int(interrupted.group(1))
     assert finished >= 1
+    record = read_run_record(open_target(str(out)), "tty")  # left by the interrupted run
+    assert record is not None and record.exit_code == 130
+    assert (record.to_render, record.ok, record.failed, record.lost) == (CLIPS, finished, 0, CLIPS - finished)
 
     again = subprocess.run(
         command, cwd=REPO_ROOT, env=plain_env(), capture_output=True, text=True, timeout=240
@@ -99,6 +103,10 @@ def test_a_terminal_shows_a_live_bar_ctrl_c_prints_one_line_and_the_same_command
     assert skipped and int(skipped.group(1)) >= finished, again.stderr[-3000:]
     assert f"{CLIPS} clips |" not in again.stderr  # no terminal: plain log lines, no bar
     assert re.search(rf"\[1/{CLIPS - int(skipped.group(1))}\] ok     clip boat-\d", again.stderr)
+    resumed = read_run_record(open_target(str(out)), "tty")  # replaced by the invocation that resumed
+    assert resumed is not None and resumed.exit_code == 0
+    assert (resumed.skipped, resumed.resumed) == (0, int(skipped.group(1)))  # this run's own clips
+    assert (resumed.ok, resumed.lost) == (CLIPS - resumed.resumed, 0)
     rows = read_metrics(open_target(str(out)), "tty").to_pylist()
     assert sorted(row["clip_id"] for row in rows if row["status"] == "ok") == [
         f"boat-{i}" for i in range(CLIPS)

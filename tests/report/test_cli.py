@@ -111,7 +111,7 @@ def test_rank_prints_a_table_on_s3(target: OutputTarget, capsys: pytest.CaptureF
 def test_errors_name_what_is_wrong(local_out: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     out = local_out
     assert main([str(out), "--run-id", "run-nope", "-o", str(tmp_path / "r.html")]) == 2
-    assert f"no metrics for run(s) run-nope under {out}; its runs are: {RUN_ID}" in caplog.text
+    assert f"no metrics or run record for run(s) run-nope under {out}; its runs are: {RUN_ID}" in caplog.text
     assert main(["rank", str(tmp_path), "--by", "rollback"]) == 2
     assert f"no metrics under {tmp_path}" in caplog.text
     assert main([str(tmp_path / "missing"), "-o", str(tmp_path / "r.html")]) == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from synthetic_run import RUN_ID, write_run
+from test_runs import make_record
 
 from pipeline.report import summary
 from pipeline.report.data import Row, load_runs
@@ -53,3 +54,27 @@ def test_workers_failures_and_policies(rows: list[Row]) -> None:
     assert policies["sink"].signals["flicker_spikes"] == pytest.approx(
         15 / 2
     )  # the storm: 14; the loop: its cut
+
+
+def test_skipped_held_and_lost_come_from_the_run_records(rows: list[Row]) -> None:
+    later = make_record("later", skipped=10, held=2, lost=1)  # a run that rendered nothing
+
+    result = summary.summarise(rows, None, {RUN_ID: None, "later": later})
+
+    assert (result.runs, result.clips, result.skipped, result.unrecorded) == (
+        ["later", RUN_ID],
+        10,
+        None,
+        [RUN_ID],
+    )
+    assert (result.held, result.lost) == (2, 1)  # what the records there are say
+    recorded = summary.summarise(rows, None, {RUN_ID: make_record(RUN_ID, skipped=3), "later": later})
+    assert (recorded.skipped, recorded.unrecorded) == (13, [])
+    nothing = summary.summarise([], None, {"later": later})
+    assert (nothing.clips, nothing.ok, nothing.wall_h, nothing.devices, nothing.skipped) == (
+        0,
+        0,
+        0.0,
+        [],
+        10,
+    )

@@ -83,7 +83,8 @@ class FlowTrack:
         ]
         part.pair_frames = [frame - first for frame, _ in kept]
         part.top_px = [top for _, top in kept]
-        part.samples = len(range(-(-first // self.interval) * self.interval, end, self.interval))
+        first_sample = -(-first // self.interval) * self.interval  # the clip samples every interval-th frame
+        part.samples = len(range(first_sample, end, self.interval))
         return part
 
     def finish(self, timeline: Timeline) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

@@ -367,7 +367,20 @@ def _check_row(i: int, row: Mapping[str, Any]) -> dict[str, Any]:
             raise ValueError(
                 f"{where}: cache_telemetry is not valid JSON ({exc}); pass a dict or a JSON string"
             ) from None
+    _check_segment_signals(checked, where)
     return checked
+
+
+def _check_segment_signals(checked: Mapping[str, Any], where: str) -> None:
+    """segment_signals, where given, is aligned with segments (readers UNNEST / explode both together)."""
+    signals, segments = checked["segment_signals"], checked["segments"]
+    if signals is None or (segments is not None and len(signals) == len(segments)):
+        return
+    has = "is null" if segments is None else f"has length {len(segments)}"
+    raise ValueError(
+        f"{where}: segment_signals has length {len(signals)} but segments {has}; entry i holds the "
+        "quality signals of segments[i], one per segment (pipeline.worker.rows.quality_columns)"
+    )
 
 
 def _to_table(table: PartTable, checked: Sequence[Mapping[str, Any]]) -> pa.Table:

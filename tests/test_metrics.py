@@ -192,6 +192,24 @@ def test_rows_to_table_matches_the_schema_and_fills_missing_nullable_columns() -
             "False, got 1",
         ),
         (
+            {
+                "segments": [
+                    {"prompt": "a fox", "first_frame": 0, "last_frame": 40},
+                    {"prompt": "a lake", "first_frame": 41, "last_frame": 80},
+                ],
+                "segment_signals": [segment_signals()],
+            },
+            "metrics row 0 (clip_id='clip-a'): segment_signals has length 1 but segments has length 2; "
+            "entry i holds the quality signals of segments[i], one per segment (pipeline.worker.rows."
+            "quality_columns)",
+        ),
+        (
+            {"segment_signals": [segment_signals()]},
+            "metrics row 0 (clip_id='clip-a'): segment_signals has length 1 but segments is null; entry "
+            "i holds the quality signals of segments[i], one per segment (pipeline.worker.rows."
+            "quality_columns)",
+        ),
+        (
             {"cache_telemetry": "{not json"},
             "metrics row 0 (clip_id='clip-a'): cache_telemetry is not valid JSON (Expecting property name "
             "enclosed in double quotes: line 1 column 2 (char 1)); pass a dict or a JSON string",

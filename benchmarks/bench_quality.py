@@ -2,7 +2,10 @@
 16 fps, in the generator's chunks of 9 then 12 frames). Runs on any CPU; no GPU, no torch.
 
 1. `ClipAnalysis` in this thread: its own CPU seconds (the `t_quality_s` column), then a breakdown by
-   family from cProfile (a second pass; profiling adds a little).
+   family from cProfile (a second pass; profiling adds a little). The same clip as a storyboard of three
+   20 s segments (switches at frames 321 and 633, README "Storyboards") adds each segment's signals,
+   all computed in `finish` from what the frames left: `storyboard_extra_cpu_s` is its finish against
+   the plain clip's (min of the repeats each; the whole clip's CPU time varies by more than that).
 2. `QualityMeter` as the worker runs it, with the device's time per chunk simulated by a sleep
    (`--device-chunk-s`, default 0.45 s: an H100's DiT + VAE per chunk, README "Speed"): how long the
    render loop is held by `update` (handing chunks over) and by `result` (waiting for the last ones).
@@ -32,6 +35,7 @@ from pipeline.quality import ClipAnalysis, QualityMeter
 
 FPS, FRAMES, HEIGHT, WIDTH = 16, 957, 480, 832
 PAN_PX = 2
+STORYBOARD_SWITCHES = (321, 633)  # 20 s + 20 s + 20 s: 81 + 78 + 81 latent frames
 
 # cProfile entries (file suffix, function) -> the family they belong to
 FAMILIES = {
@@ -63,13 +67,16 @@ def chunks() -> Iterator[np.ndarray]:
         start += size
 
 
-def analysis_pass(clip: list[np.ndarray]) -> float:
-    analysis = ClipAnalysis(FPS, FRAMES)
+def analysis_pass(clip: list[np.ndarray], switch_frames: tuple[int, ...] = ()) -> tuple[float, float]:
+    """(CPU seconds of the whole analysis, of its finish)."""
+    analysis = ClipAnalysis(FPS, FRAMES, switch_frames=switch_frames)
     for chunk in clip:
         analysis.add(chunk)
+    start = time.thread_time()
     report = analysis.finish()
+    finish_s = time.thread_time() - start
     assert report is not None
-    return report.cpu_s
+    return report.cpu_s, finish_s
 
 
 def breakdown(clip: list[np.ndarray]) -> dict[str, float]:
@@ -114,7 +121,10 @@ if __name__ == "__main__":
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     clip = list(chunks())
-    cpu = [analysis_pass(clip) for _ in range(args.repeats)]
+    cpu, finish = zip(*[analysis_pass(clip) for _ in range(args.repeats)], strict=True)
+    storyboard, storyboard_finish = zip(
+        *[analysis_pass(clip, STORYBOARD_SWITCHES) for _ in range(args.repeats)], strict=True
+    )
     result = {
         "clip": {"frames": FRAMES, "width": WIDTH, "height": HEIGHT, "fps": FPS},
         "machine": {
@@ -125,6 +135,14 @@ if __name__ == "__main__":
             "load_average_1min": os.getloadavg()[0],
         },
         "cpu_s_per_clip": {"min": round(min(cpu), 3), "median": round(float(np.median(cpu)), 3)},
+        "finish_cpu_s": round(min(finish), 4),
+        "cpu_s_per_storyboard_clip": {
+            "switch_frames": list(STORYBOARD_SWITCHES),
+            "min": round(min(storyboard), 3),
+            "median": round(float(np.median(storyboard)), 3),
+            "finish_cpu_s": round(min(storyboard_finish), 4),
+        },
+        "storyboard_extra_cpu_s": round(min(storyboard_finish) - min(finish), 4),
         "breakdown_s": breakdown(clip),
         "meter_in_render_loop": meter_pass(clip, args.device_chunk_s),
         "date": time.strftime("%Y-%m-%d"),

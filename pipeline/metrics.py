@@ -55,7 +55,7 @@ from pipeline.storage import OutputTarget
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 5  # bump when columns are added; old files stay readable (missing columns read as null)
+SCHEMA_VERSION = 6  # bump when columns are added; old files stay readable (missing columns read as null)
 PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
 # "skipped" is never written to the table: it is how a worker tells the driver that another run owns a
 # clip (worker/claims.py).
@@ -69,6 +69,40 @@ SEGMENTS_TYPE = pa.list_(
             pa.field("prompt", pa.string(), nullable=False),
             pa.field("first_frame", pa.int32(), nullable=False),
             pa.field("last_frame", pa.int32(), nullable=False),
+        ]
+    )
+)
+
+# The per-clip quality signals: columns of the metrics row, and fields of each of its segment_signals.
+V2_SIGNALS = [
+    pa.field("motion_mean", pa.float32()),  # mean step between frames: ~0 means frozen
+    pa.field("motion_max", pa.float32()),  # largest step: spikes far above the mean = flicker
+    pa.field("luma_drift", pa.float32()),  # |brightness_drift|; v3 fixes it for clips under 10 s
+]
+V3_SIGNALS = [
+    pa.field("temporal_flickering", pa.float32()),  # VBench's (255 - MAE of consecutive frames) / 255
+    pa.field("flicker_spikes", pa.int32()),  # frame steps far above the steps around them
+    pa.field("dynamic_degree", pa.float32()),  # VBench's rule on Farneback flow at 8 fps: 0 or 1
+    pa.field("moving_fraction", pa.float32()),  # share of 8 fps pairs over VBench's threshold
+    pa.field("motion_level", pa.float32()),  # top-5% flow magnitude, full-frame px per second
+    pa.field("motion_decay", pa.float32()),  # (early - late) / max of the motion level, -1..1
+    pa.field("saturation_drift", pa.float32()),  # last 5 s - first 5 s (half the clip if < 10 s)
+    pa.field("brightness_drift", pa.float32()),
+    pa.field("colourfulness_drift", pa.float32()),
+    pa.field("sharpness_drift", pa.float32()),  # relative change of the Laplacian variance
+    pa.field("start_similarity", pa.float32()),  # late frames vs the first window, -1..1
+    pa.field("rollback", pa.float32()),  # largest return towards the first frames, 0..2
+    pa.field("rollback_second", pa.int32()),  # the second it had come halfway back
+]
+SEGMENT_SIGNALS_TYPE = pa.list_(
+    pa.struct(
+        [
+            *V2_SIGNALS,
+            *V3_SIGNALS,
+            # The step into the segment's first frame; null for the first segment (no switch)
+            pa.field("switch_step", pa.float32()),  # mean absolute difference from the frame before, 0-255
+            pa.field("switch_ratio", pa.float32()),  # that step / the median step within 0.5 s of it
+            pa.field("switch_cut", pa.bool_()),  # switch_ratio over 3 (flicker_spikes' rule): a visible jump
         ]
     )
 )
@@ -119,24 +153,10 @@ METRICS_SCHEMA = pa.schema(
         pa.field("worker_pid", pa.int32(), nullable=False),
         pa.field("started_at", pa.timestamp("us", tz="UTC"), nullable=False),
         pa.field("finished_at", pa.timestamp("us", tz="UTC"), nullable=False),
-        # 7. Quality telemetry on downsampled frames (pipeline/quality.py), 0-255 luma; added in v2
-        pa.field("motion_mean", pa.float32()),  # mean step between frames: ~0 means frozen
-        pa.field("motion_max", pa.float32()),  # largest step: spikes far above the mean = flicker
-        pa.field("luma_drift", pa.float32()),  # |brightness_drift|; v3 fixes it for clips under 10 s
+        # 7. Quality telemetry on downsampled frames (pipeline/quality/), 0-255 luma; added in v2
         # 8. Render-time quality signals (pipeline/quality/; definitions and ranges in README.md); added in v3
-        pa.field("temporal_flickering", pa.float32()),  # VBench's (255 - MAE of consecutive frames) / 255
-        pa.field("flicker_spikes", pa.int32()),  # frame steps far above the steps around them
-        pa.field("dynamic_degree", pa.float32()),  # VBench's rule on Farneback flow at 8 fps: 0 or 1
-        pa.field("moving_fraction", pa.float32()),  # share of 8 fps pairs over VBench's threshold
-        pa.field("motion_level", pa.float32()),  # top-5% flow magnitude, full-frame px per second
-        pa.field("motion_decay", pa.float32()),  # (early - late) / max of the motion level, -1..1
-        pa.field("saturation_drift", pa.float32()),  # last 5 s - first 5 s (half the clip if < 10 s)
-        pa.field("brightness_drift", pa.float32()),
-        pa.field("colourfulness_drift", pa.float32()),
-        pa.field("sharpness_drift", pa.float32()),  # relative change of the Laplacian variance
-        pa.field("start_similarity", pa.float32()),  # late frames vs the first window, -1..1
-        pa.field("rollback", pa.float32()),  # largest return towards the first frames, 0..2
-        pa.field("rollback_second", pa.int32()),  # the second it had come halfway back
+        *V2_SIGNALS,
+        *V3_SIGNALS,
         pa.field("t_quality_s", pa.float64()),  # CPU seconds the signals and thumbnails took
         pa.field("thumb_first_uri", pa.string()),
         pa.field("thumb_middle_uri", pa.string()),
@@ -147,6 +167,11 @@ METRICS_SCHEMA = pa.schema(
         # 10. The prompt as the text encoder saw it (a storyboard: its longest prompt); added in v5
         pa.field("prompt_tokens", pa.int32()),  # UMT5 tokens with </s>, before truncation to 512
         pa.field("truncated", pa.bool_()),  # prompt_tokens over the encoder's 512: the prompt's end dropped
+        # 11. Each segment's quality signals, in the order of `segments` (same length; UNNEST both): the
+        #     columns of 7 and 8 measured over the segment's frames alone, as if it were a clip (drift
+        #     windows: its first and last 5 s, its halves if under 10 s), and the switch into it. One
+        #     entry, the clip's own values, for a clip of one prompt; added in v6
+        pa.field("segment_signals", SEGMENT_SIGNALS_TYPE),
     ],
     metadata={"schema_version": str(SCHEMA_VERSION)},
 )
@@ -278,10 +303,7 @@ def _check_value(field: pa.Field, value: Any, where: str) -> Any:
     elif pa.types.is_struct(kind):
         names = [sub.name for sub in kind]
         if isinstance(value, Mapping) and sorted(value) == sorted(names):
-            return {
-                sub.name: _check_value(sub.with_name(f"{field.name}.{sub.name}"), value[sub.name], where)
-                for sub in kind
-            }
+            return {sub.name: _check_member(field, sub, value[sub.name], where) for sub in kind}
         ok, expected = False, f"an object with the keys {names}"
     else:
         ok = isinstance(value, str)
@@ -289,6 +311,15 @@ def _check_value(field: pa.Field, value: Any, where: str) -> Any:
     if not ok:
         raise ValueError(f"{where}: column {field.name!r} must be {expected}, got {value!r}")
     return value
+
+
+def _check_member(struct: pa.Field, member: pa.Field, value: Any, where: str) -> Any:
+    named = member.with_name(f"{struct.name}.{member.name}")
+    if value is None:
+        if not member.nullable:
+            raise ValueError(f"{where}: column {named.name!r} must not be null")
+        return None
+    return _check_value(named, value, where)
 
 
 def _check_fields(table: PartTable, row: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -336,7 +367,20 @@ def _check_row(i: int, row: Mapping[str, Any]) -> dict[str, Any]:
             raise ValueError(
                 f"{where}: cache_telemetry is not valid JSON ({exc}); pass a dict or a JSON string"
             ) from None
+    _check_segment_signals(checked, where)
     return checked
+
+
+def _check_segment_signals(checked: Mapping[str, Any], where: str) -> None:
+    """segment_signals, where given, is aligned with segments (readers UNNEST / explode both together)."""
+    signals, segments = checked["segment_signals"], checked["segments"]
+    if signals is None or (segments is not None and len(signals) == len(segments)):
+        return
+    has = "is null" if segments is None else f"has length {len(segments)}"
+    raise ValueError(
+        f"{where}: segment_signals has length {len(signals)} but segments {has}; entry i holds the "
+        "quality signals of segments[i], one per segment (pipeline.worker.rows.quality_columns)"
+    )
 
 
 def _to_table(table: PartTable, checked: Sequence[Mapping[str, Any]]) -> pa.Table:

@@ -3,7 +3,7 @@ project's own encoder that a rendered clip takes (encode to H.264, decode back).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import cv2
@@ -94,8 +94,9 @@ def generator_chunks(frames: np.ndarray) -> Iterator[np.ndarray]:
         start += size
 
 
-def analyse(frames: np.ndarray, fps: float = FPS) -> ClipReport:
-    analysis = ClipAnalysis(fps, len(frames))
+def analyse(frames: np.ndarray, fps: float = FPS, switch_frames: Sequence[int] = ()) -> ClipReport:
+    """The clip's report, fed in the generator's chunks; `switch_frames` splits it into segments."""
+    analysis = ClipAnalysis(fps, len(frames), switch_frames=switch_frames)
     for chunk in generator_chunks(frames):
         analysis.add(chunk)
     report = analysis.finish()

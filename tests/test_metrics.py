@@ -90,6 +90,12 @@ def make_row(clip_id: str, status: str = "ok", run_id: str = "run-1", **override
     return row | overrides
 
 
+def segment_signals(**values: Any) -> dict[str, Any]:
+    """One entry of segment_signals: every field null but `values`."""
+    fields = METRICS_SCHEMA.field("segment_signals").type.value_type
+    return {field.name: None for field in fields} | values
+
+
 def three_clips(target: OutputTarget, run_id: str = "run-1") -> list[dict[str, Any]]:
     rows = [make_row("clip-a", run_id=run_id), make_row("clip-b", "failed", run_id=run_id)]
     rows.append(make_row("clip-c", run_id=run_id, finished_at=T0 + dt.timedelta(seconds=90)))
@@ -179,6 +185,29 @@ def test_rows_to_table_matches_the_schema_and_fills_missing_nullable_columns() -
         (
             {"segments": "a fox"},
             "metrics row 0 (clip_id='clip-a'): column 'segments' must be a list, got 'a fox'",
+        ),
+        (
+            {"segment_signals": [segment_signals(switch_cut=1)]},
+            "metrics row 0 (clip_id='clip-a'): column 'segment_signals[].switch_cut' must be True or "
+            "False, got 1",
+        ),
+        (
+            {
+                "segments": [
+                    {"prompt": "a fox", "first_frame": 0, "last_frame": 40},
+                    {"prompt": "a lake", "first_frame": 41, "last_frame": 80},
+                ],
+                "segment_signals": [segment_signals()],
+            },
+            "metrics row 0 (clip_id='clip-a'): segment_signals has length 1 but segments has length 2; "
+            "entry i holds the quality signals of segments[i], one per segment (pipeline.worker.rows."
+            "quality_columns)",
+        ),
+        (
+            {"segment_signals": [segment_signals()]},
+            "metrics row 0 (clip_id='clip-a'): segment_signals has length 1 but segments is null; entry "
+            "i holds the quality signals of segments[i], one per segment (pipeline.worker.rows."
+            "quality_columns)",
         ),
         (
             {"cache_telemetry": "{not json"},
@@ -290,6 +319,59 @@ def test_a_storyboards_segments_are_a_list_column_that_duckdb_and_polars_unnest(
         assert exploded.to_dicts() == STORY_SEGMENTS
 
 
+STORY_SIGNALS = [
+    segment_signals(motion_level=30.0, flicker_spikes=0, motion_mean=4.0, motion_max=9.0),
+    segment_signals(
+        motion_level=0.5,
+        flicker_spikes=0,
+        motion_mean=0.125,
+        motion_max=0.375,
+        switch_step=52.0,
+        switch_ratio=6.5,
+        switch_cut=True,
+    ),
+]
+
+
+def test_each_segments_signals_are_a_list_column_beside_segments_that_duckdb_and_polars_unnest(
+    target: OutputTarget, request: pytest.FixtureRequest
+) -> None:
+    three_clips(target)  # rows without the column
+    write_clip_metrics(target, make_row("story", segments=STORY_SEGMENTS, segment_signals=STORY_SIGNALS))
+    con, glob = duckdb_for(target, request)
+
+    result = con.execute(
+        f"""SELECT s.prompt, q.motion_level, q.switch_cut FROM (SELECT unnest(segments) AS s,
+        unnest(segment_signals) AS q FROM read_parquet('{glob}', union_by_name=true))
+        ORDER BY s.first_frame"""
+    ).fetchall()
+
+    assert result == [
+        ("a fox walks through snow", 30.0, None),
+        ("the fox reaches a frozen lake", 0.5, True),
+    ]
+    assert read_metrics(target).column("segment_signals").to_pylist()[-1] == STORY_SIGNALS
+    if isinstance(target, LocalTarget):
+        frame = pl.read_parquet(f"{target.root}/metrics/run_id=run-1/part-story.parquet")
+        exploded = frame.select("segments", "segment_signals").explode("segments", "segment_signals")
+        rows = exploded.unnest("segments").unnest("segment_signals").to_dicts()
+        assert [(r["prompt"], r["switch_cut"], r["motion_level"]) for r in rows] == [
+            ("a fox walks through snow", None, 30.0),
+            ("the fox reaches a frozen lake", True, 0.5),
+        ]
+
+
+def test_the_segment_signals_are_the_clip_signal_columns_and_the_switch() -> None:
+    fields = METRICS_SCHEMA.field("segment_signals").type.value_type
+    signals = [field for field in fields if not field.name.startswith("switch_")]
+    assert all(METRICS_SCHEMA.field(field.name) == field for field in signals)
+    assert [f.name for f in fields if f.name.startswith("switch_")] == [
+        "switch_step",
+        "switch_ratio",
+        "switch_cut",
+    ]
+
+
 def test_pyarrow_dataset_reads_the_hive_layout(target: OutputTarget) -> None:
     three_clips(target, run_id="20261121")  # pyarrow's "hive" guess would make this int32 and fail
     filesystem, base = arrow_filesystem(target)
@@ -384,6 +466,36 @@ def test_read_metrics_reads_files_from_older_and_newer_schema_versions(target: O
     assert table.schema == METRICS_SCHEMA
     assert table.column("peak_gpu_mem_gb").to_pylist() == [21.5, None]  # sorted: clip-new, clip-old
     assert table.column("clip_id").to_pylist() == ["clip-new", "clip-old"]
+
+
+def test_a_storyboard_row_of_version_5_reads_back_with_null_segment_signals(
+    target: OutputTarget, request: pytest.FixtureRequest
+) -> None:
+    full = rows_to_table(
+        [
+            make_row("story-v5", segments=STORY_SEGMENTS),
+            make_row("story-v6", segments=STORY_SEGMENTS, segment_signals=STORY_SIGNALS),
+        ]
+    )
+    old = full.slice(0, 1).drop_columns(["segment_signals"]).replace_schema_metadata({"schema_version": "5"})
+    for table, clip in [(old, "story-v5"), (full.slice(1, 1), "story-v6")]:
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer)
+        target.put_bytes(buffer.getvalue(), metrics_key("run-1", clip), "application/vnd.apache.parquet")
+
+    assert read_metrics(target).column("segment_signals").to_pylist() == [None, STORY_SIGNALS]
+    con, glob = duckdb_for(target, request)
+    result = con.execute(
+        f"""SELECT clip_id, s.first_frame, q.switch_cut FROM (SELECT clip_id, unnest(segments) AS s,
+        unnest(segment_signals) AS q FROM read_parquet('{glob}', union_by_name=true)) ORDER BY ALL"""
+    ).fetchall()
+    # the old row's segments unnest beside nulls: its segments are there, their signals unknown
+    assert result == [
+        ("story-v5", 0, None),
+        ("story-v5", 321, None),
+        ("story-v6", 0, None),
+        ("story-v6", 321, True),
+    ]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The README, run as written: the query examples (shell commands and the Python block, each against a
+"""The README, run as written: the query examples (shell commands and the Python blocks, each against a
 local output and against an S3 output on a loopback server, moto), and the install commands against
 .ci/run and infra/Dockerfile. The `ray job submit` commands run in tests/jobs/test_render.py.
 
@@ -9,13 +9,16 @@ $AWS_ENDPOINT_URL, which boto3, and so the query path, reads like any other AWS 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import shlex
 
+import numpy as np
 import pandas as pd
 import polars as pl
 import pytest
 from conftest import REPO_ROOT
+from quality_videos import analyse, pan
 from readme import code_blocks, commands, section
 from test_metrics import T0, make_row, three_clips
 from test_runs import make_record
@@ -25,6 +28,7 @@ from pipeline.metrics import write_clip_metrics
 from pipeline.runs import write_run_record
 from pipeline.storage import OutputTarget
 from pipeline.storage.local import LocalTarget
+from pipeline.worker.rows import quality_columns
 
 QUERYING = section("Querying the metrics")
 
@@ -38,11 +42,17 @@ def a_run_and_a_forced_clip(target: OutputTarget) -> None:
 
 
 @pytest.fixture
-def out(target: OutputTarget, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+def out(target: OutputTarget, request: pytest.FixtureRequest) -> str:
     """The target's --out, with metrics in it; for S3 the AWS chain points at moto."""
     a_run_and_a_forced_clip(target)
+    return out_of(target, request)
+
+
+def out_of(target: OutputTarget, request: pytest.FixtureRequest) -> str:
+    """The target as a --out; for S3 the AWS chain points at moto (for this test only)."""
     if isinstance(target, LocalTarget):
         return str(target.root)
+    monkeypatch = request.getfixturevalue("monkeypatch")
     monkeypatch.setenv("AWS_ENDPOINT_URL", request.getfixturevalue("s3_moto").endpoint_url)
     return target.uri
 
@@ -81,6 +91,67 @@ def test_the_readme_python_block_runs_as_written(out: str) -> None:
     assert failed.to_dict("records") == [
         {"clip_id": "clip-b", "error_type": "RuntimeError", "error": make_row("b", "failed")["error"]}
     ]
+
+
+STORYBOARDS = section("Storyboards")
+
+
+def a_storyboard_that_freezes_then_cuts(target: OutputTarget) -> None:
+    """A storyboard whose second segment freezes and whose third is a hard cut to another scene, its
+    signals measured by the real meter; beside it rows of older versions: clip-a and clip-c (before v4:
+    no segments) and a storyboard of v4/v5 (segments, no segment_signals), which polars' explode of
+    both lists would refuse (their lengths differ) without the block's `IS NOT NULL`."""
+    moving = pan(8, px_per_frame=2)
+    frozen = np.repeat(moving[63:64], 64, axis=0)
+    frames = np.concatenate([moving[:64], frozen, pan(4, px_per_frame=2, seed=7)])
+    report = analyse(frames, switch_frames=[64, 128])
+    prompts = ["a fox walks through snow", "the fox stops at a frozen lake", "northern lights"]
+    segments = [
+        {"prompt": prompt, "first_frame": first, "last_frame": first + 63}
+        for prompt, first in zip(prompts, (0, 64, 128), strict=True)
+    ]
+    three_clips(target)
+    write_clip_metrics(target, make_row("story-v5", segments=segments[:2], num_frames=128))
+    row = make_row("story", segments=segments, num_frames=len(frames), **quality_columns(report))
+    write_clip_metrics(target, row)
+
+
+def test_the_readme_segment_query_runs_as_written(
+    target: OutputTarget, request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a_storyboard_that_freezes_then_cuts(target)
+    out = out_of(target, request)
+    [block] = code_blocks(STORYBOARDS, "sh")
+    [line] = commands(block)
+    argv = shlex.split(line)
+    assert argv[:3] == ["python", "-m", "pipeline.query"] and "unnest(segment_signals)" in argv[3]
+    argv[argv.index("--out") + 1] = out
+
+    assert query.main([*argv[3:], "--format", "json"]) == query.EXIT_OK
+    found = [json.loads(text) for text in capsys.readouterr().out.splitlines()]
+
+    # the frozen segment (no motion) and the cut into the third; the first segment is fine
+    assert [(r["clip_id"], r["prompt"], r["first_frame"], r["switch_cut"]) for r in found] == [
+        ("story", "the fox stops at a frozen lake", 64, False),
+        ("story", "northern lights", 128, True),
+    ]
+    assert found[0]["moving_fraction"] == 0.0 and found[1]["switch_ratio"] > 3
+
+
+def test_the_readme_segment_polars_block_runs_as_written(
+    target: OutputTarget, request: pytest.FixtureRequest
+) -> None:
+    a_storyboard_that_freezes_then_cuts(target)
+    out = out_of(target, request)
+    [block] = code_blocks(STORYBOARDS, "python")
+    assert 'connect("renders")' in block
+    scope: dict[str, object] = {}
+    exec(block.replace('connect("renders")', f"connect({out!r})"), scope)
+
+    frozen, cuts = scope["frozen"], scope["cuts"]
+    assert isinstance(frozen, pl.DataFrame) and isinstance(cuts, pl.DataFrame)
+    assert frozen.select("prompt", "first_frame").rows() == [("the fox stops at a frozen lake", 64)]
+    assert cuts.select("prompt", "first_frame").rows() == [("northern lights", 128)]
 
 
 # ---------------------------------------------------------------------------------------------

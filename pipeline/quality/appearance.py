@@ -44,6 +44,14 @@ class AppearanceTrack:
         self.frames.append(frame_index)
         self.values.append((saturation, brightness, colourfulness, float(deviation[0, 0]) ** 2))
 
+    def within(self, first: int, end: int) -> AppearanceTrack:
+        """The samples of frames [first, end) only, frame indices counted from `first`."""
+        part = AppearanceTrack(self.settings)
+        kept = [(f, v) for f, v in zip(self.frames, self.values, strict=True) if first <= f < end]
+        part.frames = [f - first for f, _ in kept]
+        part.values = [v for _, v in kept]
+        return part
+
     def finish(self, timeline: Timeline) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """(clip columns, per-second columns)."""
         frames = np.asarray(self.frames, dtype=np.int64)

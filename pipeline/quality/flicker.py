@@ -5,16 +5,23 @@ frames: 1 for a still video, lower as frames change. We take the MAE on every `f
 each way, an unbiased sample of the full-frame MAE. A spike is a step far above the steps around it:
 a whole-frame jump (a flash, a cut, the cache policy's periodic jumps, docs/cache_policies.md §8) that
 smooth motion never produces. The luma steps feed the v2 columns motion_mean / motion_max.
+
+At a storyboard's switch the step into the new segment's first frame is measured the same way: its
+ratio to the steps around it, and whether that makes it a spike (a visible cut where the prompt
+changed, which a re-cache should avoid). The steps themselves are the clip's: a segment measured on
+its own (`within`) has only the steps between its frames, so its spikes never include its switch.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from pipeline.quality.frames import LUMA_WEIGHTS
+from pipeline.quality.results import SwitchQuality
 from pipeline.quality.settings import QualitySettings
 from pipeline.quality.timeline import Timeline
 
@@ -59,10 +66,37 @@ class FlickerTrack:
         }
         return clip, seconds
 
+    def within(self, first: int, end: int) -> FlickerTrack:
+        """The steps between frames [first, end) only, as a clip of those frames would have them."""
+        part = FlickerTrack(self.settings)
+        stop = max(first, end - 1)  # step k (index k - 1) ends at frame k: k in first + 1 .. end - 1
+        part.mae, part.luma_mae = self.mae[first:stop], self.luma_mae[first:stop]
+        return part
+
+    def switches(self, frames: Sequence[int], fps: float) -> list[SwitchQuality]:
+        """The step into each of `frames` against the steps around it: a cut is a spike at a switch."""
+        mae = np.asarray(self.mae, dtype=np.float64)
+        ratios = self._ratios(mae, fps)
+        found = []
+        for frame in frames:
+            step = frame - 1  # the step that ends at `frame`
+            if not 0 <= step < len(mae):
+                found.append(SwitchQuality(frame, None, None, None))
+                continue
+            ratio = float(ratios[step])
+            found.append(SwitchQuality(frame, float(mae[step]), ratio, ratio > self.settings.spike_ratio))
+        return found
+
     def _spikes(self, mae: np.ndarray, fps: float) -> np.ndarray:
         """Steps above spike_ratio x the median of the steps within half a second, and above spike_floor."""
+        return self._ratios(mae, fps) > self.settings.spike_ratio
+
+    def _ratios(self, mae: np.ndarray, fps: float) -> np.ndarray:
+        """Each step over the median step within half a second of it, that median floored at
+        spike_floor / spike_ratio: so a ratio over spike_ratio is exactly a step over both spike_ratio x
+        the median and spike_floor (a still video's noise never makes a ratio large)."""
         if not len(mae):
-            return np.zeros(0, dtype=bool)
+            return np.zeros(0)
         half = max(1, round(fps / 2))
         local = np.median(sliding_window_view(np.pad(mae, half, mode="edge"), 2 * half + 1), axis=1)
-        return (mae > self.settings.spike_ratio * local) & (mae > self.settings.spike_floor)
+        return mae / np.maximum(local, self.settings.spike_floor / self.settings.spike_ratio)

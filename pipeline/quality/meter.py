@@ -5,6 +5,11 @@
 the roll-back signatures. `QualityMeter` runs one in a thread of its own, so the render loop only hands
 chunks over and the device never waits for the signals (OpenCV and numpy release the GIL while they
 work). Memory stays small: a few numbers per frame, one signature per sampled frame, three thumbnails.
+
+A storyboard's clip is told where its segments start (`switch_frames`). At the end each segment gets
+the clip's signals again from the samples of its own frames (every track can be cut to a span of
+frames and finished on a timeline of the span's length), so nothing is measured twice, streaming
+costs nothing more, and a segment's definitions are a clip's.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -22,7 +29,7 @@ from pipeline.quality.flicker import FlickerTrack
 from pipeline.quality.frames import analysis_size, check_frames, gray, resize
 from pipeline.quality.motion import FlowTrack
 from pipeline.quality.repetition import RepetitionTrack
-from pipeline.quality.results import ClipQuality, ClipReport, SecondQuality
+from pipeline.quality.results import ClipQuality, ClipReport, SecondQuality, SegmentQuality, SwitchQuality
 from pipeline.quality.settings import QualitySettings
 from pipeline.quality.thumbnails import ThumbnailTrack
 from pipeline.quality.timeline import Timeline, optional
@@ -36,12 +43,17 @@ class ClipAnalysis:
     """The signals of one clip, computed in the calling thread. `add` chunks in order, then `finish`."""
 
     def __init__(
-        self, fps: float, num_frames: int | None = None, settings: QualitySettings = QualitySettings()
+        self,
+        fps: float,
+        num_frames: int | None = None,
+        settings: QualitySettings = QualitySettings(),
+        switch_frames: Sequence[int] = (),
     ):
         if not fps > 0:
             raise ValueError(f"fps={fps} must be > 0; Wan clips are 16 fps")
         if num_frames is not None and num_frames < 1:
             raise ValueError(f"num_frames={num_frames} must be >= 1, or None when the length is unknown")
+        self.switch_frames = _checked_switches(switch_frames, num_frames)
         self.fps = fps
         self.settings = settings
         self.interval = max(1, round(fps / settings.flow_fps))  # every frame at 16 fps -> every 2nd
@@ -93,22 +105,71 @@ class ClipAnalysis:
         if self.flow is None or self.repetition is None:
             return None
         started = time.thread_time()
+        tracks = (self.flicker, self.flow, self.appearance, self.repetition)
         timeline = Timeline(self.fps, self.frames_seen, self.settings.window_s)
-        clip: dict[str, object] = {}
-        per_second: dict[str, np.ndarray] = {}
-        for track in (self.flicker, self.flow, self.appearance, self.repetition):
-            columns, seconds = track.finish(timeline)
-            clip.update(columns)
-            per_second.update(seconds)
+        clip, per_second = _signals(tracks, timeline)
         per_second["frames"] = timeline.per_second_count(np.arange(self.frames_seen))
+        segments = self._segments(tracks, clip)
         thumbnails = self.thumbnails.finish()
         self.cpu_s += time.thread_time() - started
         return ClipReport(
-            clip=ClipQuality(**clip),  # type: ignore[arg-type]
+            clip=clip,
             seconds=[_second(s, per_second) for s in range(timeline.num_seconds)],
+            segments=segments,
             thumbnails=thumbnails,
             cpu_s=self.cpu_s,
         )
+
+    def _segments(self, tracks: tuple[Track, ...], clip: ClipQuality) -> list[SegmentQuality]:
+        """Each segment the clip reached: the clip's tracks cut to its frames, finished on a timeline
+        of its own length (so its drift windows are 5 s, or its halves under 10 s), and its switch."""
+        reached = [frame for frame in self.switch_frames if frame < self.frames_seen]
+        if not reached:  # one prompt: the one segment is the clip
+            return [SegmentQuality(0, self.frames_seen - 1, clip, None)]
+        starts = [0, *reached]
+        switches: list[SwitchQuality | None] = [None, *self.flicker.switches(reached, self.fps)]
+        segments = []
+        for first, end, switch in zip(starts, [*reached, self.frames_seen], switches, strict=True):
+            timeline = Timeline(self.fps, end - first, self.settings.window_s)
+            signals, _ = _signals(tuple(track.within(first, end) for track in tracks), timeline)
+            segments.append(SegmentQuality(first, end - 1, signals, switch))
+        return segments
+
+
+class Track(Protocol):
+    """One family of signals (flicker.py, motion.py, appearance.py, repetition.py)."""
+
+    def within(self, first: int, end: int) -> Track: ...
+
+    def finish(self, timeline: Timeline) -> tuple[dict[str, Any], dict[str, np.ndarray]]: ...
+
+
+def _signals(tracks: tuple[Track, ...], timeline: Timeline) -> tuple[ClipQuality, dict[str, np.ndarray]]:
+    """The tracks' clip signals and per-second columns over `timeline`."""
+    clip: dict[str, Any] = {}
+    per_second: dict[str, np.ndarray] = {}
+    for track in tracks:
+        columns, seconds = track.finish(timeline)
+        clip.update(columns)
+        per_second.update(seconds)
+    return ClipQuality(**clip), per_second
+
+
+def _checked_switches(switch_frames: Sequence[int], num_frames: int | None) -> tuple[int, ...]:
+    frames = tuple(switch_frames)
+    if any(not isinstance(f, int | np.integer) for f in frames) or any(
+        later <= earlier for earlier, later in zip((0, *frames), frames, strict=False)
+    ):
+        raise ValueError(
+            f"switch_frames={list(frames)} must rise from 1 (the first frame of each segment after the "
+            "first, e.g. [321, 633] for three 20 s segments at 16 fps)"
+        )
+    if num_frames is not None and frames and frames[-1] >= num_frames:
+        raise ValueError(
+            f"switch_frames={list(frames)} must be under num_frames={num_frames}: every segment starts "
+            "inside the clip"
+        )
+    return tuple(int(f) for f in frames)
 
 
 def _second(second: int, columns: dict[str, np.ndarray]) -> SecondQuality:
@@ -144,9 +205,13 @@ class QualityMeter:
     """
 
     def __init__(
-        self, fps: float, num_frames: int | None = None, settings: QualitySettings = QualitySettings()
+        self,
+        fps: float,
+        num_frames: int | None = None,
+        settings: QualitySettings = QualitySettings(),
+        switch_frames: Sequence[int] = (),
     ):
-        self._analysis = ClipAnalysis(fps, num_frames, settings)
+        self._analysis = ClipAnalysis(fps, num_frames, settings, switch_frames)
         self._chunks: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=settings.max_queued_chunks)
         self._stop = threading.Event()
         self._failure: BaseException | None = None

@@ -15,6 +15,7 @@ paper's "motion deceleration").
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import cv2
@@ -42,6 +43,7 @@ class FlowTrack:
         self.threshold_px = (
             slow * settings.flow_threshold_px * min(height, width) / settings.flow_threshold_side
         )
+        self.interval = interval
         self.pairs_per_s = fps / interval
         self.samples = 0  # analysis frames seen
         self.previous: np.ndarray | None = None
@@ -70,6 +72,20 @@ class FlowTrack:
             self.top_px.append(float(np.partition(magnitude, -top)[-top:].mean()) * self.to_full_px)
             self.pair_frames.append(frame_index)
         self.previous = small_gray
+
+    def within(self, first: int, end: int) -> FlowTrack:
+        """The pairs of frames [first, end) only, frame indices counted from `first`."""
+        part = copy.copy(self)  # the same thresholds; the lists replaced below
+        kept = [
+            (frame, top)
+            for frame, top in zip(self.pair_frames, self.top_px, strict=True)
+            if first <= frame - self.interval and frame < end
+        ]
+        part.pair_frames = [frame - first for frame, _ in kept]
+        part.top_px = [top for _, top in kept]
+        first_sample = -(-first // self.interval) * self.interval  # the clip samples every interval-th frame
+        part.samples = len(range(first_sample, end, self.interval))
+        return part
 
     def finish(self, timeline: Timeline) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """(clip columns, per-second columns)."""

@@ -19,6 +19,7 @@ blind to a global brightness change (that is drift, measured elsewhere). Frames 
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -45,6 +46,15 @@ class RepetitionTrack:
         self.frames.append(frame_index)
         self.signatures.append(np.zeros_like(signature) if flat else signature / np.linalg.norm(signature))
         self.flat.append(flat)
+
+    def within(self, first: int, end: int) -> RepetitionTrack:
+        """The signatures of frames [first, end) only, frame indices counted from `first`."""
+        part = copy.copy(self)
+        kept = [i for i, frame in enumerate(self.frames) if first <= frame < end]
+        part.frames = [self.frames[i] - first for i in kept]
+        part.signatures = [self.signatures[i] for i in kept]
+        part.flat = [self.flat[i] for i in kept]
+        return part
 
     def finish(self, timeline: Timeline) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """(clip columns, per-second columns)."""

@@ -1,4 +1,5 @@
-"""What the meter reports for a clip: its signals, one record per second, its thumbnails.
+"""What the meter reports for a clip: its signals, one record per second, each segment's signals and
+switch, its thumbnails.
 
 Field names are the metrics columns (pipeline/metrics.py) they fill; None where a signal is undefined
 (e.g. motion for a one-frame clip). Definitions and ranges: the modules of each family and README.md.
@@ -54,8 +55,29 @@ class SecondQuality:
 
 
 @dataclass(frozen=True)
+class SwitchQuality:
+    """The step into a segment's first frame against the steps around it (flicker.py)."""
+
+    frame: int  # the segment's first frame
+    step: float | None  # mean absolute difference from the frame before, all channels, 0-255
+    ratio: float | None  # step / the median step within half a second (floored: flicker.py)
+    cut: bool | None  # ratio over spike_ratio: a jump flicker_spikes would count, a visible cut
+
+
+@dataclass(frozen=True)
+class SegmentQuality:
+    """A storyboard segment, frames [first_frame, last_frame], measured as a clip of its own."""
+
+    first_frame: int
+    last_frame: int
+    signals: ClipQuality
+    switch: SwitchQuality | None  # None for the first segment
+
+
+@dataclass(frozen=True)
 class ClipReport:
     clip: ClipQuality
     seconds: list[SecondQuality]
+    segments: list[SegmentQuality]  # one for a clip of one prompt: the clip's own signals
     thumbnails: dict[str, bytes]  # "first" / "middle" / "last" -> JPEG
     cpu_s: float  # CPU seconds the analysis took (its own thread's time)

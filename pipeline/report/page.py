@@ -11,8 +11,9 @@ import jinja2
 
 from pipeline.metrics import THUMBNAIL_POSITIONS
 from pipeline.quality import SIGNALS, Signal
-from pipeline.report import plots, rank, summary
+from pipeline.report import plots, rank, storyboards, summary
 from pipeline.report.data import Row, RunData
+from pipeline.report.storyboards import ShownSegment
 
 DEFAULT_WORST = 5  # clips shown per signal
 
@@ -21,6 +22,7 @@ DEFAULT_WORST = 5  # clips shown per signal
 class ShownClip:
     row: Row
     thumbnails: dict[str, str]  # position -> data: URI
+    segments: list[ShownSegment]  # a storyboard's segments; empty for a clip of one prompt
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,19 @@ _ENVIRONMENT = jinja2.Environment(
 _ENVIRONMENT.globals["number"] = _number
 
 
+def _switch_text(segment: ShownSegment) -> str:
+    """How a segment began: the clip's start, or its switch's jump against the steps around it."""
+    if segment.index == 0:
+        return "clip start"
+    ratio, cut = segment.value("switch_ratio"), segment.value("switch_cut")
+    if ratio is None:
+        return "not measured"
+    return f"{'cut' if cut else 'smooth'}, jump {ratio:.2g}x"
+
+
+_ENVIRONMENT.globals["switch_text"] = _switch_text
+
+
 def render(data: RunData, usd_per_gpu_hour: float | None = None, worst_count: int = DEFAULT_WORST) -> str:
     """The whole report for the loaded runs."""
     rows, ok = data.rows, data.ok
@@ -64,6 +79,8 @@ def render(data: RunData, usd_per_gpu_hour: float | None = None, worst_count: in
         throughput_png=data_uri(plots.throughput(rows), "image/png") if rows else None,
         failures=summary.failures(rows),
         signals=[_signal_section(data, ok, signal, worst_count) for signal in SIGNALS],
+        storyboard_clips=sum(1 for row in ok if storyboards.segments_of(row)),
+        switches=storyboards.switches(ok),
         worst_count=worst_count,
         positions=THUMBNAIL_POSITIONS,
         signal_list=SIGNALS,
@@ -80,7 +97,11 @@ def _signal_section(data: RunData, ok: list[Row], signal: Signal, count: int) ->
         return SignalSection(signal, [], None, None)
     measured = [row for row in ok if row[signal.name] is not None]
     shown = [
-        ShownClip(row, {p: data_uri(jpeg, "image/jpeg") for p, jpeg in data.thumbnails(row).items()})
+        ShownClip(
+            row,
+            {p: data_uri(jpeg, "image/jpeg") for p, jpeg in data.thumbnails(row).items()},
+            storyboards.segments_of(row),
+        )
         for row in worst
     ]
     return SignalSection(

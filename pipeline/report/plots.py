@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 
 from pipeline.quality import SIGNALS, Signal
 from pipeline.report.data import Row, RunData
+from pipeline.report.storyboards import segments_of
 from pipeline.report.summary import hours_since, video_seconds
 
 DPI = 100
@@ -81,18 +82,28 @@ def distribution(rows: list[Row], signal: Signal, policies: list[str]) -> bytes:
 
 
 def curves(data: RunData, rows: list[Row], signal: Signal) -> bytes:
-    """The signal's per-second column over each of `rows` (the worst clips)."""
+    """The signal's per-second column over each of `rows` (the worst clips); a storyboard's switches as
+    vertical lines in its colour, dashed, solid where the switch was a cut."""
 
     def draw(figure: Figure) -> None:
         axes = figure.add_subplot()
+        marked = False
         for row in rows:
             seconds, values = data.curve(row, signal.series)
             measured = [np.nan if value is None else value for value in values]
-            axes.plot(seconds, measured, marker=".", label=f"{row['clip_id']} ({row['cache_policy']})")
+            (line,) = axes.plot(
+                seconds, measured, marker=".", label=f"{row['clip_id']} ({row['cache_policy']})"
+            )
+            for segment in segments_of(row)[1:]:
+                cut = bool(segment.value("switch_cut"))
+                style = {"linestyle": "-", "linewidth": 2.0} if cut else {"linestyle": "--", "linewidth": 1.0}
+                axes.axvline(segment.first_second, color=line.get_color(), alpha=0.7, **style)  # type: ignore[arg-type]
+                marked = True
+        switches = " (vertical lines: storyboard switches, solid = cut)" if marked else ""
         axes.set(
             xlabel="second of the clip",
             ylabel=signal.series,
-            title=f"{signal.series} per second, worst clips",
+            title=f"{signal.series} per second, worst clips{switches}",
         )
         axes.grid(alpha=0.3)
         if rows:

@@ -63,6 +63,7 @@ from pipeline.worker.rows import (
     quality_columns,
     skipped_columns,
     started_row,
+    switch_frames,
     telemetry_json,
     video_columns,
 )
@@ -181,7 +182,9 @@ class RenderWorker:
                 encoder = VideoEncoder(
                     local, preset.width, preset.height, preset.fps, config.encoder, binary=config.ffmpeg
                 )
-                quality = QualityMeter(preset.fps, row["num_frames"])  # in its own thread
+                quality = QualityMeter(  # in its own thread; a storyboard's segments each measured too
+                    preset.fps, row["num_frames"], switch_frames=switch_frames(row["segments"])
+                )
                 prompt = clip.storyboard or clip.prompt  # a storyboard switches prompts as it goes
                 stream = self.generator.stream(prompt, clip.seed, clip.num_latent_frames, clip.cache)
                 self._generate(clip, started, stream, encoder, quality)

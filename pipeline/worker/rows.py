@@ -11,7 +11,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from pipeline.metrics import rows_to_table
-from pipeline.quality import ClipReport
+from pipeline.quality import ClipReport, SwitchQuality
 from pipeline.spec.clip import ClipSpec, is_valid_id
 from pipeline.spec.model import ModelPreset
 from pipeline.storage import StoredObject
@@ -65,11 +65,7 @@ def started_row(
 
 
 def segments_column(clip: ClipSpec, preset: ModelPreset) -> list[dict[str, Any]]:
-    """Each prompt of the clip with its first and last video frame.
-
-    Per-segment quality signals would hook in beside this: a QualityMeter per segment, fed the frames
-    [first_frame, last_frame] of the stream, its result a further list column aligned with this one.
-    """
+    """Each prompt of the clip with its first and last video frame (`segment_signals` follows it)."""
     return [
         {
             "prompt": segment.prompt,
@@ -93,11 +89,26 @@ def generation_columns(stats: ClipStats, preset: ModelPreset) -> dict[str, Any]:
     }
 
 
+def switch_frames(segments: list[dict[str, Any]]) -> list[int]:
+    """Where the quality meter splits the clip: the first video frame of every segment after the first."""
+    return [segment["first_frame"] for segment in segments[1:]]
+
+
 def quality_columns(quality: ClipReport | None) -> dict[str, Any]:
-    """The clip's quality signals; none when the meter gave no report (it logged why)."""
+    """The clip's quality signals and each segment's; none when the meter gave no report (it logged why)."""
     if quality is None:
         return {}
-    return dataclasses.asdict(quality.clip) | {"t_quality_s": quality.cpu_s}
+    segments = [
+        dataclasses.asdict(segment.signals) | switch_columns(segment.switch) for segment in quality.segments
+    ]
+    return dataclasses.asdict(quality.clip) | {"t_quality_s": quality.cpu_s, "segment_signals": segments}
+
+
+def switch_columns(switch: SwitchQuality | None) -> dict[str, Any]:
+    """The switch_* fields of a segment's signals: null for the first segment, which has no switch."""
+    if switch is None:
+        return {"switch_step": None, "switch_ratio": None, "switch_cut": None}
+    return {"switch_step": switch.step, "switch_ratio": switch.ratio, "switch_cut": switch.cut}
 
 
 def second_rows(run_id: str, clip_id: str, attempt: int, quality: ClipReport) -> list[dict[str, Any]]:

@@ -4,7 +4,8 @@ signals measured by the real meter on synthetic clips whose properties are known
 
 Two workers on two nodes, three cache policies, three failures of two kinds, and one clip per failure
 mode: a still clip (least dynamic), a saturation ramp (most saturation drift), a blurring clip, a
-flashing one, a roll-back, a pan that stops.
+flashing one, a roll-back, a pan that stops. `storyboard_clips` is a run of its own: a storyboard whose
+second segment freezes and whose third begins with a hard cut, and a plain clip.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class Clip:
     policy: str
     frames: np.ndarray | None  # None: the clip failed
     error: tuple[str, str] | None = None  # (error_type, error) of a failed clip
+    segments: tuple[tuple[str, int], ...] = ()  # a storyboard: (prompt, first frame) of each segment
 
 
 def stopping() -> np.ndarray:
@@ -57,6 +59,26 @@ def clips() -> list[Clip]:
         Clip("broken-2", "a candle flickers in the dark", "deep-forcing", None, encode),
         Clip("slow", "a thousand birds in flight", "sink", None, timeout),
     ]
+
+
+def freezing_story() -> Clip:
+    """A storyboard: a pan, frozen for its second segment, then a hard cut to another scene."""
+    moving = pan(8, px_per_frame=2)
+    frames = np.concatenate([moving[:64], np.repeat(moving[63:64], 64, axis=0), pan(4, 2, seed=7)])
+    segments = (("a fox trots through snow", 0), ("the fox stops", 64), ("northern lights", 128))
+    return Clip("fox-story", "\n".join(p for p, _ in segments), "deep-forcing", frames, segments=segments)
+
+
+def storyboard_clips() -> list[Clip]:
+    return [freezing_story(), Clip("pan-river", "a drone glides along a river", "deep-forcing", pan(6, 2))]
+
+
+def segments_column(clip: Clip, frames: int) -> list[dict[str, Any]]:
+    starts = [first for _, first in clip.segments] + [frames]
+    return [
+        {"prompt": prompt, "first_frame": first, "last_frame": end - 1}
+        for (prompt, first), end in zip(clip.segments, starts[1:], strict=True)
+    ] or [{"prompt": clip.prompt, "first_frame": 0, "last_frame": frames - 1}]
 
 
 def row_for(clip: Clip, index: int, target: OutputTarget) -> dict[str, Any]:
@@ -94,7 +116,8 @@ def row_for(clip: Clip, index: int, target: OutputTarget) -> dict[str, Any]:
     if clip.frames is None:
         assert clip.error is not None
         return row | {"status": "failed", "error_type": clip.error[0], "error": clip.error[1]}
-    report = analyse(clip.frames)
+    report = analyse(clip.frames, switch_frames=[first for _, first in clip.segments[1:]])
+    row["segments"] = segments_column(clip, frames)
     key = f"clips/{clip.clip_id}.mp4"
     row |= {
         "status": "ok",
@@ -108,8 +131,9 @@ def row_for(clip: Clip, index: int, target: OutputTarget) -> dict[str, Any]:
     return row | store_quality_outputs(target, RUN_ID, clip.clip_id, row["attempt"], report)
 
 
-def write_run(target: OutputTarget) -> list[dict[str, Any]]:
-    rows = [row_for(clip, i, target) for i, clip in enumerate(clips())]
+def write_run(target: OutputTarget, chosen: list[Clip] | None = None) -> list[dict[str, Any]]:
+    """The run of `chosen` clips (by default every clip of `clips()`), written as the worker would."""
+    rows = [row_for(clip, i, target) for i, clip in enumerate(clips() if chosen is None else chosen)]
     for row in rows:
         write_clip_metrics(target, row)
     return rows

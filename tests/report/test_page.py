@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from browser import visit
-from synthetic_run import TRICKY_PROMPT, write_run
+from synthetic_run import TRICKY_PROMPT, storyboard_clips, write_run
 
 from pipeline.quality import SIGNALS
 from pipeline.report.__main__ import main
@@ -15,7 +15,7 @@ from pipeline.storage import open_target
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
-SECTIONS = ["summary", "throughput", "failures", "signals", "policies"]
+SECTIONS = ["summary", "throughput", "failures", "signals", "storyboards", "policies"]
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +25,16 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_run(open_target(str(out)))
     html = folder / "report.html"
     assert main([str(out), "-o", str(html), "--usd-per-gpu-hour", "2.5", "--worst", "3"]) == 0
+    return html
+
+
+@pytest.fixture(scope="module")
+def storyboard_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("storyboard-report")
+    out = folder / "out"
+    write_run(open_target(str(out)), storyboard_clips())
+    html = folder / "report.html"
+    assert main([str(out), "-o", str(html)]) == 0
     return html
 
 
@@ -78,3 +88,44 @@ def test_the_worst_clips_are_the_ones_built_to_fail_and_prompts_show_as_text(
         summary = page.locator("#summary").inner_text()
         assert "GPU-hours\t0.500" in summary and "at $2.50/GPU-hour" in summary
         assert page.locator("#policies img").count() == 1  # three policies: the comparison figure
+
+
+def test_a_storyboard_shows_its_segments_and_switches_where_its_curves_are(
+    storyboard_report: Path, chromium_bin: str, tmp_path: Path
+) -> None:
+    with visit(chromium_bin, storyboard_report.as_uri(), tmp_path / "profile") as seen:
+        page = seen.page
+        for section in SECTIONS:
+            assert page.locator(f"#{section}").is_visible(), section
+        # the least moving clip is the storyboard; its card lists its segments with their own values
+        card = page.locator("#signal-moving_fraction .clip").first
+        assert "fox-story" in card.inner_text()
+        cells = [row.locator("td").all_inner_texts() for row in card.locator("table.segments tr").all()[1:]]
+        assert [(c[1], c[2], c[3], c[4]) for c in cells] == [
+            ("a fox trots through snow", "0–63", "0.00 s", "1"),
+            ("the fox stops", "64–127", "4.00 s", "0"),
+            ("northern lights", "128–191", "8.00 s", "1"),
+        ]
+        assert cells[0][5] == "clip start" and cells[1][5].startswith("smooth, jump")
+        assert cells[2][5].startswith("cut, jump")
+        # a clip of one prompt keeps its prompt line and has no segments table
+        plain = page.locator("#signal-moving_fraction .clip").nth(1)
+        assert "pan-river" in plain.inner_text() and plain.locator("table.segments").count() == 0
+        # the switches, the cut first
+        storyboards = page.locator("#storyboards")
+        assert "1 storyboard clip with 2 switches, 1 of them cuts" in storyboards.inner_text()
+        rows = [r.locator("td").all_inner_texts() for r in storyboards.locator("tr").all()[1:]]
+        assert [(r[0], r[2], r[3], r[4], r[8]) for r in rows] == [
+            ("fox-story", "3", "northern lights", "128", "cut"),
+            ("fox-story", "2", "the fox stops", "64", "smooth"),
+        ]
+        images = page.evaluate(
+            """async () => Promise.all(Array.from(document.images).map(async (img) => {
+                   try { await img.decode(); return img.naturalWidth; } catch (e) { return 0; } }))"""
+        )
+        assert images and all(width > 0 for width in images)
+        assert seen.errors == [] and [m for m in seen.console if m[0] in ("error", "warning")] == []
+        assert seen.requests == [storyboard_report.as_uri()]
+        screenshot = tmp_path / "storyboard-report.png"
+        page.screenshot(path=str(screenshot), full_page=True)
+        print(f"storyboard report screenshot: {screenshot}")

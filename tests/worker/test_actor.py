@@ -26,6 +26,7 @@ from video_probe import probe_video
 
 from pipeline.metrics import METRICS_SCHEMA, done_clip_ids, read_metrics, read_seconds
 from pipeline.prompts import RenderDefaults, parse_line
+from pipeline.quality import ClipAnalysis
 from pipeline.spec.cache import DeepForcingParams
 from pipeline.spec.clip import ClipSpec
 from pipeline.spec.model import get_preset
@@ -33,6 +34,7 @@ from pipeline.storage import open_target
 from pipeline.worker import RenderWorker, WorkerConfig
 from pipeline.worker.claims import ClipClaims, claim_key
 from pipeline.worker.faults import FaultRecord, read_fault_record, write_fault_record
+from pipeline.worker.rows import quality_columns
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -108,6 +110,9 @@ def test_a_clip_becomes_a_playable_mp4_and_a_complete_metrics_row(
     assert row["motion_mean"] > 0 and row["motion_max"] >= row["motion_mean"] and row["luma_drift"] >= 0
     assert 0 < row["temporal_flickering"] <= 1 and row["dynamic_degree"] in (0.0, 1.0)
     assert row["t_quality_s"] > 0 and row["motion_level"] >= 0
+    clip_signals = {name: row[name] for name in row["segment_signals"][0] if not name.startswith("switch_")}
+    no_switch = {"switch_step": None, "switch_ratio": None, "switch_cut": None}
+    assert row["segment_signals"] == [clip_signals | no_switch]  # one prompt: one segment, the clip
     for position in ("first", "middle", "last"):  # thumbnails beside the video, their URIs in the row
         thumb = tmp_path / "out" / "clips" / f"fox.{position}.jpg"
         assert row[f"thumb_{position}_uri"] == str(thumb) and thumb.read_bytes()[:2] == b"\xff\xd8"
@@ -415,3 +420,36 @@ def test_a_storyboard_clip_renders_fails_retries_and_resumes_like_any_other(
     )
     assert "broken-story" in done_clip_ids(target)  # a rerun skips it
     assert read_metrics(target, RUN_ID).to_pylist() == [row]
+
+
+def test_a_storyboard_clip_records_each_segments_signals_as_the_meter_measures_its_frames(
+    make_worker: WorkerFactory,
+) -> None:
+    line = {
+        "id": "story",
+        "prompts": [
+            {"prompt": "a fox walks through snow", "latent_frames": 6},
+            {"prompt": "the fox reaches a frozen lake", "latent_frames": 6},
+        ],
+    }
+    clip = parse_line(json.dumps(line), 1, RenderDefaults(TINY, latent_frames=3))
+    worker = make_worker()
+
+    row = render_one(worker, clip)
+
+    assert row["status"] == "ok" and [s["first_frame"] for s in row["segments"]] == [0, 21]
+    # The same frames again (same seed, same storyboard), measured by the meter told the switch frame
+    assert clip.storyboard is not None
+    analysis = ClipAnalysis(TINY.fps, row["num_frames"], switch_frames=[21])
+    for frames in worker.generator.stream(clip.storyboard, clip.seed, clip.num_latent_frames, clip.cache):
+        analysis.add(frames)
+    report = analysis.finish()
+    assert report is not None
+    assert row["segment_signals"] == [  # float32 in the table
+        {name: value if value is None else pytest.approx(value, rel=1e-6) for name, value in s.items()}
+        for s in quality_columns(report)["segment_signals"]
+    ]
+    first, second = row["segment_signals"]
+    assert first["switch_step"] is None and second["switch_step"] > 0
+    assert isinstance(second["switch_cut"], bool) and second["switch_ratio"] > 0
+    assert first != second and all(0 < s["temporal_flickering"] <= 1 for s in (first, second))

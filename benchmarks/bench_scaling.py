@@ -77,7 +77,7 @@ def idle_at_the_end(rows: list[dict[str, Any]], end: Any, window_s: float) -> fl
         if hi > lo:  # an actor renders two clips at once (encode overlaps generation): count the union
             busy_s += (hi - lo).total_seconds()
             covered = hi
-    return window_s - busy_s
+    return max(0.0, window_s - busy_s)  # not -0.0 from rounding
 
 
 def summarize_run(gpus: int, rows: list[dict[str, Any]], wall_s: float) -> dict[str, Any]:

@@ -43,6 +43,13 @@ from pipeline.spec.cache import PolicyParams
 from pipeline.spec.model import GenerationConfig
 from pipeline.spec.storyboard import Storyboard
 
+# A clip's whole working set on the device is about twice its KV cache (the VAE's streaming decode and one
+# chunk's DiT activations beside it): 15.3 GiB peak for 2.9 GiB of weights and a 6 GB cache at 480x832
+# (benchmarks/README.md). A further clip of a group adds its cache and its share of the DiT activations,
+# not a second decode (the VAE decodes the clips one by one).
+CLIP_WORKSPACE_PER_CACHE_BYTE = 2.0
+FREE_MEMORY_USABLE = 0.9  # of what the device has free: the allocator's fragmentation, other processes
+
 
 @dataclass
 class ClipStats:
@@ -193,6 +200,23 @@ class ClipGenerator:
         self.config = config
         self.timesteps = warped_denoising_timesteps(config.denoising_steps, config.timestep_shift)
         self.device = bundle.device
+
+    def clips_that_fit(self, window_frames: int, limit: int) -> int:
+        """How many clips of a `window_frames` cache may share forwards in the device memory free now
+        (1..limit; always 1 on CPUs, where batching gains nothing)."""
+        if self.device.type != "cuda":
+            return 1
+        free, _ = torch.cuda.mem_get_info(self.device)
+        preset = self.bundle.preset
+        item_bytes = torch.empty((), dtype=self.bundle.dit.dtype).element_size()
+        geometry = preset.cache_geometry()
+        cache_bytes = (  # keys and values of every layer
+            2 * geometry.num_layers * window_frames * geometry.tokens_per_frame * preset.dit.dim * item_bytes
+        )
+        activation_bytes = geometry.chunk_tokens * (preset.dit.ffn_dim + 8 * preset.dit.dim) * item_bytes
+        first = CLIP_WORKSPACE_PER_CACHE_BYTE * cache_bytes
+        more = (free * FREE_MEMORY_USABLE - first) // (cache_bytes + activation_bytes)
+        return int(max(1, min(limit, 1 + more)))
 
     def stream(
         self, prompt: str | Storyboard, seed: int, num_latent_frames: int, cache: PolicyParams

@@ -55,7 +55,7 @@ from pipeline.storage import OutputTarget
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 5  # bump when columns are added; old files stay readable (missing columns read as null)
+SCHEMA_VERSION = 7  # bump when columns are added; old files stay readable (missing columns read as null)
 PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
 # "skipped" is never written to the table: it is how a worker tells the driver that another run owns a
 # clip (worker/claims.py).
@@ -147,6 +147,9 @@ METRICS_SCHEMA = pa.schema(
         # 10. The prompt as the text encoder saw it (a storyboard: its longest prompt); added in v5
         pa.field("prompt_tokens", pa.int32()),  # UMT5 tokens with </s>, before truncation to 512
         pa.field("truncated", pa.bool_()),  # prompt_tokens over the encoder's 512: the prompt's end dropped
+        # 11. Clips rendered as one batch (pipeline/worker/groups.py): t_generate_s, and so gen_fps, are
+        #     this clip's share of the group's DiT seconds; added in v7 (v6: branch issue-16b)
+        pa.field("clips_per_forward", pa.int16()),
     ],
     metadata={"schema_version": str(SCHEMA_VERSION)},
 )

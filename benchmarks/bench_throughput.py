@@ -35,6 +35,7 @@ Checked on a CPU with the tiny preset:
 from __future__ import annotations
 
 import argparse
+import collections
 import datetime
 import json
 import os
@@ -42,6 +43,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -55,7 +57,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from pipeline.generate import ClipRequest, GroupStream  # noqa: E402
+from pipeline.generate import ClipRequest, ClipStats, GroupStream  # noqa: E402
 from pipeline.prompts import RenderDefaults, parse_line  # noqa: E402
 from pipeline.spec.cache import PolicyParams  # noqa: E402
 from pipeline.spec.clip import ClipSpec  # noqa: E402
@@ -73,6 +75,16 @@ PROMPTS = (
 )
 CALLS_PER_ACTOR = 2  # as jobs/render.py runs an actor: one call generates while the other finalises
 CACHE_ENV = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")
+ROW_TIMINGS = (
+    "clip_id",
+    "t_generate_s",
+    "t_decode_s",
+    "t_encode_s",
+    "t_upload_s",
+    "t_quality_s",
+    "t_total_s",
+)
+SAMPLE_S = 0.1  # the stack sampler's period
 
 
 class Bench:
@@ -97,12 +109,14 @@ class Bench:
         start = time.perf_counter()
         self.worker = RenderWorker(config)
         self.load_s = time.perf_counter() - start
-        self.groups: list[GroupStream] = []
+        # Each group's ClipStats, which the generator completes in place; never the streams themselves,
+        # whose caches would stay allocated.
+        self.groups: list[list[ClipStats]] = []
         stream_group = self.worker.generator.stream_group
 
         def recording(clips: Sequence[ClipRequest], latent_frames: int, cache: PolicyParams) -> GroupStream:
             stream = stream_group(clips, latent_frames, cache)
-            self.groups.append(stream)
+            self.groups.append([stream.stats(clip) for clip in range(len(stream))])
             return stream
 
         self.worker.generator.stream_group = recording  # type: ignore[method-assign,assignment]
@@ -139,6 +153,48 @@ class Bench:
         return wall_s, rows
 
 
+class StackSampler:
+    """Where each thread spends its wall time: every SAMPLE_S, the innermost frame of our code (or the
+    innermost frame, if none is ours) of every thread, counted; a profile of the host side without py-spy."""
+
+    def __init__(self) -> None:
+        self.counts: collections.Counter[tuple[str, str]] = collections.Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="stack-sampler", daemon=True)
+
+    def __enter__(self) -> StackSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        names = {}
+        while not self._stop.wait(SAMPLE_S):
+            names = {t.ident: t.name for t in threading.enumerate()}
+            for ident, frame in sys._current_frames().items():
+                if ident == threading.get_ident():
+                    continue
+                where = frame
+                probe: Any = frame
+                while probe is not None:
+                    if "/pipeline/" in probe.f_code.co_filename:
+                        where = probe
+                        break
+                    probe = probe.f_back
+                code = where.f_code
+                place = f"{Path(code.co_filename).name}:{where.f_lineno} {code.co_name}"
+                self.counts[(names.get(ident, str(ident)).split("_")[0], place)] += 1
+
+    def top(self, count: int = 40) -> list[str]:
+        return [
+            f"{n * SAMPLE_S:7.1f} s  {thread}  {place}"
+            for (thread, place), n in self.counts.most_common(count)
+        ]
+
+
 def warm_up(bench: Bench, size: int) -> tuple[float, int]:
     """The warm-up batch of `size` clips: wall seconds and frames."""
     bench.worker.clips_per_forward = size
@@ -152,15 +208,16 @@ def measure_size(bench: Bench, size: int) -> dict[str, Any]:
     warm_wall_s, warm_frames = warm_up(bench, size)
     first_group = len(bench.groups)
     batches = [bench.batch(size, args.latent_frames) for _ in range(args.steady_batches)]
-    wall_s, rows = bench.run(batches, calls=CALLS_PER_ACTOR)
-    streams = bench.groups[first_group:]
+    with StackSampler() as sampler:
+        wall_s, rows = bench.run(batches, calls=CALLS_PER_ACTOR)
+    clip_stats = [stats for group in bench.groups[first_group:] for stats in group]
     frames = sum(row["num_frames"] for row in rows)
     fps = frames / wall_s
     full_from = args.full_cache_chunk  # chunks before it still fill the cache
-    dit_share = [t for s in streams for c in range(len(s)) for t in s.stats(c).dit_s[full_from:]]
-    vae = [t for s in streams for c in range(len(s)) for t in s.stats(c).vae_s[1:]]
-    first_frames = [s.stats(c).first_frames_s for s in streams for c in range(len(s))]
-    peaks = [p for s in streams if (p := s.stats(0).peak_memory_gb) is not None]
+    dit_share = [t for stats in clip_stats for t in stats.dit_s[full_from:]]
+    vae = [t for stats in clip_stats for t in stats.vae_s[1:]]
+    first_frames = [stats.first_frames_s for stats in clip_stats]
+    peaks = [stats.peak_memory_gb for stats in clip_stats if stats.peak_memory_gb is not None]
     return {
         "clips_per_forward": size,
         "clips": len(rows),
@@ -175,7 +232,19 @@ def measure_size(bench: Bench, size: int) -> dict[str, Any]:
         "peak_mem_gb": max(peaks) * 1e9 / 2**30 if peaks else None,
         "warmup_wall_s": warm_wall_s,
         "warmup_s": warm_wall_s - warm_frames / fps,
-        "t_total_s": [row["t_total_s"] for row in rows],
+        # Where each clip's wall time went: the generator's view (text, first frames, its whole wall
+        # time against the device seconds it measured) and the row's (encode tail, upload, quality)
+        "clip_timings": [
+            {
+                "text_s": stats.text_s * stats.clips_per_forward,
+                "first_frames_s": stats.first_frames_s,
+                "generate_wall_s": stats.total_s,
+                "device_s": sum(stats.dit_s) * stats.clips_per_forward + sum(stats.vae_s),
+            }
+            for stats in clip_stats
+        ],
+        "rows": [{key: row[key] for key in ROW_TIMINGS} for row in rows],
+        "where_threads_were": sampler.top(),
         "compressions": [json.loads(row["cache_telemetry"]).get("compressions") for row in rows],
         "mp4_bytes": [row["bytes"] for row in rows],
     }

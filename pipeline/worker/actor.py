@@ -4,12 +4,17 @@ A callable class for `Dataset.map_batches`: `__init__` loads the model once per 
 the clips of a batch (column "clip": `ClipSpec.to_bytes`) and returns their metrics rows. It knows nothing of
 Ray itself, so tests call it in-process too.
 
-Overlap. The driver runs the actor with two concurrent calls. A call holds `_device_lock` only while its
-clip generates; frames stream chunk by chunk into the ffmpeg encoder and the quality meter (each in a
-thread of its own) as they come. It then releases the lock and finalises (waits for both, uploads the
-video and its thumbnails, writes the per-second rows and the metrics row) while the other call, already
-queued on the lock, generates the next clip. The device never waits for encode or upload, and at most
-one clip is on the device at a time.
+Overlap. The driver runs the actor with two concurrent calls. A call hands its clips to the worker's one
+device thread and waits while they generate; frames stream chunk by chunk into each clip's ffmpeg
+encoder and quality meter (each in a thread of its own) as they come. It then finalises (waits for both,
+uploads the video and its thumbnails, writes the per-second rows and the metrics row) while the other
+call's clips, already queued on the device thread, generate. The device never waits for encode or
+upload, and at most one group of clips is on the device at a time.
+
+One thread for all device work, not a lock around whichever thread Ray calls in: PyTorch keeps cuDNN's
+benchmark results per thread (a `thread_local` cache in ATen's cuDNN convolutions), so a clip
+generated on a thread that never generated before times the VAE's conv algorithms again, about 17 s on
+an H200 (benchmarks/README.md, throughput).
 
 Failures. Whatever goes wrong with one clip (encoder failure, upload failure, the clip's deadline)
 becomes a `status='failed'` row, written to the metrics table like any other, never an exception: Ray
@@ -24,8 +29,8 @@ import atexit
 import logging
 import shutil
 import socket
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -106,7 +111,8 @@ class RenderWorker:
         self.tmp = make_scratch_dir(config.tmp_dir)
         atexit.register(shutil.rmtree, self.tmp, ignore_errors=True)  # Ray ends a finished actor's process
         self.node = socket.gethostname()
-        self._device_lock = threading.Lock()  # one clip generates at a time; others finalise meanwhile
+        # Generation, one batch at a time, always on this thread; calls finalise on their own meanwhile
+        self._device = ThreadPoolExecutor(max_workers=1, thread_name_prefix="device")
         self._current: list[tuple[str, FaultRecord | None]] = []  # clips on the device, for the fault handler
         self._watchdog = HangWatchdog(config.hang_timeout_s, self._on_hang)
         self._load_s: float | None = time.perf_counter() - start  # charged to the first clip
@@ -156,6 +162,7 @@ class RenderWorker:
     def close(self) -> None:
         """Stop the watchdog and remove the scratch folder (Ray simply ends the process instead)."""
         self._watchdog.close()
+        self._device.shutdown()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     # -- a group of clips -----------------------------------------------------------------------
@@ -191,24 +198,26 @@ class RenderWorker:
         return job
 
     def _render_jobs(self, jobs: list[_Job]) -> list[dict[str, Any]]:
-        """Generate the clips together under the device lock, then finalise each (encode, upload, row)
-        outside it, while the other call generates. One row per clip; nothing raises."""
+        """Generate the clips together on the device thread, then finalise each (encode, upload, row) on
+        this one, while the other call's clips generate. One row per clip; nothing raises."""
         try:
-            with self._device_lock:
-                live = [job for job in jobs if job.error is None and self._begin(job)]
-                if live:
-                    self._generate_jobs(live)
+            self._device.submit(self._begin_and_generate, jobs).result()
         except Exception as exc:  # a failure of the group's bookkeeping: every clip still gets its row
             for job in jobs:
                 if job.error is None and not job.skipped:
                     job.fail(exc)
         return [self._finish(job) for job in jobs]
 
+    def _begin_and_generate(self, jobs: list[_Job]) -> None:
+        live = [job for job in jobs if job.error is None and self._begin(job)]
+        if live:
+            self._generate_jobs(live)
+
     def _begin(self, job: _Job) -> bool:
         """Claim the clip, count its attempt, open its encoder and meter; False if it will not generate."""
         config, clip, row = self.config, job.clip, job.row
         try:
-            # Claimed only now, under the lock: a claim waiting for the lock would not be refreshed.
+            # Claimed only now, on the device thread: a claim waiting for it would not be refreshed.
             if (holder := self.claims.acquire(clip.clip_id)) is not None:
                 row.update(skipped_columns(holder))  # not recorded: another run owns the clip
                 job.skipped = True

@@ -7,7 +7,9 @@ does; that each clip of a group gets the frames it gets alone is tests/test_gene
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -272,3 +274,30 @@ def test_a_storyboard_of_a_group_of_one_keeps_its_prompts(make_worker: WorkerFac
     generator: ClipGenerator = make_worker().generator
     stream = generator.stream_group([ClipRequest(story, 1)], 6, FifoParams())
     assert len(list(stream)) == 2 and len(stream.stats(0).switches) == 1
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_every_clip_generates_on_the_one_device_thread_whichever_thread_calls(
+    make_worker: WorkerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """cuDNN's benchmark results are per thread: a clip on a new thread would search its convs again."""
+    worker = make_worker()
+    threads: list[str] = []
+    stream_group = worker.generator.stream_group
+
+    def recording(clips: list[ClipRequest], *args: Any) -> GroupStream:
+        threads.append(threading.current_thread().name)
+        return stream_group(clips, *args)
+
+    monkeypatch.setattr(worker.generator, "stream_group", recording)
+    clips = [make_clip(p, latent_frames=3, id=p) for p in ("a", "b", "c")]
+
+    for calls in (1, 2):  # new calling threads each time, as Ray's may be
+        with ThreadPoolExecutor(max_workers=calls) as pool:
+            rows = [
+                row for table in pool.map(lambda c: worker(batch_of(c)), clips) for row in table.to_pylist()
+            ]
+        assert [row["status"] for row in rows] == ["ok"] * 3
+
+    assert len(threads) == 6 and len(set(threads)) == 1 and threads[0].startswith("device")

@@ -9,7 +9,8 @@ batch item, above all) runs on a batch of two.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -18,8 +19,8 @@ import torch
 from pipeline.generate import ClipGenerator, ClipRequest
 from pipeline.model.bundle import ModelBundle
 from pipeline.model.vae import DecodeStream
-from pipeline.spec.cache import FifoParams, policy_params
-from pipeline.spec.model import TINY
+from pipeline.spec.cache import WINDOW_FRAMES, FifoParams, policy_params
+from pipeline.spec.model import SELF_FORCING_1_3B, TINY
 from pipeline.spec.storyboard import Segment, Storyboard
 
 GROUP = [
@@ -137,3 +138,28 @@ def test_a_storyboard_is_refused_in_a_group_before_any_work(generator: ClipGener
         ValueError, match=r"a storyboard renders in a group of its own, not with 1 other clip"
     ):
         generator.stream_group([ClipRequest(story, 1), GROUP[0]], 6, FifoParams())
+
+
+@pytest.mark.parametrize(
+    ("free_gb", "limit", "clips"),
+    [(20, 2, 1), (76, 2, 2), (76, 8, 8), (130, 16, 16), (0, 2, 1)],
+    ids=["24GB-card", "80GB-card", "80GB-card-limit-8", "H200-limit-16", "nothing-free"],
+)
+def test_a_group_is_as_large_as_the_free_device_memory_holds_at_full_size(
+    monkeypatch: pytest.MonkeyPatch, free_gb: int, limit: int, clips: int
+) -> None:
+    """A 60 s clip of the 1.3B model: a 6 GB cache (21 frames), ~12 GB for the first clip, ~6.2 GB for each
+    further one (benchmarks/README.md measured 15.9 GiB for one clip and 23.4 GiB for two)."""
+    full_size = SimpleNamespace(
+        preset=SELF_FORCING_1_3B, dit=SimpleNamespace(dtype=torch.bfloat16), device=None
+    )
+    full_size.device = torch.device("cuda")
+    generator = ClipGenerator(cast(ModelBundle, full_size))
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (free_gb * 10**9, 141 * 10**9))
+    assert generator.clips_that_fit(WINDOW_FRAMES, limit) == clips
+    if free_gb > 60:  # 30 clips' caches would not fit in 76 GB
+        assert generator.clips_that_fit(WINDOW_FRAMES, 30) < 30
+
+
+def test_a_cpu_renders_one_clip_per_forward(generator: ClipGenerator) -> None:
+    assert generator.clips_that_fit(WINDOW_FRAMES, 4) == 1

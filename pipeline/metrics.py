@@ -418,6 +418,15 @@ def write_clip_metrics(target: OutputTarget, row: Mapping[str, Any]) -> str:
     return target.url_for(key)
 
 
+def read_clip_metrics(target: OutputTarget, run_id: str, clip_id: str) -> dict[str, Any] | None:
+    """The row the clip's part file of this run holds (as written by its last attempt), or None."""
+    try:
+        table = _read_files(target, METRICS, [metrics_key(run_id, clip_id)])
+    except FileNotFoundError:
+        return None
+    return table.to_pylist()[0] if table.num_rows else None
+
+
 def write_clip_seconds(target: OutputTarget, rows: Sequence[Mapping[str, Any]]) -> str:
     """Write one clip's per-second rows to its part file, replacing an earlier attempt's; return its URI."""
     table = seconds_to_table(rows)

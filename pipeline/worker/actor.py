@@ -39,7 +39,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.encode import VideoEncoder
-from pipeline.metrics import rows_to_table, video_key, write_clip_metrics
+from pipeline.metrics import read_clip_metrics, rows_to_table, video_key, write_clip_metrics
 from pipeline.quality import QualityMeter
 from pipeline.spec.clip import ClipSpec
 from pipeline.spec.model import get_preset
@@ -204,7 +204,7 @@ class RenderWorker:
             self._device.submit(self._begin_and_generate, jobs).result()
         except Exception as exc:  # a failure of the group's bookkeeping: every clip still gets its row
             for job in jobs:
-                if job.error is None and not job.skipped:
+                if job.error is None and not job.skipped and job.recorded is None:
                     job.fail(exc)
         return [self._finish(job) for job in jobs]
 
@@ -217,6 +217,13 @@ class RenderWorker:
         """Claim the clip, count its attempt, open its encoder and meter; False if it will not generate."""
         config, clip, row = self.config, job.clip, job.row
         try:
+            # A Ray retry of a call whose process died (another clip broke the device) after this clip
+            # was done: its recorded row stands, it is not rendered again.
+            if self.claims.finished_in_this_plan(clip.clip_id) and (
+                done := read_clip_metrics(self.target, config.run_id, clip.clip_id)
+            ):
+                job.recorded = done
+                return False
             # Claimed only now, on the device thread: a claim waiting for it would not be refreshed.
             if (holder := self.claims.acquire(clip.clip_id)) is not None:
                 row.update(skipped_columns(holder))  # not recorded: another run owns the clip
@@ -337,6 +344,9 @@ class RenderWorker:
         config, clip, row = self.config, job.clip, job.row
         if job.skipped:
             return row
+        if job.recorded is not None:
+            logger.info("clip %s was done before this call was retried: its row stands", clip.clip_id)
+            return job.recorded
         try:
             if job.error is None:
                 self._store(job)
@@ -440,6 +450,7 @@ class _Job:
     started: FaultRecord | None = None  # set once this attempt is counted
     claimed: bool = False  # set once this run holds the clip's claim
     skipped: bool = False  # another run owns the clip: its row is reported, never recorded
+    recorded: dict[str, Any] | None = None  # the row of a clip this run already finished (a retried call)
     start: float = field(default_factory=time.perf_counter)
     encoder: VideoEncoder | None = None
     quality: QualityMeter | None = None

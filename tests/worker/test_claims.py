@@ -112,3 +112,22 @@ def test_releasing_marks_the_claim_with_the_outcome(target, state: str) -> None:
     mine.acquire("fox")
     mine.release("fox", state)
     assert stored(target, "fox")["state"] == state
+
+
+@pytest.mark.parametrize("state", ["ok", "failed"])
+def test_a_clip_this_invocation_finished_is_known_as_done_one_an_earlier_invocation_failed_is_not(
+    target, state: str
+) -> None:
+    """A Ray retry of a call whose process died after the clip was done keeps its row; resuming a run
+    (the same run id, planned later) tries its failed clips again."""
+    clock = Clock()
+    run = claims(target, "run-a", clock)
+    assert not run.finished_in_this_plan("fox")  # no claim yet
+    assert run.acquire("fox") is None
+    assert not run.finished_in_this_plan("fox")  # rendering
+    clock.now += 5
+    run.release("fox", state)
+    assert run.finished_in_this_plan("fox")
+    assert not claims(target, "run-b", clock).finished_in_this_plan("fox")  # another run's
+    resumed = ClipClaims(target, "run-a", planned_at=clock.now + 60, clock=clock)
+    assert not resumed.finished_in_this_plan("fox")  # done before this invocation planned

@@ -301,3 +301,21 @@ def test_every_clip_generates_on_the_one_device_thread_whichever_thread_calls(
         assert [row["status"] for row in rows] == ["ok"] * 3
 
     assert len(threads) == 6 and len(set(threads)) == 1 and threads[0].startswith("device")
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_retried_call_keeps_the_rows_of_clips_it_had_finished_and_renders_the_rest(
+    make_worker: WorkerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ray retries a whole call when the process dies (another clip broke the device): a group's clips
+    done before that are not rendered again."""
+    worker = make_worker(clips_per_forward=2, planned_at=1.0)
+    done, pending = make_clip("x", latent_frames=3, id="done"), make_clip("y", latent_frames=3, id="pending")
+    first = rows_by_id(worker, done)["done"]
+    groups = record_groups(worker, monkeypatch)
+
+    rows = rows_by_id(worker, done, pending)
+
+    assert groups == [[pending.seed]]
+    assert rows["done"] == first and rows["pending"]["status"] == "ok"

@@ -7,6 +7,7 @@ does; that each clip of a group gets the frames it gets alone is tests/test_gene
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -252,6 +253,7 @@ def test_a_group_that_fails_as_a_whole_renders_its_clips_one_by_one(
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_a_clip_that_took_the_device_down_renders_alone_and_every_clip_counts_its_attempt(
     make_worker: WorkerFactory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -269,6 +271,7 @@ def test_a_clip_that_took_the_device_down_renders_alone_and_every_clip_counts_it
     assert read_fault_record(target, RUN_ID, "first") == FaultRecord(1, 0, "")
 
 
+@pytest.mark.slow
 def test_a_storyboard_of_a_group_of_one_keeps_its_prompts(make_worker: WorkerFactory) -> None:
     story = Storyboard((Segment("a fox walks", 0, 3), Segment("the fox sleeps", 3, 3)), "none")
     generator: ClipGenerator = make_worker().generator
@@ -310,9 +313,10 @@ def test_a_retried_call_keeps_the_rows_of_clips_it_had_finished_and_renders_the_
 ) -> None:
     """Ray retries a whole call when the process dies (another clip broke the device): a group's clips
     done before that are not rendered again."""
-    worker = make_worker(clips_per_forward=2, planned_at=1.0)
     done, pending = make_clip("x", latent_frames=3, id="done"), make_clip("y", latent_frames=3, id="pending")
-    first = rows_by_id(worker, done)["done"]
+    first = rows_by_id(make_worker(clips_per_forward=2), done)["done"]
+    monkeypatch.setattr(os, "getpid", lambda: 1)  # the process Ray restarted
+    worker = make_worker(clips_per_forward=2)
     groups = record_groups(worker, monkeypatch)
 
     rows = rows_by_id(worker, done, pending)

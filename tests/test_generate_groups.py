@@ -51,10 +51,13 @@ def decoded_pixels(
 ) -> dict[int, list[torch.Tensor]]:
     """Every VAE output from now on, by decode stream (one per clip), in float: the frames before rounding."""
     outputs: dict[int, list[torch.Tensor]] = {}
+    streams: list[DecodeStream] = []  # kept alive, so that no later stream gets a finished one's id
     decode = generator.bundle.vae.decode
 
     def recording(latents: torch.Tensor, stream: DecodeStream) -> torch.Tensor:
         pixels = decode(latents, stream)
+        if id(stream) not in outputs:
+            streams.append(stream)
         outputs.setdefault(id(stream), []).append(pixels.clone())
         return pixels
 

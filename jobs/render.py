@@ -29,7 +29,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # `python jobs/render.py` from a checkout without `pip install -e .`
     sys.path.insert(0, str(REPO_ROOT))
 
-from pipeline.driver.cluster import Resources, actor_runtime_env, ray_session  # noqa: E402
+from pipeline.driver.cluster import Resources, actor_runtime_env, clips_per_batch, ray_session  # noqa: E402
 from pipeline.driver.config import RenderConfig  # noqa: E402
 from pipeline.driver.options import config_from_args, parse_args  # noqa: E402
 from pipeline.driver.plan import describe_plan, plan, read_clips, resumed_count  # noqa: E402
@@ -42,6 +42,7 @@ from pipeline.spec.clip import ClipSpec  # noqa: E402
 from pipeline.storage import OutputTarget, StorageError, open_target  # noqa: E402
 from pipeline.worker import RenderWorker  # noqa: E402
 from pipeline.worker.faults import started_clip_ids  # noqa: E402
+from pipeline.worker.groups import order_for_groups  # noqa: E402
 
 logger = logging.getLogger("render")
 
@@ -125,7 +126,10 @@ def refuse(problems: list[str]) -> int:
 
 
 def render(todo: list[ClipSpec], cfg: RenderConfig, resources: Resources, run: RunReport) -> None:
-    """Ray Data: one clip per block, a pool of RenderWorker actors; rows come back as clips finish."""
+    """Ray Data: one clip per block, a pool of RenderWorker actors; rows come back as clips finish.
+
+    Clips that can share DiT forwards are put next to each other and a batch holds as many as a worker
+    renders as one group, so each batch is one group (worker/groups.py)."""
     import ray.data  # Ray is imported once the run is checked and its session set up (cluster.py)
     from ray.data import ActorPoolStrategy, DataContext
 
@@ -134,11 +138,15 @@ def render(todo: list[ClipSpec], cfg: RenderConfig, resources: Resources, run: R
     context.execution_no_progress_timeout_s = cfg.no_progress_timeout_s or max(
         2 * cfg.worker.clip_timeout_s, 3600.0
     )
-    clips = ray.data.from_items([{"clip": clip.to_bytes()} for clip in todo], override_num_blocks=len(todo))
+    ordered = order_for_groups(todo)
+    batch_size = clips_per_batch(cfg, resources, len(todo))
+    clips = ray.data.from_items(
+        [{"clip": clip.to_bytes()} for clip in ordered], override_num_blocks=len(ordered)
+    )
     rows = clips.map_batches(
         RenderWorker,
         fn_constructor_kwargs={"config": cfg.worker},
-        batch_size=1,
+        batch_size=batch_size,
         compute=ActorPoolStrategy(
             size=resources.workers,  # actors start as resources appear; rendering begins with the first
             # Two calls per actor: one generates while the other encodes and uploads (worker/actor.py).
@@ -151,11 +159,13 @@ def render(todo: list[ClipSpec], cfg: RenderConfig, resources: Resources, run: R
         runtime_env=actor_runtime_env(),
     )
     logger.info(
-        "rendering %d clip(s) on %d worker(s) (%s GPU, %s CPU each) into %s, run %s",
+        "rendering %d clip(s) on %d worker(s) (%s GPU, %s CPU each, up to %d clip(s) per batch) into %s, "
+        "run %s",
         len(todo),
         resources.workers,
         resources.num_gpus,
         resources.num_cpus,
+        batch_size,
         run.out,
         run.run_id,
     )

@@ -55,7 +55,7 @@ from pipeline.storage import OutputTarget
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 6  # bump when columns are added; old files stay readable (missing columns read as null)
+SCHEMA_VERSION = 7  # bump when columns are added; old files stay readable (missing columns read as null)
 PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
 # "skipped" is never written to the table: it is how a worker tells the driver that another run owns a
 # clip (worker/claims.py).
@@ -172,6 +172,9 @@ METRICS_SCHEMA = pa.schema(
         #     windows: its first and last 5 s, its halves if under 10 s), and the switch into it. One
         #     entry, the clip's own values, for a clip of one prompt; added in v6
         pa.field("segment_signals", SEGMENT_SIGNALS_TYPE),
+        # 12. Clips rendered as one batch (pipeline/worker/groups.py): t_generate_s, and so gen_fps, are
+        #     this clip's share of the group's DiT seconds; added in v7
+        pa.field("clips_per_forward", pa.int16()),
     ],
     metadata={"schema_version": str(SCHEMA_VERSION)},
 )
@@ -457,6 +460,15 @@ def write_clip_metrics(target: OutputTarget, row: Mapping[str, Any]) -> str:
     target.put_bytes(_to_parquet(table), key, PARQUET_CONTENT_TYPE)
     log.debug("wrote metrics row for clip %s (status %s) to %s", row["clip_id"], row["status"], key)
     return target.url_for(key)
+
+
+def read_clip_metrics(target: OutputTarget, run_id: str, clip_id: str) -> dict[str, Any] | None:
+    """The row the clip's part file of this run holds (as written by its last attempt), or None."""
+    try:
+        table = _read_files(target, METRICS, [metrics_key(run_id, clip_id)])
+    except FileNotFoundError:
+        return None
+    return table.to_pylist()[0] if table.num_rows else None
 
 
 def write_clip_seconds(target: OutputTarget, rows: Sequence[Mapping[str, Any]]) -> str:

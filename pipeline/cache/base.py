@@ -95,8 +95,9 @@ class KVCache(ABC):
         itself (it attends to itself bidirectionally) and is valid until the next call for this layer.
         """
 
-    def telemetry(self) -> dict[str, Any]:
-        """Per-clip counters for the metrics table (policy specific, JSON-serialisable)."""
+    def telemetry(self, item: int | None = None) -> dict[str, Any]:
+        """Per-clip counters for the metrics table (policy specific, JSON-serialisable): those of batch
+        item `item` (a clip of a group, `ClipGenerator.stream_group`), or of all items together (None)."""
         return {}
 
     # -- prompt switches (pipeline/cache/recache.py) -----------------------------------------------

@@ -124,7 +124,7 @@ class DeepForcingCache(KVCache):
         self.block_picks: list[torch.Tensor | None] = [None] * L  # times each top-C token was picked
         self.block_pristine: list[torch.Tensor | None] = [None] * L  # `paper`: temporal channels as made
         self.clean_queries: list[torch.Tensor | None] = [None] * L  # per-frame sums of clean-pass queries
-        # Telemetry accumulated on the device, read once in telemetry()
+        # Telemetry accumulated on the device per batch item, read once in telemetry()
         self.age_hist: torch.Tensor | None = None
         self.age_sum: torch.Tensor | None = None
         self.age_max: torch.Tensor | None = None
@@ -330,16 +330,18 @@ class DeepForcingCache(KVCache):
         return s_top + torch.arange(tokens, device=device) // self.geometry.tokens_per_frame
 
     def _count_ages(self, ages: torch.Tensor) -> None:
-        if self.age_hist is None or self.age_hist.device != ages.device:
-            self.age_hist = torch.zeros(AGE_BINS, dtype=torch.int64, device=ages.device)
-            self.age_sum = torch.zeros((), dtype=torch.int64, device=ages.device)
-            self.age_max = torch.zeros((), dtype=torch.int64, device=ages.device)
+        """Add the ages (B, C) of one layer's kept tokens to each batch item's counters."""
+        B = ages.shape[0]
+        if self.age_hist is None or self.age_hist.shape[0] != B or self.age_hist.device != ages.device:
+            self.age_hist = torch.zeros(B, AGE_BINS, dtype=torch.int64, device=ages.device)
+            self.age_sum = torch.zeros(B, dtype=torch.int64, device=ages.device)
+            self.age_max = torch.zeros(B, dtype=torch.int64, device=ages.device)
         assert self.age_sum is not None and self.age_max is not None
-        bins = (ages // AGE_BIN_FRAMES).clamp(0, AGE_BINS - 1).flatten()
-        self.age_hist.index_add_(0, bins, torch.ones_like(bins))
-        self.age_sum += ages.sum()
-        self.age_max = torch.maximum(self.age_max, ages.max())
-        self.ages_counted += ages.numel()
+        bins = (ages // AGE_BIN_FRAMES).clamp(0, AGE_BINS - 1)
+        self.age_hist.scatter_add_(1, bins, torch.ones_like(bins))
+        self.age_sum += ages.sum(1)
+        self.age_max = torch.maximum(self.age_max, ages.amax(1))
+        self.ages_counted += ages.shape[1]  # per batch item
 
     # -- prompt switches -----------------------------------------------------------------------------
 
@@ -364,21 +366,25 @@ class DeepForcingCache(KVCache):
     def recache_session(self, mode: str) -> Recache:
         return TopCRecache(self, mode)
 
-    def telemetry(self) -> dict[str, Any]:
+    def telemetry(self, item: int | None = None) -> dict[str, Any]:
         """Per clip: compressions, sink shifts and the age (query frame - source frame) of kept top-C
-        tokens, over all layers and batch items, as a fixed histogram of `AGE_BIN_FRAMES`-frame bins."""
-        counted = self.ages_counted
-        hist = self.age_hist.tolist() if self.age_hist is not None else [0] * AGE_BINS
+        tokens, over all layers, as a fixed histogram of `AGE_BIN_FRAMES`-frame bins; the ages of batch
+        item `item`, or of all items together (None)."""
+        hist, total, oldest, counted = [0] * AGE_BINS, None, None, 0
+        if self.ages_counted and self.age_hist is not None:
+            assert self.age_sum is not None and self.age_max is not None
+            rows = slice(None) if item is None else slice(item, item + 1)
+            hist = self.age_hist[rows].sum(0).tolist()
+            total, oldest = self.age_sum[rows].sum().item(), self.age_max[rows].max().item()
+            counted = self.ages_counted * self.age_hist[rows].shape[0]
         return {
             "compressions": self.compressions,
             "sink_shifts": self.sink_shifts,
             "sink_start": self.sink_start,
             "topc_age_bin_frames": AGE_BIN_FRAMES,
             "topc_age_hist": hist,
-            "topc_age_mean": (self.age_sum.item() / counted)
-            if counted and self.age_sum is not None
-            else None,
-            "topc_age_max": self.age_max.item() if counted and self.age_max is not None else None,
+            "topc_age_mean": total / counted if total is not None else None,
+            "topc_age_max": oldest,
         }
 
 

@@ -23,6 +23,6 @@ class FifoCache(SinkWindowCache):
         params.check(geometry.chunk_frames)
         super().__init__(geometry, rope, sink_frames=0, window_frames=params.window_frames)
 
-    def telemetry(self) -> dict[str, Any]:
-        stats = super().telemetry()
+    def telemetry(self, item: int | None = None) -> dict[str, Any]:
+        stats = super().telemetry(item)
         return {"rolls": stats["rolls"], "evicted_frames": stats["evicted_frames"]}

@@ -112,7 +112,8 @@ class SinkWindowCache(KVCache):
     def recache_session(self, mode: str) -> Recache:
         return Recache(self, self.buffers, self.sink_shift, mode)
 
-    def telemetry(self) -> dict[str, Any]:
+    def telemetry(self, item: int | None = None) -> dict[str, Any]:
+        """The schedule's counters: the same for every batch item."""
         first = max(self.chunk_index, 0) * self.geometry.chunk_frames
         return {
             "rolls": self.rolls,

@@ -15,6 +15,7 @@ from typing import Any
 from pipeline.driver.config import CPU_CPUS_PER_WORKER, CPU_WORKERS, GPU_CPUS_PER_WORKER, RenderConfig
 from pipeline.spec.model import get_preset
 from pipeline.worker.chaos import CHAOS_ENV
+from pipeline.worker.config import MAX_AUTO_CLIPS_PER_FORWARD
 
 logger = logging.getLogger("render")
 
@@ -31,6 +32,19 @@ class Resources:
     workers: int
     num_gpus: int  # per actor: 1, or 0 on CPU-only machines
     num_cpus: float  # per actor, explicit: a GPU UDF's default of 1 CPU starves other tasks on small nodes
+
+
+def clips_per_batch(cfg: RenderConfig, resources: Resources, clips: int) -> int:
+    """Ray Data's batch size: the clips a worker may render as one group (worker/groups.py).
+
+    --clips-per-forward N gives N; auto gives MAX_AUTO_CLIPS_PER_FORWARD on GPUs (each worker groups
+    only as many as its free memory holds) and 1 on CPUs. Never so many that a worker sits idle while
+    another holds clips: at most the clips per worker, rounded up.
+    """
+    wanted = cfg.worker.clips_per_forward
+    if wanted is None:
+        wanted = MAX_AUTO_CLIPS_PER_FORWARD if resources.num_gpus else 1
+    return max(1, min(wanted, -(-clips // resources.workers)))
 
 
 @contextlib.contextmanager

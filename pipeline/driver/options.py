@@ -19,6 +19,7 @@ from pipeline.spec.model import PRESETS, SELF_FORCING_1_3B, get_preset
 from pipeline.spec.storyboard import DEFAULT_RECACHE, RECACHE_MODES
 from pipeline.storage.cli import add_s3_options, s3_settings_from_args
 from pipeline.worker import WorkerConfig
+from pipeline.worker.config import MAX_AUTO_CLIPS_PER_FORWARD
 
 X264_PRESETS = (
     "ultrafast",
@@ -108,6 +109,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="seeded random weights instead of --model-dir: the videos are noise, the cost is real "
         "(load tests, throughput benchmarks)",
     )
+    model.add_argument(
+        "--clips-per-forward",
+        default="auto",
+        metavar="N|auto",
+        help="clips of the same length and cache parameters that each GPU renders as one batch: more "
+        "frames per second, each clip's frames as if alone; auto: as many as the GPU's free memory "
+        f"holds, at most {MAX_AUTO_CLIPS_PER_FORWARD} (1 on CPUs) (default: %(default)s)",
+    )
     encoding = parser.add_argument_group("encoding")
     defaults = EncoderSettings()
     encoding.add_argument("--crf", type=int, default=defaults.crf, help="x264 CRF (default: %(default)s)")
@@ -189,6 +198,7 @@ def config_from_args(args: argparse.Namespace) -> RenderConfig:
         value = getattr(args, name)
         if value is not None and value < (1 if name == "workers" else 0):
             raise ValueError(f"--{name}={value} must be >= {1 if name == 'workers' else 0}")
+    clips_per_forward = parse_clips_per_forward(args.clips_per_forward)
     s3 = s3_settings_from_args(args)
     if args.run_id is not None and not is_valid_id(args.run_id):
         raise ValueError(
@@ -210,6 +220,7 @@ def config_from_args(args: argparse.Namespace) -> RenderConfig:
         log_level=args.log_level,
         planned_at=time.time(),
         force=args.force,
+        clips_per_forward=clips_per_forward,
     )
     defaults = RenderDefaults(
         preset=preset,
@@ -262,3 +273,19 @@ def _parse_param(text: str) -> tuple[str, Any]:
         return name, json.loads(value)
     except json.JSONDecodeError:
         return name, value
+
+
+def parse_clips_per_forward(value: str) -> int | None:
+    """--clips-per-forward: "auto" -> None, else a count >= 1; ValueError naming the option."""
+    if value == "auto":
+        return None
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise ValueError(
+            f"--clips-per-forward {value!r} must be a whole number >= 1 or 'auto'; "
+            "e.g. --clips-per-forward 2, or leave it out for auto"
+        )
+    return count

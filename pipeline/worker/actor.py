@@ -4,12 +4,17 @@ A callable class for `Dataset.map_batches`: `__init__` loads the model once per 
 the clips of a batch (column "clip": `ClipSpec.to_bytes`) and returns their metrics rows. It knows nothing of
 Ray itself, so tests call it in-process too.
 
-Overlap. The driver runs the actor with two concurrent calls. A call holds `_device_lock` only while its
-clip generates; frames stream chunk by chunk into the ffmpeg encoder and the quality meter (each in a
-thread of its own) as they come. It then releases the lock and finalises (waits for both, uploads the
-video and its thumbnails, writes the per-second rows and the metrics row) while the other call, already
-queued on the lock, generates the next clip. The device never waits for encode or upload, and at most
-one clip is on the device at a time.
+Overlap. The driver runs the actor with two concurrent calls. A call hands its clips to the worker's one
+device thread and waits while they generate; frames stream chunk by chunk into each clip's ffmpeg
+encoder and quality meter (each in a thread of its own) as they come. It then finalises (waits for both,
+uploads the video and its thumbnails, writes the per-second rows and the metrics row) while the other
+call's clips, already queued on the device thread, generate. The device never waits for encode or
+upload, and at most one group of clips is on the device at a time.
+
+One thread for all device work, not a lock around whichever thread Ray calls in: PyTorch keeps cuDNN's
+benchmark results per thread (a `thread_local` cache in ATen's cuDNN convolutions), so a clip
+generated on a thread that never generated before times the VAE's conv algorithms again, about 17 s on
+an H200 (benchmarks/README.md, throughput).
 
 Failures. Whatever goes wrong with one clip (encoder failure, upload failure, the clip's deadline)
 becomes a `status='failed'` row, written to the metrics table like any other, never an exception: Ray
@@ -24,8 +29,9 @@ import atexit
 import logging
 import shutil
 import socket
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +39,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.encode import VideoEncoder
-from pipeline.metrics import rows_to_table, video_key, write_clip_metrics
+from pipeline.metrics import read_clip_metrics, rows_to_table, video_key, write_clip_metrics
 from pipeline.quality import QualityMeter
 from pipeline.spec.clip import ClipSpec
 from pipeline.spec.model import get_preset
@@ -41,7 +47,7 @@ from pipeline.storage import open_target
 from pipeline.storage.fetch import model_folder
 from pipeline.worker.chaos import ChaosPlan
 from pipeline.worker.claims import ClipClaims
-from pipeline.worker.config import WorkerConfig
+from pipeline.worker.config import MAX_AUTO_CLIPS_PER_FORWARD, WorkerConfig
 from pipeline.worker.faults import (
     ClipTimeoutError,
     DeviceFaultError,
@@ -52,6 +58,7 @@ from pipeline.worker.faults import (
     read_fault_record,
     write_fault_record,
 )
+from pipeline.worker.groups import plan_groups
 from pipeline.worker.quality_outputs import store_quality_outputs
 from pipeline.worker.rows import (
     MAX_ERROR_CHARS,
@@ -70,7 +77,7 @@ from pipeline.worker.rows import (
 from pipeline.worker.scratch import make_scratch_dir
 
 if TYPE_CHECKING:
-    from pipeline.generate import ClipStats, ClipStream
+    from pipeline.generate import ClipRequest, ClipStats
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +90,9 @@ class RenderWorker:
     def __init__(self, config: WorkerConfig):
         # The model stack (torch) is imported here, in the actor's own process: the driver names this
         # class without ever loading torch.
-        from pipeline.generate import ClipGenerator
+        from pipeline.generate import ClipGenerator, ClipRequest
         from pipeline.model.bundle import ModelBundle
+        from pipeline.spec.cache import WINDOW_FRAMES
 
         _configure_logging(config.log_level)
         start = time.perf_counter()
@@ -95,56 +103,82 @@ class RenderWorker:
         self.chaos = ChaosPlan.from_environment()  # faults for drills and soak tests; none unless asked
         self.bundle = ModelBundle.for_device(self.preset, _weights_folder(config), seed=config.weights_seed)
         self.generator = ClipGenerator(self.bundle)
+        self._request: type[ClipRequest] = ClipRequest
+        # Sized once, with the model loaded and before any clip: a group whose policy keeps a longer
+        # window than the default and does not fit falls back to rendering its clips alone.
+        self.clips_per_forward = config.clips_per_forward or self.generator.clips_that_fit(
+            WINDOW_FRAMES, MAX_AUTO_CLIPS_PER_FORWARD
+        )
         self.tmp = make_scratch_dir(config.tmp_dir)
         atexit.register(shutil.rmtree, self.tmp, ignore_errors=True)  # Ray ends a finished actor's process
         self.node = socket.gethostname()
-        self._device_lock = threading.Lock()  # one clip generates at a time; others finalise meanwhile
-        self._current: tuple[str, FaultRecord] | None = None  # clip on the device, for the fault handler
+        # Generation, one batch at a time, always on this thread; calls finalise on their own meanwhile
+        self._device = ThreadPoolExecutor(max_workers=1, thread_name_prefix="device")
+        self._current: list[tuple[str, FaultRecord | None]] = []  # clips on the device, for the fault handler
         self._watchdog = HangWatchdog(config.hang_timeout_s, self._on_hang)
         self._load_s: float | None = time.perf_counter() - start  # charged to the first clip
         logger.info(
-            "render worker ready in %.1f s: model %s on %s (%s), writing to %s",
+            "render worker ready in %.1f s: model %s on %s (%s), up to %d clip(s) per forward, writing to %s",
             self._load_s,
             config.model,
             self.bundle.device_name or "CPU",
             self.bundle.dtype,
+            self.clips_per_forward,
             self.target.uri,
         )
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         """Render each clip of the batch; one metrics row per clip, whatever happened to it.
 
+        Clips that can share DiT forwards (same length, policy and parameters: `groups.plan_groups`)
+        render as groups of up to `clips_per_forward`; the driver puts such clips in one batch.
         Returns a pyarrow Table with METRICS_SCHEMA rather than numpy columns: numpy has no nullable
         integers or time-zone-aware timestamps, so an ok row and a failed row would get different types.
         """
-        return rows_to_table([self.render_safely(data) for data in batch["clip"]])
+        rows: list[dict[str, Any] | None] = [None] * len(batch["clip"])
+        jobs: list[tuple[int, _Job]] = []
+        for index, data in enumerate(batch["clip"]):
+            if isinstance(job := self._job_or_row(data), dict):
+                rows[index] = job
+            else:
+                jobs.append((index, job))
+        alone = frozenset(job.clip.clip_id for _, job in jobs if job.record.device_faults > 0)
+        for group in plan_groups([job.clip for _, job in jobs], self.clips_per_forward, alone):
+            indices = [jobs[member][0] for member in group]
+            group_rows = self._render_jobs([jobs[member][1] for member in group])
+            for index, row in zip(indices, group_rows, strict=True):
+                rows[index] = row
+        return rows_to_table([row for row in rows if row is not None])
 
     def render_safely(self, data: bytes) -> dict[str, Any]:
-        """`render` of one `ClipSpec.to_bytes`, except that nothing raises: a clip whose row cannot be
-        built or stored (a value the schema cannot hold, a broken record) gets a failed row that can, so
-        the rest of the run goes on."""
-        clip: object = data
-        try:
-            clip = ClipSpec.from_bytes(data)
-            row = self.render(clip)
-            rows_to_table([row])  # fits the schema
-            return row
-        except Exception as exc:
-            logger.error(
-                "clip %s: its metrics row could not be built: %s", getattr(clip, "clip_id", "?"), exc
-            )
-            row = last_resort_row(clip, self.config.run_id, self.config.model, self.preset, self.node, exc)
-            return self._record(row)
+        """One `ClipSpec.to_bytes` rendered alone; nothing raises (a clip whose row cannot be built or
+        stored gets a failed row that can)."""
+        job = self._job_or_row(data)
+        return job if isinstance(job, dict) else self._render_jobs([job])[0]
+
+    def render(self, clip: ClipSpec) -> dict[str, Any]:
+        """Render, encode, upload and record one clip alone; returns its metrics row (never raises)."""
+        return self._render_jobs([self._job(clip)])[0]
 
     def close(self) -> None:
         """Stop the watchdog and remove the scratch folder (Ray simply ends the process instead)."""
         self._watchdog.close()
+        self._device.shutdown()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
-    # -- one clip -------------------------------------------------------------------------------
+    # -- a group of clips -----------------------------------------------------------------------
 
-    def render(self, clip: ClipSpec) -> dict[str, Any]:
-        """Render, encode, upload and record one clip; returns its metrics row (never raises)."""
+    def _job_or_row(self, data: bytes) -> _Job | dict[str, Any]:
+        """The clip of one `ClipSpec.to_bytes`, ready to render, or the failed row of a broken record."""
+        clip: object = data
+        try:
+            clip = ClipSpec.from_bytes(data)
+            return self._job(clip)
+        except Exception as exc:
+            return self._last_resort(clip, exc)
+
+    def _job(self, clip: ClipSpec) -> _Job:
+        """A clip's row started and its fault record read (a store that fails it fails the clip)."""
         config = self.config
         row = started_row(
             clip,
@@ -155,82 +189,220 @@ class RenderWorker:
             self.node,
             self.bundle.device_name,
         )
-        local = self.tmp / f"{clip.clip_id}.mp4"
-        encoder: VideoEncoder | None = None
-        quality: QualityMeter | None = None
-        stream: ClipStream | None = None
-        started: FaultRecord | None = None  # set once this attempt is counted
-        claimed = False  # set once this run holds the clip's claim
-        start = time.perf_counter()
+        job = _Job(clip, row, self.tmp / f"{clip.clip_id}.mp4")
         try:
-            record = read_fault_record(self.target, config.run_id, clip.clip_id)
-            row["attempt"] = record.attempts
-            self._refuse_if_it_broke_the_device(clip, record)
-            # 1. Generate under the device lock; frames go to the encoder chunk by chunk.
-            with self._device_lock:
-                # Claimed only now: a claim waiting for the lock would not be refreshed.
-                if (holder := self.claims.acquire(clip.clip_id)) is not None:
-                    return {**row, **skipped_columns(holder)}  # not recorded: another run owns the clip
-                claimed = True
-                start = time.perf_counter()
-                row["started_at"] = now()
-                started = record.next_attempt()
-                write_fault_record(self.target, config.run_id, clip.clip_id, started)
-                row["attempt"] = started.attempts
-                row["t_load_s"], self._load_s = self._load_s, None
-                preset = self.preset
-                encoder = VideoEncoder(
-                    local, preset.width, preset.height, preset.fps, config.encoder, binary=config.ffmpeg
-                )
-                quality = QualityMeter(  # in its own thread; a storyboard's segments each measured too
-                    preset.fps, row["num_frames"], switch_frames=switch_frames(row["segments"])
-                )
-                prompt = clip.storyboard or clip.prompt  # a storyboard switches prompts as it goes
-                stream = self.generator.stream(prompt, clip.seed, clip.num_latent_frames, clip.cache)
-                self._generate(clip, started, stream, encoder, quality)
-                row.update(generation_columns(stream.stats, preset))
-                _warn_if_truncated(clip, stream.stats)
-            # 2. Finalise outside the lock, while the next clip generates.
-            signals = quality.result()
-            row.update(quality_columns(signals))
-            self.claims.refresh(clip.clip_id)
-            encode_start = time.perf_counter()
-            video = encoder.close(timeout_s=config.encode_timeout_s)
-            upload_start = time.perf_counter()
-            self.chaos.point("upload", clip.clip_id, started.attempts)
-            stored = self.target.put_file(
-                video.path,
-                video_key(clip.clip_id),
-                "video/mp4",
-                {"clip-id": clip.clip_id, "run-id": config.run_id, "model": config.model},
-                sha256=video.sha256,
-            )
-            row.update(video_columns(stored, upload_start - encode_start, time.perf_counter() - upload_start))
-            row.update(
-                store_quality_outputs(self.target, config.run_id, clip.clip_id, row["attempt"], signals)
-            )
+            job.record = read_fault_record(self.target, config.run_id, clip.clip_id)
+            row["attempt"] = job.record.attempts
+            self._refuse_if_it_broke_the_device(clip, job.record)
         except Exception as exc:
-            if encoder is not None:
-                encoder.abort()
-            if started is not None and is_fatal_device_error(exc):
+            job.fail(exc)
+        return job
+
+    def _render_jobs(self, jobs: list[_Job]) -> list[dict[str, Any]]:
+        """Generate the clips together on the device thread, then finalise each (encode, upload, row) on
+        this one, while the other call's clips generate. One row per clip; nothing raises."""
+        try:
+            self._device.submit(self._begin_and_generate, jobs).result()
+        except Exception as exc:  # a failure of the group's bookkeeping: every clip still gets its row
+            for job in jobs:
+                if job.error is None and not job.skipped and job.recorded is None:
+                    job.fail(exc)
+        return [self._finish(job) for job in jobs]
+
+    def _begin_and_generate(self, jobs: list[_Job]) -> None:
+        live = [job for job in jobs if job.error is None and self._begin(job)]
+        if live:
+            self._generate_jobs(live)
+
+    def _begin(self, job: _Job) -> bool:
+        """Claim the clip, count its attempt, open its encoder and meter; False if it will not generate."""
+        config, clip, row = self.config, job.clip, job.row
+        try:
+            # A Ray retry of a call whose process died (another clip broke the device) after this clip
+            # was done: its recorded row stands, it is not rendered again.
+            if self.claims.finished_in_this_plan(clip.clip_id) and (
+                done := read_clip_metrics(self.target, config.run_id, clip.clip_id)
+            ):
+                job.recorded = done
+                return False
+            # Claimed only now, on the device thread: a claim waiting for it would not be refreshed.
+            if (holder := self.claims.acquire(clip.clip_id)) is not None:
+                row.update(skipped_columns(holder))  # not recorded: another run owns the clip
+                job.skipped = True
+                return False
+            job.claimed = True
+            job.start = time.perf_counter()
+            row["started_at"] = now()
+            job.started = job.record.next_attempt()
+            write_fault_record(self.target, config.run_id, clip.clip_id, job.started)
+            row["attempt"] = job.started.attempts
+            row["t_load_s"], self._load_s = self._load_s, None
+            self._open_outputs(job)
+        except Exception as exc:
+            job.fail(exc)
+            return False
+        return True
+
+    def _open_outputs(self, job: _Job) -> None:
+        preset, config = self.preset, self.config
+        job.encoder = VideoEncoder(
+            job.local, preset.width, preset.height, preset.fps, config.encoder, binary=config.ffmpeg
+        )
+        job.quality = QualityMeter(  # in its own thread; a storyboard's segments each measured too
+            preset.fps, job.row["num_frames"], switch_frames=switch_frames(job.row["segments"])
+        )
+
+    def _generate_jobs(self, jobs: list[_Job]) -> None:
+        """Generate the clips as one group. A group that fails as a whole (not one clip's encoder or
+        chaos point, which fail that clip alone) renders its clips again one by one, so that only the
+        culprit fails; a deadline fails them all (alone they would take longer still)."""
+        try:
+            self._generate(jobs)
+        except Exception as exc:
+            if is_fatal_device_error(exc):
+                reason = f"{type(exc).__name__}: {exc}"
                 exit_for_restart(
-                    self.target, config.run_id, clip.clip_id, started, f"{type(exc).__name__}: {exc}"
+                    self.target, self.config.run_id, [(j.clip.clip_id, j.started) for j in jobs], reason
                 )
-            logger.warning("clip %s failed: %s: %s", clip.clip_id, type(exc).__name__, exc)
-            row.update(failure_columns(exc))
-            if stream is not None and row["cache_telemetry"] is None:
-                row["cache_telemetry"] = telemetry_json(stream.stats.cache_telemetry)
-                row.update(prompt_columns(stream.stats))
+            live = [job for job in jobs if job.error is None]
+            if len(jobs) == 1 or isinstance(exc, ClipTimeoutError):
+                for job in live:
+                    job.fail(exc)
+                return
+            logger.warning(
+                "a group of %d clips (%s) failed: %s: %s; rendering them one by one",
+                len(jobs),
+                ", ".join(job.clip.clip_id for job in jobs),
+                type(exc).__name__,
+                exc,
+            )
+            for job in live:
+                job.close_outputs()
+                try:
+                    self._open_outputs(job)
+                except Exception as reopen:
+                    job.fail(reopen)
+                    continue
+                self._generate_jobs([job])
+
+    def _generate(self, jobs: list[_Job]) -> None:
+        """Stream the group's chunks into each clip's encoder and meter, checking the deadline between
+        chunks. A clip whose consumer fails is dropped from the group and fails; the others go on."""
+        clips = [job.clip for job in jobs]
+        first = clips[0]
+        num_chunks = first.num_latent_frames // self.preset.chunk_frames
+        timeout_s = self.config.clip_timeout_s * len(jobs)  # the group does the work of its clips
+        deadline = time.monotonic() + timeout_s
+        label = "+".join(clip.clip_id for clip in clips)
+        self._current = [(job.clip.clip_id, job.started) for job in jobs]
+        self._watchdog.watch(label)
+        if len(jobs) == 1:  # a storyboard switches prompts as it goes
+            requests = [self._request(first.storyboard or first.prompt, first.seed)]
+        else:
+            requests = [self._request(clip.prompt, clip.seed) for clip in clips]
+        group = self.generator.stream_group(requests, first.num_latent_frames, first.cache)
+        try:
+            for done, chunk in enumerate(group, start=1):
+                self._watchdog.beat()
+                for item, (job, frames) in enumerate(zip(jobs, chunk, strict=True)):
+                    if frames is None:
+                        continue
+                    try:
+                        assert job.started is not None and job.encoder is not None and job.quality is not None
+                        self.chaos.point("chunk", job.clip.clip_id, job.started.attempts, chunk=done)
+                        self.claims.refresh(job.clip.clip_id)
+                        job.encoder.write(frames)
+                        job.quality.update(frames)
+                    except Exception as exc:
+                        if is_fatal_device_error(exc) or len(jobs) == 1:
+                            raise
+                        logger.info("clip %s leaves its group of %d: it failed", job.clip.clip_id, len(jobs))
+                        job.fail(exc)
+                        job.stats = group.stats(item)
+                        group.drop(item)
+                if done < num_chunks and time.monotonic() > deadline:
+                    shared = f" for its group of {len(jobs)} clips" if len(jobs) > 1 else ""
+                    raise ClipTimeoutError(
+                        f"clip {label} ran past its deadline: {done} of {num_chunks} chunks in "
+                        f"{timeout_s + time.monotonic() - deadline:.1f} s, over "
+                        f"clip_timeout_s={self.config.clip_timeout_s:g}{shared}; raise --clip-timeout or "
+                        f"render fewer than {first.num_latent_frames} latent frames"
+                    )
         finally:
-            if quality is not None:
-                quality.close()
-            local.unlink(missing_ok=True)
-        row["t_total_s"] = time.perf_counter() - start
+            self._watchdog.clear()
+            self._current = []
+            group.close()  # stop the generator where it is
+            for item, job in enumerate(jobs):
+                if job.stats is None:
+                    job.stats = group.stats(item)
+        for job in jobs:
+            if job.error is None:
+                assert job.stats is not None
+                job.generated = True
+                job.row.update(generation_columns(job.stats, self.preset))
+                _warn_if_truncated(job.clip, job.stats)
+
+    def _finish(self, job: _Job) -> dict[str, Any]:
+        """Finalise a generated clip (encode, upload, thumbnails, per-second rows) and record its row."""
+        config, clip, row = self.config, job.clip, job.row
+        if job.skipped:
+            return row
+        if job.recorded is not None:
+            logger.info("clip %s was done before this call was retried: its row stands", clip.clip_id)
+            return job.recorded
+        try:
+            if job.error is None:
+                self._store(job)
+        except Exception as exc:
+            job.fail(exc)
+        finally:
+            if job.quality is not None:
+                job.quality.close()
+            job.local.unlink(missing_ok=True)
+        if job.error is not None:
+            if job.encoder is not None:
+                job.encoder.abort()
+            logger.warning("clip %s failed: %s: %s", clip.clip_id, type(job.error).__name__, job.error)
+            row.update(failure_columns(job.error))
+            if job.stats is not None and row["cache_telemetry"] is None:
+                row["cache_telemetry"] = telemetry_json(job.stats.cache_telemetry)
+                row.update(prompt_columns(job.stats), clips_per_forward=job.stats.clips_per_forward)
+        row["t_total_s"] = time.perf_counter() - job.start
         row["finished_at"] = now()
+        try:
+            rows_to_table([row])  # fits the schema
+        except Exception as exc:
+            logger.error("clip %s: its metrics row could not be built: %s", clip.clip_id, exc)
+            row = last_resort_row(clip, config.run_id, config.model, self.preset, self.node, exc)
         row = self._record(row)
-        if claimed:
+        if job.claimed:
             self._release(clip.clip_id, row["status"])
         return row
+
+    def _store(self, job: _Job) -> None:
+        config, clip, row = self.config, job.clip, job.row
+        assert job.encoder is not None and job.quality is not None and job.started is not None
+        signals = job.quality.result()
+        row.update(quality_columns(signals))
+        self.claims.refresh(clip.clip_id)
+        encode_start = time.perf_counter()
+        video = job.encoder.close(timeout_s=config.encode_timeout_s)
+        upload_start = time.perf_counter()
+        self.chaos.point("upload", clip.clip_id, job.started.attempts)
+        stored = self.target.put_file(
+            video.path,
+            video_key(clip.clip_id),
+            "video/mp4",
+            {"clip-id": clip.clip_id, "run-id": config.run_id, "model": config.model},
+            sha256=video.sha256,
+        )
+        row.update(video_columns(stored, upload_start - encode_start, time.perf_counter() - upload_start))
+        row.update(store_quality_outputs(self.target, config.run_id, clip.clip_id, row["attempt"], signals))
+
+    def _last_resort(self, clip: object, exc: BaseException) -> dict[str, Any]:
+        logger.error("clip %s: its metrics row could not be built: %s", getattr(clip, "clip_id", "?"), exc)
+        row = last_resort_row(clip, self.config.run_id, self.config.model, self.preset, self.node, exc)
+        return self._record(row)
 
     def _release(self, clip_id: str, status: str) -> None:
         """Mark the clip's claim with its outcome; a store that refuses leaves the claim to expire."""
@@ -250,39 +422,6 @@ class RenderWorker:
                 "GPU (nvidia-smi, Xid errors in dmesg); a new run tries the clip again"
             )
 
-    def _generate(
-        self,
-        clip: ClipSpec,
-        started: FaultRecord,
-        stream: ClipStream,
-        encoder: VideoEncoder,
-        quality: QualityMeter,
-    ) -> None:
-        """Stream the clip's chunks into the encoder, checking the deadline between chunks."""
-        num_chunks = clip.num_latent_frames // self.preset.chunk_frames
-        timeout_s = self.config.clip_timeout_s
-        deadline = time.monotonic() + timeout_s
-        self._current = (clip.clip_id, started)
-        self._watchdog.watch(clip.clip_id)
-        try:
-            for done, frames in enumerate(stream, start=1):
-                self._watchdog.beat()
-                self.chaos.point("chunk", clip.clip_id, started.attempts, chunk=done)
-                self.claims.refresh(clip.clip_id)
-                encoder.write(frames)
-                quality.update(frames)
-                if done < num_chunks and time.monotonic() > deadline:
-                    raise ClipTimeoutError(
-                        f"clip {clip.clip_id} ran past its deadline: {done} of {num_chunks} chunks in "
-                        f"{timeout_s + time.monotonic() - deadline:.1f} s, over "
-                        f"clip_timeout_s={timeout_s:g}; raise --clip-timeout or render "
-                        f"fewer than {clip.num_latent_frames} latent frames"
-                    )
-        finally:
-            self._watchdog.clear()
-            self._current = None
-            stream.close()  # stop the generator where it is
-
     def _record(self, row: dict[str, Any]) -> dict[str, Any]:
         """Write the row to the metrics table; a row that cannot be written makes the clip failed."""
         try:
@@ -297,11 +436,42 @@ class RenderWorker:
             )
         return row
 
-    def _on_hang(self, clip_id: str, silent_s: float) -> None:
-        current = self._current
-        record = current[1] if current is not None and current[0] == clip_id else None
+    def _on_hang(self, label: str, silent_s: float) -> None:
         reason = f"no frames for {silent_s:.0f} s (hang_timeout_s={self.config.hang_timeout_s:g})"
-        exit_for_restart(self.target, self.config.run_id, clip_id, record, f"{reason}; device presumed hung")
+        current = self._current or [(clip_id, None) for clip_id in label.split("+")]
+        exit_for_restart(self.target, self.config.run_id, current, f"{reason}; device presumed hung")
+
+
+@dataclass
+class _Job:
+    """One clip on its way through the worker: its row as it fills, its outputs, how far it got."""
+
+    clip: ClipSpec
+    row: dict[str, Any]
+    local: Path  # the mp4 before its upload
+    record: FaultRecord = field(default_factory=FaultRecord)  # as read before this attempt
+    started: FaultRecord | None = None  # set once this attempt is counted
+    claimed: bool = False  # set once this run holds the clip's claim
+    skipped: bool = False  # another run owns the clip: its row is reported, never recorded
+    recorded: dict[str, Any] | None = None  # the row of a clip this run already finished (a retried call)
+    start: float = field(default_factory=time.perf_counter)
+    encoder: VideoEncoder | None = None
+    quality: QualityMeter | None = None
+    stats: ClipStats | None = None
+    generated: bool = False
+    error: Exception | None = None
+
+    def fail(self, exc: Exception) -> None:
+        if self.error is None:
+            self.error = exc
+
+    def close_outputs(self) -> None:
+        """Throw away what the encoder and meter got (the clip renders again from its first chunk)."""
+        if self.encoder is not None:
+            self.encoder.abort()
+        if self.quality is not None:
+            self.quality.close()
+        self.encoder = self.quality = None
 
 
 def _warn_if_truncated(clip: ClipSpec, stats: ClipStats) -> None:

@@ -80,6 +80,20 @@ class ClipClaims:
                 return None
         return f"other workers kept changing its claim ({MAX_TRIES} tries); a rerun tries it again"
 
+    def finished_in_this_plan(self, clip_id: str) -> bool:
+        """Whether another process of this run marked the clip done (ok or failed) after its driver
+        planned: Ray retrying a call whose process died after the clip was done. A clip that a stopped run
+        failed is tried again by the next invocation of that run (it plans later), and a process asked
+        again renders again."""
+        try:
+            data, _ = self.target.read_versioned(claim_key(clip_id))
+        except FileNotFoundError:
+            return False
+        claim = Claim(**json.loads(data))
+        done = claim.state in ("ok", "failed") and claim.heartbeat_at >= self.planned_at
+        other_process = (claim.host, claim.pid) != (socket.gethostname(), os.getpid())
+        return claim.run_id == self.run_id and done and other_process
+
     def refresh(self, clip_id: str) -> None:
         """Renew the heartbeat of a clip this run renders, when it is due."""
         version, written_at = self._held[clip_id]

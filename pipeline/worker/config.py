@@ -7,6 +7,11 @@ from dataclasses import dataclass, field
 from pipeline.encode import EncoderSettings
 from pipeline.storage import S3Settings
 
+# Most clips that share DiT forwards when the group size is automatic (`clips_per_forward=None`): the
+# memory of the device may allow more, but the gain per clip flattens out beyond (benchmarks/README.md)
+# while a group's clips all finish late, at once.
+MAX_AUTO_CLIPS_PER_FORWARD = 2
+
 
 @dataclass(frozen=True)
 class WorkerConfig:
@@ -27,6 +32,9 @@ class WorkerConfig:
     planned_at: float = 0.0  # unix time the driver planned the run: clips other runs finish later are theirs
     force: bool = False  # render clips again even if another run finished them meanwhile
     log_level: str = "INFO"  # for the worker's own loggers (pipeline.*)
+    # Clips of one length and policy that render as one batch (worker/groups.py); None: as many as the
+    # device's free memory holds, at most MAX_AUTO_CLIPS_PER_FORWARD (always 1 on CPUs)
+    clips_per_forward: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("clip_timeout_s", "hang_timeout_s", "encode_timeout_s"):
@@ -34,3 +42,7 @@ class WorkerConfig:
                 raise ValueError(f"WorkerConfig.{name}={getattr(self, name)} must be > 0 seconds")
         if self.max_device_faults < 1:
             raise ValueError(f"WorkerConfig.max_device_faults={self.max_device_faults} must be >= 1")
+        if self.clips_per_forward is not None and self.clips_per_forward < 1:
+            raise ValueError(
+                f"WorkerConfig.clips_per_forward={self.clips_per_forward} must be >= 1 (or None: automatic)"
+            )

@@ -17,7 +17,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -91,19 +91,29 @@ def write_fault_record(target: OutputTarget, run_id: str, clip_id: str, record: 
 
 
 def exit_for_restart(
-    target: OutputTarget, run_id: str, clip_id: str, started: FaultRecord | None, reason: str
+    target: OutputTarget, run_id: str, clips: Sequence[tuple[str, FaultRecord | None]], reason: str
 ) -> NoReturn:
-    """Count the fault on the clip (if its attempt was recorded), then end the process so that Ray
-    restarts the actor."""
-    logger.critical("clip %s: %s; ending this worker so that Ray restarts it", clip_id, reason)
-    if started is not None:
-        writer = threading.Thread(
+    """Count the fault on each clip that was on the device (those whose attempt was recorded), then end
+    the process so that Ray restarts the actor.
+
+    Clips that shared forwards all count it: which of them broke the device cannot be told, and each then
+    renders alone (`groups.plan_groups`), so only the culprit meets `max_device_faults`."""
+    names = ", ".join(clip_id for clip_id, _ in clips)
+    logger.critical("clip(s) %s: %s; ending this worker so that Ray restarts it", names, reason)
+    writers = [
+        threading.Thread(
             target=write_fault_record,
             args=(target, run_id, clip_id, started.with_fault(reason)),
             daemon=True,
         )
+        for clip_id, started in clips
+        if started is not None
+    ]
+    for writer in writers:
         writer.start()
-        writer.join(FAULT_RECORD_TIMEOUT_S)  # a store that hangs too must not keep us alive
+    deadline = time.monotonic() + FAULT_RECORD_TIMEOUT_S  # a store that hangs too must not keep us alive
+    for writer in writers:
+        writer.join(max(0.0, deadline - time.monotonic()))
     for handler in [*logging.getLogger().handlers, *logging.getLogger("pipeline").handlers]:
         handler.flush()
     os._exit(1)

@@ -84,6 +84,7 @@ def generation_columns(stats: ClipStats, preset: ModelPreset) -> dict[str, Any]:
         "t_decode_s": decode_s,
         "gen_fps": frames / (generate_s + decode_s) if generate_s + decode_s > 0 else None,
         "peak_gpu_mem_gb": stats.peak_memory_gb,
+        "clips_per_forward": stats.clips_per_forward,
         "cache_telemetry": telemetry_json(stats.cache_telemetry),
         **prompt_columns(stats),
     }

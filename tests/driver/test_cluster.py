@@ -12,9 +12,10 @@ import psutil
 import pytest
 from conftest import REPO_ROOT
 
-from pipeline.driver.cluster import LOCAL_ONLY_ENV, Resources, size_pool
+from pipeline.driver.cluster import LOCAL_ONLY_ENV, Resources, clips_per_batch, size_pool
 from pipeline.driver.config import CPU_CPUS_PER_WORKER, CPU_WORKERS, GPU_CPUS_PER_WORKER, RenderConfig
 from pipeline.driver.options import config_from_args, parse_args
+from pipeline.worker.config import MAX_AUTO_CLIPS_PER_FORWARD
 
 
 def config(*args: str) -> RenderConfig:
@@ -33,6 +34,15 @@ def test_one_actor_per_gpu_never_more_than_clips_and_cpu_actors_without_gpus() -
     )
     wide = config("--workers", "3", "--cpus-per-worker", "2")
     assert size_pool(wide, {"GPU": 8, "CPU": 64}, nodes=1, clips=10) == Resources(3, 1, 2.0)
+
+
+def test_a_batch_is_a_group_auto_on_gpus_one_on_cpus_never_starving_a_worker() -> None:
+    gpus, cpus = Resources(workers=2, num_gpus=1, num_cpus=4), Resources(workers=2, num_gpus=0, num_cpus=1)
+    assert clips_per_batch(config(), gpus, clips=100) == MAX_AUTO_CLIPS_PER_FORWARD
+    assert clips_per_batch(config(), cpus, clips=100) == 1
+    assert clips_per_batch(config("--clips-per-forward", "3"), cpus, clips=100) == 3
+    assert clips_per_batch(config("--clips-per-forward", "4"), gpus, clips=5) == 3  # 5 clips, 2 workers
+    assert clips_per_batch(config("--clips-per-forward", "4"), gpus, clips=1) == 1
 
 
 def test_a_model_that_needs_gpus_on_a_cluster_without_any_says_how_to_go_on() -> None:

@@ -149,6 +149,11 @@ def test_every_invalid_line_is_reported_with_its_number_and_nothing_starts(
             "--random-weights and --model-dir exclude each other; pass one",
         ),
         (
+            ["--clips-per-forward", "0"],
+            "--clips-per-forward '0' must be a whole number >= 1 or 'auto'; e.g. --clips-per-forward 2, "
+            "or leave it out for auto",
+        ),
+        (
             ["--model-dir", "/models/sf"],
             "--model-dir was given but --model tiny uses random weights; add --model "
             "self-forcing-1.3b to render with the weights in --model-dir",
@@ -363,6 +368,41 @@ def test_failing_clips_become_failed_rows_the_others_render_and_the_exit_code_sa
 
 
 @pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_clips_that_can_share_forwards_render_in_groups_and_a_failing_one_fails_alone(
+    ray_local: dict[str, float], tmp_path: Path, failing_ffmpeg: str
+) -> None:
+    """The driver orders the clips so that each batch is one group; the worker renders it in lockstep."""
+    prompts = write_lines(
+        tmp_path / "prompts.jsonl",
+        {"prompt": "A lighthouse on a calm evening.", "id": "lighthouse"},
+        {"prompt": "A short clip.", "id": "short", "latent_frames": 3},
+        {"prompt": "A tram in the rain.", "id": "broken-encoder"},
+        {"prompt": "A kite over the dunes.", "id": "kite"},
+        {"prompt": "A heron in the reeds.", "id": "heron"},
+    )
+    out = tmp_path / "out"
+
+    args = [str(prompts), "--out", str(out), "--latent-frames", "6", "--clips-per-forward", "2"]
+    code = render.main([*args, "--workers", "1", "--ffmpeg", failing_ffmpeg, "--run-id", "groups", *RUN_ARGS])
+
+    assert code == render.EXIT_FAILED
+    rows = {row["clip_id"]: row for row in read_metrics(open_target(str(out)), "groups").to_pylist()}
+    # The four 6-latent-frame clips come first, in two groups of two; the short one renders alone.
+    assert {clip_id: (row["status"], row["clips_per_forward"]) for clip_id, row in rows.items()} == {
+        "lighthouse": ("ok", 2),
+        "broken-encoder": ("failed", 2),
+        "kite": ("ok", 2),
+        "heron": ("ok", 2),
+        "short": ("ok", 1),
+    }
+    assert rows["broken-encoder"]["error_type"] == "EncodeError"
+    for clip_id, frames in (("lighthouse", 21), ("kite", 21), ("heron", 21), ("short", 9)):
+        assert probe_video(out / "clips" / f"{clip_id}.mp4").frames == frames
+
+
+@pytest.mark.integration
 @pytest.mark.timeout(300)
 def test_a_clip_that_stalls_the_device_restarts_the_worker_and_is_failed_after_two_faults(
     ray_local: dict[str, float], tmp_path: Path
@@ -533,7 +573,9 @@ def test_ray_job_submit_renders_the_example_prompts_on_a_ray_start_cluster(
     done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240)
 
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
-    assert "rendering 4 clip(s) on 2 worker(s) (1 GPU, 1.0 CPU each)" in done.stdout
+    assert (
+        "rendering 4 clip(s) on 2 worker(s) (1 GPU, 1.0 CPU each, up to 2 clip(s) per batch)" in done.stdout
+    )
     rows = read_metrics(open_target(out, s3_moto.settings()), "job").to_pylist()
     assert sorted((row["status"], row["num_frames"]) for row in rows) == [
         ("ok", 21),

@@ -159,7 +159,9 @@ def test_cuda_out_of_memory_fails_only_its_clip_and_a_fatal_cuda_error_restarts_
     )
     out = tmp_path / "out"
     prompts = write_prompts(tmp_path / "p.jsonl", ["too-big", "after-oom", "poisoned", "after-fatal"])
-    args = [str(prompts), "--out", str(out), "--workers", "1", *RUN_ARGS]
+    # A batch of one clip, so that the clip after each fault is a call of its own (with groups, a fatal
+    # error takes the unfinished clips of both calls in flight to the restarted process)
+    args = [str(prompts), "--out", str(out), "--workers", "1", "--clips-per-forward", "1", *RUN_ARGS]
 
     assert render.main([*args, "--run-id", "cuda"]) == render.EXIT_FAILED
 

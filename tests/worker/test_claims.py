@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -112,3 +113,23 @@ def test_releasing_marks_the_claim_with_the_outcome(target, state: str) -> None:
     mine.acquire("fox")
     mine.release("fox", state)
     assert stored(target, "fox")["state"] == state
+
+
+@pytest.mark.parametrize("state", ["ok", "failed"])
+def test_a_clip_another_process_of_this_invocation_finished_is_done_one_an_earlier_invocation_did_is_not(
+    target, state: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Ray retry of a call whose process died after the clip was done keeps its row; resuming a run
+    (the same run id, planned later) tries its failed clips again, and so does a process asked again."""
+    clock = Clock()
+    run = claims(target, "run-a", clock)
+    assert not run.finished_in_this_plan("fox")  # no claim yet
+    assert run.acquire("fox") is None
+    clock.now += 5
+    run.release("fox", state)
+    assert not run.finished_in_this_plan("fox")  # this process: asked again, it renders again
+    monkeypatch.setattr(os, "getpid", lambda: 1)  # the process Ray restarted
+    assert run.finished_in_this_plan("fox")
+    assert not claims(target, "run-b", clock).finished_in_this_plan("fox")  # another run's
+    resumed = ClipClaims(target, "run-a", planned_at=clock.now + 60, clock=clock)
+    assert not resumed.finished_in_this_plan("fox")  # done before this invocation planned

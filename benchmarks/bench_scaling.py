@@ -154,6 +154,7 @@ def run_driver(gpus: int, args: argparse.Namespace) -> dict[str, Any]:
             *("--out", str(out), "--run-id", run_id, "--model", args.preset),
             "--random-weights",
             *("--latent-frames", str(args.latent_frames), "--cache-policy", CACHE_POLICY),
+            *("--clips-per-forward", args.clips_per_forward),
         ]
         env = {
             **os.environ,
@@ -224,6 +225,7 @@ def main() -> None:
     parser.add_argument("--clips-per-gpu", type=int, default=4, help="K: each run renders n x K clips")
     parser.add_argument("--latent-frames", type=int, default=42, help="clip length (42: 165 frames, 10 s)")
     parser.add_argument("--preset", default="self-forcing-1.3b", help="model preset; tiny for CPU checks")
+    parser.add_argument("--clips-per-forward", default="auto", help="the driver's option: N or auto")
     parser.add_argument("--fake-gpus", action="store_true", help="tell Ray the node has n GPUs (CPU checks)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
@@ -245,6 +247,7 @@ def main() -> None:
         "latent_frames": args.latent_frames,
         "frames_per_clip": preset.pixel_frames(args.latent_frames),
         "clips_per_gpu": args.clips_per_gpu,
+        "clips_per_forward": args.clips_per_forward,
         "fake_gpus": args.fake_gpus,
         "runs": [],
     }

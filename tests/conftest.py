@@ -44,6 +44,7 @@ SERVICE_FIXTURES = {
 # Tests that start Ray (a fixture's or the driver's own) run one at a time on one pytest-xdist worker
 # (`-n auto --dist loadgroup`): two clusters rendering at once on a 2-core machine would starve each
 # other's heartbeats and deadlines, and the session's `ray_local` is then started once, not per worker.
+# A module elsewhere that starts Ray another way (the driver in-process) marks itself with the group.
 RAY_FIXTURES = {"ray_local", "ray_head"}
 DRIVER_TESTS = Path(__file__).parent / "jobs"
 

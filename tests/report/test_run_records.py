@@ -18,7 +18,13 @@ from pipeline.runs import read_run_record
 from pipeline.storage import open_target
 from pipeline.storage.local import LocalTarget
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
+# The driver runs in this process, with its embedded Ray: with the other tests that start Ray (conftest)
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.timeout(300),
+    pytest.mark.xdist_group("ray"),
+]
 
 render = render_module()
 CLIPS = 3

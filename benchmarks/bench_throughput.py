@@ -57,6 +57,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from bench_scaling import CACHE_POLICY, PROMPTS  # noqa: E402  (beside this script: the same clips)
+
 from pipeline.generate import ClipRequest, ClipStats, GroupStream  # noqa: E402
 from pipeline.prompts import RenderDefaults, parse_line  # noqa: E402
 from pipeline.spec.cache import PolicyParams  # noqa: E402
@@ -64,15 +66,6 @@ from pipeline.spec.clip import ClipSpec  # noqa: E402
 from pipeline.spec.model import get_preset  # noqa: E402
 from pipeline.worker import RenderWorker, WorkerConfig  # noqa: E402
 
-CACHE_POLICY = "deep-forcing"
-PROMPTS = (
-    "Several giant wooly mammoths tread through a snowy meadow.",
-    "Waves crash against the cliffs of Big Sur at golden hour.",
-    "A stylish woman strolls down a neon-lit Tokyo street at night.",
-    "A red kite climbs over wind-swept sand dunes.",
-    "A paper boat drifts down a rain-filled gutter.",
-    "A fox trots across a frozen lake under the northern lights.",
-)
 CALLS_PER_ACTOR = 2  # as jobs/render.py runs an actor: one call generates while the other finalises
 CACHE_ENV = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")
 ROW_TIMINGS = (

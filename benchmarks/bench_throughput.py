@@ -13,8 +13,9 @@ encoded by ffmpeg into a local folder, metrics rows written there, `deep-forcing
    compiles the shapes of that group size, then `--steady-batches` batches of n clips of
    `--latent-frames` (60 s by default), two calls at a time as Ray runs an actor (one generates while
    the other encodes and uploads);
-3. a second process on the same compile caches (inductor and Triton, on this node's disk): its load
-   and its first (warm-up) clip, as a second actor on a node that has rendered before would meet them.
+3. right after group size 1, a second process on the same compile caches (inductor and Triton, on this
+   node's disk): its load and its first (warm-up) clip, as a second actor on a node that has rendered
+   before would meet them, with where its threads spent that time.
 
 Fields per group size: `steady_fps_per_gpu` (frames of the steady clips over the wall time from the
 first steady call to the last one's return), `dit_chunk_s` (median DiT seconds per clip per chunk once
@@ -23,8 +24,9 @@ group's), `vae_chunk_s` (median decode per clip per chunk after the first), `fir
 over the steady clips), `peak_mem_gb` (GiB, max allocated while generating), `warmup_s` (the warm-up
 batch's wall time over what its frames take at the steady rate). Top level: `warmup_cold_s` (the first
 process's warm-up at group size 1, compile caches empty), `warmup_warm_s` (the second process's),
-`load_cold_s`, `load_warm_s`. The JSON is rewritten after every phase, so a call cut short still returns
-what it measured.
+`load_cold_s`, `load_warm_s`, `attention_choices` (the self-attention kernel timed fastest per call
+shape, clips x queries x keys, with every candidate's time). The JSON is rewritten after every phase, so
+a call cut short still returns what it measured.
 
 Checked on a CPU with the tiny preset:
 
@@ -60,6 +62,7 @@ if str(REPO_ROOT) not in sys.path:
 from bench_scaling import CACHE_POLICY, PROMPTS  # noqa: E402  (beside this script: the same clips)
 
 from pipeline.generate import ClipRequest, ClipStats, GroupStream  # noqa: E402
+from pipeline.model.attention import FastestAttention  # noqa: E402
 from pipeline.prompts import RenderDefaults, parse_line  # noqa: E402
 from pipeline.spec.cache import PolicyParams  # noqa: E402
 from pipeline.spec.clip import ClipSpec  # noqa: E402
@@ -148,7 +151,8 @@ class Bench:
 
 class StackSampler:
     """Where each thread spends its wall time: every SAMPLE_S, the innermost frame of our code (or the
-    innermost frame, if none is ours) of every thread, counted; a profile of the host side without py-spy."""
+    innermost frame, if none is ours) of every thread and the library file it is in (compiling, cuDNN's
+    search and Python ops tell apart that way), counted; a profile of the host side without py-spy."""
 
     def __init__(self) -> None:
         self.counts: collections.Counter[tuple[str, str]] = collections.Counter()
@@ -179,6 +183,10 @@ class StackSampler:
                     probe = probe.f_back
                 code = where.f_code
                 place = f"{Path(code.co_filename).name}:{where.f_lineno} {code.co_name}"
+                if where is not frame:  # in a library below our frame: which file
+                    file = frame.f_code.co_filename
+                    library = file.rpartition("-packages/")[2] if "-packages/" in file else Path(file).name
+                    place += f" < {library}:{frame.f_code.co_name}"
                 self.counts[(names.get(ident, str(ident)).split("_")[0], place)] += 1
 
     def top(self, count: int = 40) -> list[str]:
@@ -254,9 +262,24 @@ def warm_process(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def second_process(args: argparse.Namespace) -> None:
-    bench = Bench(args, "second")
-    wall_s, frames = warm_up(bench, 1)
-    print(json.dumps({"load_s": bench.load_s, "first_clip_wall_s": wall_s, "first_clip_frames": frames}))
+    with StackSampler() as sampler:
+        bench = Bench(args, "second")
+        wall_s, frames = warm_up(bench, 1)
+    results = {"load_s": bench.load_s, "first_clip_wall_s": wall_s, "first_clip_frames": frames}
+    print(json.dumps(results | {"where_threads_were": sampler.top()}))
+
+
+def attention_choices(bench: Bench) -> dict[str, Any] | None:
+    """The self-attention kernel timed fastest per call shape (`FastestAttention`), with its timings."""
+    kernel = bench.worker.bundle.dit.self_attention
+    if not isinstance(kernel, FastestAttention):
+        return None
+    return {
+        f"{clips}x{queries}x{keys}": {"kernel": kernel.choices[shape]}
+        | {f"{name}_ms": seconds * 1e3 for name, seconds in kernel.timings[shape].items()}
+        for shape in sorted(kernel.choices)
+        for clips, queries, keys in [shape]
+    }
 
 
 def save(path: Path, results: dict[str, Any]) -> None:
@@ -328,21 +351,17 @@ def main() -> None:
     for size in (int(n) for n in args.clips_per_forward.split(",")):
         run = measure_size(bench, size)
         results["runs"].append(run)
+        results["attention_choices"] = attention_choices(bench)
         if size == 1:
             results["warmup_cold_s"] = run["warmup_s"]
+            if not args.no_second_process:  # before the larger groups, so a call cut short has it
+                second = warm_process(args)  # the first model stays on the GPU: room for two
+                results["second_process"] = second
+                results["load_warm_s"] = second["load_s"]
+                expected = second["first_clip_frames"] / run["steady_fps_per_gpu"]
+                results["warmup_warm_s"] = second["first_clip_wall_s"] - expected
         save(args.out, results)
         report(results)
-    if not args.no_second_process:
-        base = next((run for run in results["runs"] if run["clips_per_forward"] == 1), None)
-        bench.worker.close()  # its model stays on the GPU: the device has room for two
-        second = warm_process(args)
-        results["second_process"] = second
-        results["load_warm_s"] = second["load_s"]
-        if base is not None:
-            expected = second["first_clip_frames"] / base["steady_fps_per_gpu"]
-            results["warmup_warm_s"] = second["first_clip_wall_s"] - expected
-        save(args.out, results)
-    report(results)
 
 
 if __name__ == "__main__":

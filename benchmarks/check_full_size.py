@@ -61,7 +61,7 @@ def check_dit(dtype: torch.dtype) -> dict[str, float]:
     whole = dit.forward_block_causal(latents, torch.zeros(1, 6, device="cuda"), dit.prepare_text(prompt), 3)
     dit.sdpa_backends = ATTENTION_ORDERS["cudnn"]
     cudnn = streamed(dit)
-    dit.self_attention = KeySplitAttention(splits=2, min_keys=0)
+    dit.self_attention = KeySplitAttention(splits=2)
     split = streamed(dit)
     checks = {
         "dit_stream_vs_block_causal": rel_err(low, whole),

@@ -2,18 +2,25 @@
 
 Each takes q (B, nh, L, hd) and keys/values (B, nh, L_kv, hd) and returns the attention, or per-split
 partial outputs and their log-sum-exps for the caller to merge with `merge_key_splits` (inside the
-compiled block, where the merge fuses into the next copy). `speed.py` picks one per process.
+compiled block, where the merge fuses into the next copy). `FastestAttention` times the available ones
+per call shape and keeps the fastest; `speed.py` sets which are available.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import logging
+import statistics
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol, cast
 
 import torch
 import torch.nn.functional as F
+
+logger = logging.getLogger(__name__)
 
 Attention = tuple[torch.Tensor, torch.Tensor | None]  # output, and per-split log-sum-exp if keys were split
 # Relative error against float32 a bf16 attention kernel must stay under (they reach about a quarter of it)
@@ -31,15 +38,13 @@ def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> Attention:
 
 @dataclass(frozen=True)
 class KeySplitAttention:
-    """SDPA, except that a single video's attention over at least `min_keys` keys runs over `splits`
-    equal key runs (see `attention_over_key_splits` for why)."""
+    """SDPA, except that a single video's attention runs over `splits` equal key runs (see
+    `attention_over_key_splits` for why); a batch of several, or keys that do not split evenly, stay whole."""
 
     splits: int
-    min_keys: int
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> Attention:
-        num_keys = k.shape[2]
-        if q.shape[0] == 1 and num_keys >= self.min_keys and num_keys % self.splits == 0:
+        if q.shape[0] == 1 and k.shape[2] % self.splits == 0:
             return attention_over_key_splits(q, k, v, self.splits)
         return sdpa(q, k, v)
 
@@ -73,61 +78,153 @@ def merge_key_splits(out: torch.Tensor, lse: torch.Tensor) -> torch.Tensor:
     return (out.float() * weights).sum(0, keepdim=True).to(out.dtype)  # (1, nh, L, hd)
 
 
-class FlashAttention4:
-    """FlashAttention-4's CuTe DSL forward (pip package `flash-attn-4`, optional).
+class OptionalKernel:
+    """A FlashAttention forward from an optional pip package, checked against SDPA before first use.
 
-    On Hopper at a chunk's shapes it is faster than cuDNN (whole or split) once the cache holds more
-    than one chunk, at the same error against float32 (benchmarks/README.md, fourth round). It reads
-    the cache's (B, nh, L_kv, hd) buffers
-    as (B, L_kv, nh, hd) views, and its output is laid out (B, L, nh, hd), the order the output
-    projection wants. Its first call compiles the kernel (about 2 s).
+    Both read the cache's (B, nh, L_kv, hd) buffers as (B, L_kv, nh, hd) views, and their output is laid
+    out (B, L, nh, hd), the order the output projection wants. Subclasses name the package and call it.
     """
 
-    def __init__(self, min_keys: int = 0) -> None:
-        from flash_attn.cute import flash_attn_func  # optional dependency: see `unavailable_reason`
+    package = ""  # pip name
+    module = ""  # the module `load` imports
+    extra = ""  # this project's pip extra that brings it
 
-        self.flash_attn_func = flash_attn_func
-        self.min_keys = min_keys  # fewer keys: SDPA (cuDNN), see SpeedConfig.flash4_min_key_frames
+    def __init__(self) -> None:
+        self.flash_attn_func = self.load()
 
-    @staticmethod
-    def unavailable_reason(device: torch.device, heads: int, head_dim: int) -> str | None:
+    def load(self) -> Callable[..., Any]:
+        raise NotImplementedError
+
+    @classmethod
+    def unavailable_reason(cls, device: torch.device, heads: int, head_dim: int) -> str | None:
         """Why it cannot run on `device` (None: it can). Measured on Hopper only, so used there only."""
         if device.type != "cuda":
             return f"it needs a CUDA device, not {device.type}"
         if torch.cuda.get_device_capability(device)[0] != 9:
             return f"it is measured on Hopper (sm_90) only, not {torch.cuda.get_device_name(device)}"
-        if importlib.util.find_spec("flash_attn") is None:
-            return "the flash-attn-4 package is not installed (pip install 'deepforcing-render[flash]')"
+        if importlib.util.find_spec(cls.module.split(".")[0]) is None:
+            install = f"pip install 'deepforcing-render[{cls.extra}]'"
+            return f"the {cls.package} package is not installed ({install})"
         try:
-            import flash_attn.cute  # noqa: F401
-        except Exception as exc:  # a broken install names its own cause (e.g. a missing CUDA DSL library)
-            return f"flash_attn.cute failed to import: {exc!r}"
-        try:  # compiles the kernel (about 2 s): a DSL or driver mismatch shows here, not mid-clip
-            FlashAttention4.check_against_sdpa(device, heads, head_dim)
+            kernel = cls()
+        except Exception as exc:  # a broken install names its own cause (e.g. a missing CUDA library)
+            return f"{cls.module} failed to import: {exc!r}"
+        try:  # compiles or loads the kernel: a library or driver mismatch shows here, not mid-clip
+            check_against_sdpa(kernel, device, heads, head_dim)
         except Exception as exc:
             return f"its check against SDPA failed: {exc!r}"
         return None
 
-    @staticmethod
-    def check_against_sdpa(device: torch.device, heads: int, head_dim: int) -> None:
-        """Raise unless a small attention at the model's head sizes matches float32 SDPA within bf16 error."""
-        generator = torch.Generator(device).manual_seed(0)
-        q, k, v = (
-            torch.randn(1, heads, n, head_dim, device=device, dtype=torch.bfloat16, generator=generator)
-            for n in (300, 700, 700)
-        )
-        out, _ = FlashAttention4()(q, k, v)
-        expected = F.scaled_dot_product_attention(q.float(), k.float(), v.float())
-        error = ((out.float() - expected).norm() / expected.norm()).item()
-        if not error < BF16_ATTENTION_TOLERANCE:
-            raise RuntimeError(f"output differs from float32 SDPA by {error:.2%}")
-
     def __repr__(self) -> str:
-        package = f"flash-attn-4 {importlib.metadata.version('flash-attn-4')}"
-        return f"FlashAttention4({package}, from {self.min_keys} keys on)"
+        return f"{type(self).__name__}({self.package} {importlib.metadata.version(self.package)})"
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> Attention:
-        if k.shape[2] < self.min_keys:
-            return sdpa(q, k, v)
-        out, _ = self.flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        out = self.flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        if isinstance(out, tuple):  # FlashAttention-4 also returns the log-sum-exp
+            out = out[0]
         return out.transpose(1, 2), None  # (B, nh, L, hd) view of a (B, L, nh, hd) tensor
+
+
+class FlashAttention4(OptionalKernel):
+    """FlashAttention-4's CuTe DSL forward (pip package `flash-attn-4`). Its first call at a shape
+    compiles the kernel (about 2 s)."""
+
+    package, module, extra = "flash-attn-4", "flash_attn.cute", "flash"
+
+    def load(self) -> Callable[..., Any]:
+        from flash_attn.cute import flash_attn_func
+
+        return cast(Callable[..., Any], flash_attn_func)
+
+
+class FlashAttention3(OptionalKernel):
+    """FlashAttention-3's bf16 forward for Hopper (pip package `fa3-fwd`, prebuilt, forward only)."""
+
+    package, module, extra = "fa3-fwd", "fa3_fwd_interface", "flash3"
+
+    def load(self) -> Callable[..., Any]:
+        from fa3_fwd_interface import flash_attn_func
+
+        return cast(Callable[..., Any], flash_attn_func)
+
+
+def check_against_sdpa(kernel: SelfAttentionKernel, device: torch.device, heads: int, head_dim: int) -> None:
+    """Raise unless a small attention at the model's head sizes matches float32 SDPA within bf16 error."""
+    generator = torch.Generator(device).manual_seed(0)
+    q, k, v = (
+        torch.randn(1, heads, n, head_dim, device=device, dtype=torch.bfloat16, generator=generator)
+        for n in (300, 700, 700)
+    )
+    out, _ = kernel(q, k, v)
+    expected = F.scaled_dot_product_attention(q.float(), k.float(), v.float())
+    error = ((out.float() - expected).norm() / expected.norm()).item()
+    if not error < BF16_ATTENTION_TOLERANCE:
+        raise RuntimeError(f"output differs from float32 SDPA by {error:.2%}")
+
+
+CallShape = tuple[int, int, int]  # clips (batch), queries, keys
+
+
+class FastestAttention:
+    """Per call shape, the fastest of several kernels, timed on real inputs at the first call of that
+    shape (as cuDNN's benchmark mode times conv algorithms) and used from then on.
+
+    No fixed thresholds: which kernel wins moves with the key count (a clip's first chunk sees only
+    itself), the batch (clips per forward) and the GPU (benchmarks/README.md has the measurements). A
+    policy meets a handful of key counts per clip, so the timing costs well under a second per process.
+    A kernel that returns per-split partials is timed with their merge, so the comparison is whole.
+    """
+
+    def __init__(self, kernels: dict[str, SelfAttentionKernel], timed_calls: int):
+        if not kernels:
+            raise ValueError("FastestAttention needs at least one kernel")
+        self.kernels = kernels
+        self.timed_calls = timed_calls
+        self.choices: dict[CallShape, str] = {}
+        self.timings: dict[CallShape, dict[str, float]] = {}  # seconds per call, median
+
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> Attention:
+        shape = (q.shape[0], q.shape[2], k.shape[2])
+        name = self.choices.get(shape)
+        if name is None:
+            name = self._choose(shape, q, k, v)
+        return self.kernels[name](q, k, v)
+
+    def _choose(self, shape: CallShape, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> str:
+        seconds = {name: self._seconds(kernel, q, k, v) for name, kernel in self.kernels.items()}
+        name = min(seconds, key=seconds.__getitem__)
+        self.choices[shape], self.timings[shape] = name, seconds
+        logger.info(
+            "self-attention for %d clip(s), %d queries, %d keys: %s (%s)",
+            *shape,
+            name,
+            ", ".join(f"{kernel} {s * 1e3:.3f} ms" for kernel, s in seconds.items()),
+        )
+        return name
+
+    def _seconds(
+        self, kernel: SelfAttentionKernel, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+    ) -> float:
+        def call() -> None:
+            out, lse = kernel(q, k, v)
+            if lse is not None:
+                merge_key_splits(out, lse)
+
+        call()  # a first call may compile or plan (FlashAttention-4, cuDNN graphs): not timed
+        samples = []
+        for _ in range(self.timed_calls):
+            if q.is_cuda:
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                call()
+                end.record()
+                end.synchronize()
+                samples.append(start.elapsed_time(end) / 1e3)
+            else:
+                begin = time.perf_counter()
+                call()
+                samples.append(time.perf_counter() - begin)
+        return statistics.median(samples)
+
+    def __repr__(self) -> str:
+        return f"FastestAttention({', '.join(f'{name}={kernel!r}' for name, kernel in self.kernels.items())})"

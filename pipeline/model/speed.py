@@ -13,7 +13,15 @@ from typing import TYPE_CHECKING
 import torch
 from torch.nn.attention import SDPBackend
 
-from pipeline.model.attention import FlashAttention4, KeySplitAttention, SelfAttentionKernel, sdpa
+from pipeline.model.attention import (
+    FastestAttention,
+    FlashAttention3,
+    FlashAttention4,
+    KeySplitAttention,
+    OptionalKernel,
+    SelfAttentionKernel,
+    sdpa,
+)
 from pipeline.model.vae import CausalConv3d, Resample, ResidualBlock, WanVAEDecoder
 from pipeline.spec.model import ModelPreset
 
@@ -27,15 +35,14 @@ logger = logging.getLogger(__name__)
 class SpeedConfig:
     """Each switch and threshold below was measured at full size; the numbers are in benchmarks/README.md."""
 
-    # "auto": FlashAttention-4 for the chunk's self-attention on Hopper when installed, else "cudnn";
-    # "flash4": FlashAttention-4 or an error; "cudnn": cuDNN > flash > efficient > math (SDPA);
-    # "default": PyTorch's SDPA order. SDPA runs cross-attention and masked attention in every case.
+    # The chunk's self-attention on a GPU: "auto" times, per call shape, cuDNN whole and over key splits
+    # and FlashAttention-3 and -4 where installed (and checked on Hopper), and keeps the fastest;
+    # "flash3" / "flash4" the same with that package required (an error otherwise); "cudnn" cuDNN
+    # only; "default" PyTorch's SDPA order, untimed. SDPA (cuDNN > flash > efficient > math unless
+    # "default") runs cross-attention and masked attention in every case.
     attention: str = "auto"
-    # FlashAttention-4 from this many frames of keys on, cuDNN below: a clip's first chunk attends only to
-    # its own frames, where cuDNN is the faster kernel; from the second chunk on FA4 is as fast or faster.
-    flash4_min_key_frames: int = 4
-    attention_key_splits: int = 2  # cuDNN self-attention over 2 key runs fills the last SM wave ...
-    attention_split_min_key_frames: int = 18  # ... from this many frames of keys on (a loss at 16)
+    attention_key_splits: int = 2  # cuDNN over 2 key runs can fill the last SM wave (attention.py); 1: never
+    attention_timed_calls: int = 5  # per kernel and call shape, after one untimed call
     compile_blocks: bool = True  # torch.compile each DiT block's dense parts (attention stays eager)
     compile_backend: str = "inductor"  # "aot_eager" traces without code generation (CPU tests)
     vae_channels_last: bool = True  # VAE activations channels-last end to end (cuDNN's fast layout)
@@ -64,6 +71,7 @@ CUDNN_FIRST = [
 ]
 ATTENTION_ORDERS: dict[str, list[SDPBackend] | None] = {
     "auto": CUDNN_FIRST,
+    "flash3": CUDNN_FIRST,
     "flash4": CUDNN_FIRST,
     "cudnn": CUDNN_FIRST,
     "default": None,
@@ -93,26 +101,32 @@ def accelerate(bundle: ModelBundle, config: SpeedConfig = SpeedConfig()) -> Mode
     return bundle
 
 
+FLASH_KERNELS: dict[str, type[OptionalKernel]] = {"flash3": FlashAttention3, "flash4": FlashAttention4}
+
+
 def self_attention_kernel(
     config: SpeedConfig, device: torch.device, preset: ModelPreset
 ) -> SelfAttentionKernel:
     """The streaming self-attention kernel `config` asks for on `device` (attention.py has them)."""
-    if device.type != "cuda":
+    if device.type != "cuda" or config.attention == "default":
         return sdpa
-    tokens_per_frame = preset.tokens_per_frame
-    if config.attention in ("auto", "flash4"):
-        reason = FlashAttention4.unavailable_reason(device, preset.dit.num_heads, preset.dit.head_dim)
-        if reason is None:
-            return FlashAttention4(config.flash4_min_key_frames * tokens_per_frame)
-        if config.attention == "flash4":
-            raise RuntimeError(f"attention='flash4' cannot be used: {reason}")
-        logger.info("FlashAttention-4 not used (%s): cuDNN attention instead", reason)
+    kernels: dict[str, SelfAttentionKernel] = {"cudnn": sdpa}
     # Key splits call cuDNN's kernel directly, so they come with cuDNN only (attention.py: why they win).
-    if config.attention != "default" and config.attention_key_splits > 1:
-        return KeySplitAttention(
-            config.attention_key_splits, config.attention_split_min_key_frames * tokens_per_frame
-        )
-    return sdpa
+    if config.attention_key_splits > 1:
+        kernels[f"cudnn-split{config.attention_key_splits}"] = KeySplitAttention(config.attention_key_splits)
+    wanted = list(FLASH_KERNELS) if config.attention == "auto" else [config.attention]
+    for name in (name for name in wanted if name in FLASH_KERNELS):
+        flash = FLASH_KERNELS[name]
+        reason = flash.unavailable_reason(device, preset.dit.num_heads, preset.dit.head_dim)
+        if reason is None:
+            kernels[name] = flash()
+        elif config.attention == name:
+            raise RuntimeError(f"attention={name!r} cannot be used: {reason}")
+        else:
+            logger.info("%s not used (%s)", flash.__name__, reason)
+    if len(kernels) == 1:
+        return sdpa
+    return FastestAttention(kernels, config.attention_timed_calls)
 
 
 def accelerate_vae(vae: WanVAEDecoder, config: SpeedConfig) -> WanVAEDecoder:

@@ -238,17 +238,18 @@ class ModelBundle:
         if placement not in TEXT_PLACEMENTS:
             raise ValueError(f"text encoder placement {placement!r}; choose one of {list(TEXT_PLACEMENTS)}")
         self._pinned_text_weights.clear()
-        if placement == "device":
-            self.text_encoder.to(self.device)
-        else:
-            self.text_encoder.to("cpu")
         if placement == "offload" and self.device.type == "cuda":
             table = self.text_encoder.encoder.token_embedding.weight  # looked up on the host: 512 rows travel
             for name, param in self.text_encoder.named_parameters():
                 if param is table:
                     continue
-                param.data = param.data.pin_memory()
-                self._pinned_text_weights[name] = param.data
+                # Straight into page-locked memory, from the GPU or the host: one copy. Moving to pageable
+                # memory first and pinning after took 19 s for the 11 GB drawn on an H200.
+                pinned = torch.empty(param.shape, dtype=param.dtype, pin_memory=True)
+                param.data = pinned.copy_(param.data)
+                self._pinned_text_weights[name] = pinned
+        # the rest (the embedding table, buffers) where the placement puts it; pinned weights stay put
+        self.text_encoder.to(self.device if placement == "device" else "cpu")
         self.text_placement = placement
 
     def encode_prompt(self, prompt: str) -> torch.Tensor:

@@ -15,7 +15,9 @@ encoded by ffmpeg into a local folder, metrics rows written there, `deep-forcing
    the other encodes and uploads);
 3. right after group size 1, a second process on the same compile caches (inductor and Triton, on this
    node's disk): its load and its first (warm-up) clip, as a second actor on a node that has rendered
-   before would meet them, with where its threads spent that time.
+   before would meet them, with where its threads spent that time (`--quick-search-process`: and a
+   third that leaves cuDNN's conv search at PyTorch's default, `quick_search_process`, its warm-up and
+   steady VAE decode against the shipped full search).
 
 Fields per group size: `steady_fps_per_gpu` (frames of the steady clips over the wall time from the
 first steady call to the last one's return), `dit_chunk_s` (median DiT seconds per clip per chunk once
@@ -101,6 +103,7 @@ class Bench:
             clip_timeout_s=24 * 3600.0,
             hang_timeout_s=24 * 3600.0,
             log_level="WARNING",
+            search_all_conv_algorithms=not args.quick_conv_search,
         )
         start = time.perf_counter()
         self.worker = RenderWorker(config)
@@ -251,9 +254,10 @@ def measure_size(bench: Bench, size: int) -> dict[str, Any]:
     }
 
 
-def warm_process(args: argparse.Namespace) -> dict[str, Any]:
+def warm_process(args: argparse.Namespace, quick_conv_search: bool) -> dict[str, Any]:
     """This script again, in a process of its own on the same compile caches: load and first clip."""
     command = [sys.executable, __file__, "--second-process", "--preset", args.preset]
+    command += ["--quick-conv-search"] if quick_conv_search else []
     command += ["--warmup-latent-frames", str(args.warmup_latent_frames), "--videos", str(args.videos)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=args.second_process_timeout)
     if done.returncode != 0:
@@ -263,9 +267,17 @@ def warm_process(args: argparse.Namespace) -> dict[str, Any]:
 
 def second_process(args: argparse.Namespace) -> None:
     with StackSampler() as sampler:
-        bench = Bench(args, "second")
+        bench = Bench(args, "quick" if args.quick_conv_search else "second")  # clip ids of its own
         wall_s, frames = warm_up(bench, 1)
-    results = {"load_s": bench.load_s, "first_clip_wall_s": wall_s, "first_clip_frames": frames}
+    (stats,) = bench.groups[0]
+    results = {
+        "quick_conv_search": args.quick_conv_search,
+        "load_s": bench.load_s,
+        "first_clip_wall_s": wall_s,
+        "first_clip_frames": frames,
+        # the second chunk still searches (its shapes are the steady ones)
+        "vae_chunk_s": statistics.median(stats.vae_s[2:]) if len(stats.vae_s) > 2 else None,
+    }
     print(json.dumps(results | {"where_threads_were": sampler.top()}))
 
 
@@ -320,6 +332,10 @@ def main() -> None:
     parser.add_argument("--compile-cache", type=Path, help="inductor/Triton caches (default: a new folder)")
     parser.add_argument("--no-second-process", action="store_true", help="skip the warm-start process")
     parser.add_argument("--second-process-timeout", type=float, default=300.0)
+    parser.add_argument(
+        "--quick-search-process", action="store_true", help="and a third with PyTorch's default conv search"
+    )
+    parser.add_argument("--quick-conv-search", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--second-process", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=Path("throughput.json"))
     args = parser.parse_args()
@@ -354,12 +370,19 @@ def main() -> None:
         results["attention_choices"] = attention_choices(bench)
         if size == 1:
             results["warmup_cold_s"] = run["warmup_s"]
-            if not args.no_second_process:  # before the larger groups, so a call cut short has it
-                second = warm_process(args)  # the first model stays on the GPU: room for two
-                results["second_process"] = second
-                results["load_warm_s"] = second["load_s"]
-                expected = second["first_clip_frames"] / run["steady_fps_per_gpu"]
-                results["warmup_warm_s"] = second["first_clip_wall_s"] - expected
+            # Before the larger groups, so a call cut short has them. The first model stays on the GPU,
+            # which has room for two: as shipped, and with PyTorch's default conv search
+            for key, quick in (("second_process", False), ("quick_search_process", True)):
+                if args.no_second_process or (quick and not args.quick_search_process):
+                    continue
+                second = warm_process(args, quick)
+                second["warmup_s"] = (
+                    second["first_clip_wall_s"] - second["first_clip_frames"] / run["steady_fps_per_gpu"]
+                )
+                results[key] = second
+            if "second_process" in results:
+                results["load_warm_s"] = results["second_process"]["load_s"]
+                results["warmup_warm_s"] = results["second_process"]["warmup_s"]
         save(args.out, results)
         report(results)
 

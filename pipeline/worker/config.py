@@ -35,6 +35,9 @@ class WorkerConfig:
     # Clips of one length and policy that render as one batch (worker/groups.py); None: as many as the
     # device's free memory holds, at most MAX_AUTO_CLIPS_PER_FORWARD (always 1 on CPUs)
     clips_per_forward: int | None = None
+    # Let cuDNN time every conv algorithm for the VAE's full-resolution convs (faster decode for the
+    # whole life of the actor, for seconds of warm-up in each process: SpeedConfig, benchmarks/README.md)
+    search_all_conv_algorithms: bool = True
 
     def __post_init__(self) -> None:
         for name in ("clip_timeout_s", "hang_timeout_s", "encode_timeout_s"):

@@ -29,7 +29,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # `python jobs/render.py` from a checkout without `pip install -e .`
     sys.path.insert(0, str(REPO_ROOT))
 
-from pipeline.driver.cluster import Resources, actor_runtime_env, clips_per_batch, ray_session  # noqa: E402
+from pipeline.driver.cluster import (  # noqa: E402
+    Resources,
+    actor_runtime_env,
+    clips_per_batch,
+    ray_session,
+    worker_config,
+)
 from pipeline.driver.config import RenderConfig  # noqa: E402
 from pipeline.driver.options import config_from_args, parse_args  # noqa: E402
 from pipeline.driver.plan import describe_plan, plan, read_clips, resumed_count  # noqa: E402
@@ -140,12 +146,13 @@ def render(todo: list[ClipSpec], cfg: RenderConfig, resources: Resources, run: R
     )
     ordered = order_for_groups(todo)
     batch_size = clips_per_batch(cfg, resources, len(todo))
+    worker = worker_config(cfg, resources, todo)
     clips = ray.data.from_items(
         [{"clip": clip.to_bytes()} for clip in ordered], override_num_blocks=len(ordered)
     )
     rows = clips.map_batches(
         RenderWorker,
-        fn_constructor_kwargs={"config": cfg.worker},
+        fn_constructor_kwargs={"config": worker},
         batch_size=batch_size,
         compute=ActorPoolStrategy(
             size=resources.workers,  # actors start as resources appear; rendering begins with the first
@@ -159,13 +166,14 @@ def render(todo: list[ClipSpec], cfg: RenderConfig, resources: Resources, run: R
         runtime_env=actor_runtime_env(),
     )
     logger.info(
-        "rendering %d clip(s) on %d worker(s) (%s GPU, %s CPU each, up to %d clip(s) per batch) into %s, "
-        "run %s",
+        "rendering %d clip(s) on %d worker(s) (%s GPU, %s CPU each, up to %d clip(s) per batch, %s conv "
+        "search) into %s, run %s",
         len(todo),
         resources.workers,
         resources.num_gpus,
         resources.num_cpus,
         batch_size,
+        "full" if worker.search_all_conv_algorithms else "quick",
         run.out,
         run.run_id,
     )

@@ -1,21 +1,29 @@
-"""The Ray side of a run: connect to the cluster or start an embedded local Ray, and size the actor pool."""
+"""The Ray side of a run: connect to the cluster or start an embedded local Ray, size the actor pool and
+settle what the actors are told."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.driver.config import CPU_CPUS_PER_WORKER, CPU_WORKERS, GPU_CPUS_PER_WORKER, RenderConfig
+from pipeline.spec.clip import ClipSpec
 from pipeline.spec.model import get_preset
 from pipeline.worker.chaos import CHAOS_ENV
-from pipeline.worker.config import MAX_AUTO_CLIPS_PER_FORWARD
+from pipeline.worker.config import (
+    FULL_CONV_SEARCH_SAVING_S_PER_CHUNK,
+    FULL_CONV_SEARCH_WARMUP_S,
+    MAX_AUTO_CLIPS_PER_FORWARD,
+    WorkerConfig,
+)
 
 logger = logging.getLogger("render")
 
@@ -45,6 +53,21 @@ def clips_per_batch(cfg: RenderConfig, resources: Resources, clips: int) -> int:
     if wanted is None:
         wanted = MAX_AUTO_CLIPS_PER_FORWARD if resources.num_gpus else 1
     return max(1, min(wanted, -(-clips // resources.workers)))
+
+
+def worker_config(cfg: RenderConfig, resources: Resources, todo: Sequence[ClipSpec]) -> WorkerConfig:
+    """The workers' settings for these clips: `cfg.worker`, with --conv-search resolved.
+
+    auto searches fully when a worker's share of the planned chunks saves more decode time than the
+    search adds to its warm-up (both measured, pipeline/worker/config.py).
+    """
+    if cfg.conv_search == "auto":
+        chunks = sum(clip.num_latent_frames // cfg.defaults.preset.chunk_frames for clip in todo)
+        saving_s = chunks / resources.workers * FULL_CONV_SEARCH_SAVING_S_PER_CHUNK
+        full = saving_s > FULL_CONV_SEARCH_WARMUP_S
+    else:
+        full = cfg.conv_search == "full"
+    return dataclasses.replace(cfg.worker, search_all_conv_algorithms=full)
 
 
 @contextlib.contextmanager

@@ -27,6 +27,9 @@ class RenderConfig:
     no_progress_timeout_s: float | None = None  # Ray Data gives up after this long without a clip
     progress_interval_s: float = 60.0  # a heartbeat line when no clip finished for this long
     log_level: str = "INFO"
+    # "full": cuDNN times every algorithm of the VAE's full-resolution convs; "quick": PyTorch's default;
+    # "auto": full where a worker's share of the run pays its warm-up back (pipeline/worker/config.py)
+    conv_search: str = "auto"
 
     @property
     def run_id(self) -> str:

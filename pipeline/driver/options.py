@@ -19,7 +19,12 @@ from pipeline.spec.model import PRESETS, SELF_FORCING_1_3B, get_preset
 from pipeline.spec.storyboard import DEFAULT_RECACHE, RECACHE_MODES
 from pipeline.storage.cli import add_s3_options, s3_settings_from_args
 from pipeline.worker import WorkerConfig
-from pipeline.worker.config import MAX_AUTO_CLIPS_PER_FORWARD
+from pipeline.worker.config import (
+    CONV_SEARCHES,
+    FULL_CONV_SEARCH_SAVING_S_PER_CHUNK,
+    FULL_CONV_SEARCH_WARMUP_S,
+    MAX_AUTO_CLIPS_PER_FORWARD,
+)
 
 X264_PRESETS = (
     "ultrafast",
@@ -116,6 +121,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="clips of the same length and cache parameters that each GPU renders as one batch: more "
         "frames per second, each clip's frames as if alone; auto: as many as the GPU's free memory "
         f"holds, at most {MAX_AUTO_CLIPS_PER_FORWARD} (1 on CPUs) (default: %(default)s)",
+    )
+    model.add_argument(
+        "--conv-search",
+        default="auto",
+        choices=CONV_SEARCHES,
+        help="how long each GPU worker lets cuDNN search for the VAE's fastest conv kernels: full (about "
+        f"{FULL_CONV_SEARCH_WARMUP_S:.0f} s more start-up per worker, then "
+        f"{FULL_CONV_SEARCH_SAVING_S_PER_CHUNK * 1e3:.1f} ms less decode per chunk), quick (PyTorch's "
+        "default), auto: full when a worker's share of the run pays it back (default: %(default)s)",
     )
     encoding = parser.add_argument_group("encoding")
     defaults = EncoderSettings()
@@ -249,6 +263,7 @@ def config_from_args(args: argparse.Namespace) -> RenderConfig:
         no_progress_timeout_s=args.no_progress_timeout,
         progress_interval_s=args.progress_interval,
         log_level=args.log_level,
+        conv_search=args.conv_search,
     )
 
 

@@ -204,13 +204,14 @@ class ModelBundle:
         model_dir: Path | None,
         device: torch.device | None = None,
         seed: int = 0,
-        speed: SpeedConfig = SpeedConfig(),
+        search_all_conv_algorithms: bool = True,
     ) -> ModelBundle:
         """Ready to render on `device` (default: the first GPU, else the CPU), from a local model
         folder, or with weights drawn from `seed` when `model_dir` is None.
 
         On a GPU: bf16, UMT5 offloaded to pinned host memory (it keeps generation, decode and cache
-        within 20 GB) and the speed settings `speed` (`speed.py`). On a CPU: float32, UMT5 beside the DiT.
+        within 20 GB) and the speed settings (`speed.py`; `search_all_conv_algorithms`: see SpeedConfig).
+        On a CPU: float32, UMT5 beside the DiT.
         """
         device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
         on_gpu = device.type == "cuda"
@@ -222,7 +223,7 @@ class ModelBundle:
             bundle = cls.load(preset, model_dir, device, dtype, text_placement=placement)
             bundle.weights_sha256 = weights_digest(model_dir)
         if on_gpu:
-            accelerate(bundle, speed)
+            accelerate(bundle, SpeedConfig(vae_search_all_conv_algorithms=search_all_conv_algorithms))
         return bundle
 
     @property

@@ -92,7 +92,6 @@ class RenderWorker:
         # class without ever loading torch.
         from pipeline.generate import ClipGenerator, ClipRequest
         from pipeline.model.bundle import ModelBundle
-        from pipeline.model.speed import SpeedConfig
         from pipeline.spec.cache import WINDOW_FRAMES
 
         _configure_logging(config.log_level)
@@ -102,9 +101,11 @@ class RenderWorker:
         self.target = open_target(config.out, config.s3)
         self.claims = ClipClaims(self.target, config.run_id, config.planned_at, config.force)
         self.chaos = ChaosPlan.from_environment()  # faults for drills and soak tests; none unless asked
-        speed = SpeedConfig(vae_search_all_conv_algorithms=config.search_all_conv_algorithms)
         self.bundle = ModelBundle.for_device(
-            self.preset, _weights_folder(config), seed=config.weights_seed, speed=speed
+            self.preset,
+            _weights_folder(config),
+            seed=config.weights_seed,
+            search_all_conv_algorithms=config.search_all_conv_algorithms,
         )
         self.generator = ClipGenerator(self.bundle)
         self._request: type[ClipRequest] = ClipRequest

@@ -12,6 +12,14 @@ from pipeline.storage import S3Settings
 # while a group's clips all finish late, at once.
 MAX_AUTO_CLIPS_PER_FORWARD = 2
 
+# cuDNN timing every algorithm for the VAE's full-resolution convs, against PyTorch's default of its first
+# ten, measured in a warm H200 process (benchmarks/README.md): 17.1 s more warm-up in every actor process,
+# 6.3 ms less decode per chunk from then on. Automatic: full only where a worker's share of the run decodes
+# enough chunks to pay it back (about 34 minute-long clips).
+FULL_CONV_SEARCH_WARMUP_S = 17.1
+FULL_CONV_SEARCH_SAVING_S_PER_CHUNK = 0.0063
+CONV_SEARCHES = ("auto", "full", "quick")
+
 
 @dataclass(frozen=True)
 class WorkerConfig:
@@ -35,8 +43,8 @@ class WorkerConfig:
     # Clips of one length and policy that render as one batch (worker/groups.py); None: as many as the
     # device's free memory holds, at most MAX_AUTO_CLIPS_PER_FORWARD (always 1 on CPUs)
     clips_per_forward: int | None = None
-    # Let cuDNN time every conv algorithm for the VAE's full-resolution convs (faster decode for the
-    # whole life of the actor, for seconds of warm-up in each process: SpeedConfig, benchmarks/README.md)
+    # Let cuDNN time every conv algorithm for the VAE's full-resolution convs: faster decode for the
+    # whole life of the actor, for seconds of warm-up in each process (the driver's --conv-search decides)
     search_all_conv_algorithms: bool = True
 
     def __post_init__(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -12,10 +13,15 @@ import psutil
 import pytest
 from conftest import REPO_ROOT
 
-from pipeline.driver.cluster import LOCAL_ONLY_ENV, Resources, clips_per_batch, size_pool
+from pipeline.driver.cluster import LOCAL_ONLY_ENV, Resources, clips_per_batch, size_pool, worker_config
 from pipeline.driver.config import CPU_CPUS_PER_WORKER, CPU_WORKERS, GPU_CPUS_PER_WORKER, RenderConfig
 from pipeline.driver.options import config_from_args, parse_args
-from pipeline.worker.config import MAX_AUTO_CLIPS_PER_FORWARD
+from pipeline.prompts import parse_line
+from pipeline.worker.config import (
+    FULL_CONV_SEARCH_SAVING_S_PER_CHUNK,
+    FULL_CONV_SEARCH_WARMUP_S,
+    MAX_AUTO_CLIPS_PER_FORWARD,
+)
 
 
 def config(*args: str) -> RenderConfig:
@@ -43,6 +49,37 @@ def test_a_batch_is_a_group_auto_on_gpus_one_on_cpus_never_starving_a_worker() -
     assert clips_per_batch(config("--clips-per-forward", "3"), cpus, clips=100) == 3
     assert clips_per_batch(config("--clips-per-forward", "4"), gpus, clips=5) == 3  # 5 clips, 2 workers
     assert clips_per_batch(config("--clips-per-forward", "4"), gpus, clips=1) == 1
+
+
+def test_auto_conv_search_runs_the_full_search_only_where_a_worker_decodes_enough_to_pay_it_back() -> None:
+    cfg = config("--model", "self-forcing-1.3b", "--random-weights", "--seconds", "60")
+    preset = cfg.defaults.preset
+    chunks_per_clip = preset.latent_frames_for_seconds(60) // preset.chunk_frames
+    payback_clips = FULL_CONV_SEARCH_WARMUP_S / FULL_CONV_SEARCH_SAVING_S_PER_CHUNK / chunks_per_clip
+    assert 20 < payback_clips < 50  # minute-long clips: a few dozen per worker
+
+    def clips(count: int) -> list:
+        return [parse_line(f'{{"prompt": "a fox, take {i}"}}', i + 1, cfg.defaults) for i in range(count)]
+
+    gpus = Resources(workers=2, num_gpus=1, num_cpus=4)
+    few, many = clips(2 * int(payback_clips)), clips(2 * int(payback_clips) + 4)
+    assert worker_config(cfg, gpus, few).search_all_conv_algorithms is False  # fewer per worker than payback
+    assert worker_config(cfg, gpus, many).search_all_conv_algorithms is True
+    one_worker = Resources(workers=1, num_gpus=1, num_cpus=4)
+    assert worker_config(cfg, one_worker, few).search_all_conv_algorithms is True  # all on one worker
+    full = config("--model", "self-forcing-1.3b", "--random-weights", "--conv-search", "full")
+    quick = config("--model", "self-forcing-1.3b", "--random-weights", "--conv-search", "quick")
+    assert worker_config(full, gpus, clips(1)).search_all_conv_algorithms is True
+    assert worker_config(quick, gpus, many).search_all_conv_algorithms is False
+    assert worker_config(cfg, gpus, many).run_id == cfg.worker.run_id  # everything else as configured
+
+
+def test_an_unknown_conv_search_is_refused_with_the_choices(capsys) -> None:
+    with pytest.raises(SystemExit):
+        config("--conv-search", "fastest")
+    # argparse quotes the choices on some Python versions
+    choices = r"\(choose from '?auto'?, '?full'?, '?quick'?\)"
+    assert re.search(rf"argument --conv-search: invalid choice: 'fastest' {choices}", capsys.readouterr().err)
 
 
 def test_a_model_that_needs_gpus_on_a_cluster_without_any_says_how_to_go_on() -> None:

@@ -102,11 +102,12 @@ def test_a_worker_killed_mid_clip_is_restarted_and_its_clip_rendered_once_and_wh
     assert render.main([*args, *RUN_ARGS]) == render.EXIT_OK
 
     rows = audit(s3_moto, bucket, "run", "kill")
-    assert {clip: (row["status"], row["attempt"]) for clip, row in rows.items()} == {
-        "victim": ("ok", 2),
-        "bystander-1": ("ok", 1),
-        "bystander-2": ("ok", 1),
-    }
+    assert {clip: row["status"] for clip, row in rows.items()} == dict.fromkeys(rows, "ok")
+    assert rows["victim"]["attempt"] == 2
+    # A bystander whose call ran beside the victim's in the killed process is rendered again (attempt 2);
+    # one on the other worker is not. Either way each clip has one row and one whole video (audit).
+    assert sorted(rows) == ["bystander-1", "bystander-2", "victim"]
+    assert all(rows[clip]["attempt"] in (1, 2) for clip in ("bystander-1", "bystander-2"))
 
 
 @pytest.mark.timeout(300)

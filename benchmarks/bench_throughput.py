@@ -17,7 +17,9 @@ encoded by ffmpeg into a local folder, metrics rows written there, `deep-forcing
    node's disk): its load and its first (warm-up) clip, as a second actor on a node that has rendered
    before would meet them, with where its threads spent that time (`--quick-search-process`: and a
    third that leaves cuDNN's conv search at PyTorch's default, `quick_search_process`, its warm-up and
-   steady VAE decode against the shipped full search).
+   steady VAE decode against the shipped full search; `--fresh-node-process`: and one on empty compile
+   caches that only has the compiled kernels the first process published under the output,
+   `fresh_node_process`, as the first actor on a new node meets them).
 
 Fields per group size: `steady_fps_per_gpu` (frames of the steady clips over the wall time from the
 first steady call to the last one's return), `dit_chunk_s` (median DiT seconds per clip per chunk once
@@ -254,12 +256,22 @@ def measure_size(bench: Bench, size: int) -> dict[str, Any]:
     }
 
 
-def warm_process(args: argparse.Namespace, quick_conv_search: bool) -> dict[str, Any]:
-    """This script again, in a process of its own on the same compile caches: load and first clip."""
-    command = [sys.executable, __file__, "--second-process", "--preset", args.preset]
+def warm_process(
+    args: argparse.Namespace, tag: str, quick_conv_search: bool, fresh_node: bool
+) -> dict[str, Any]:
+    """This script again, in a process of its own: load and first clip. On the same compile caches, or
+    (`fresh_node`) on empty ones, primed only from the compiled kernels the first process published
+    under the output (worker/compiled.py), as on a node that has never rendered."""
+    command = [sys.executable, __file__, "--second-process", "--tag", tag, "--preset", args.preset]
     command += ["--quick-conv-search"] if quick_conv_search else []
     command += ["--warmup-latent-frames", str(args.warmup_latent_frames), "--videos", str(args.videos)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=args.second_process_timeout)
+    env = dict(os.environ)
+    if fresh_node:
+        fresh = Path(tempfile.mkdtemp(prefix="fresh-node-"))
+        env |= {name: str(fresh / name.lower()) for name in CACHE_ENV}
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=args.second_process_timeout, env=env
+    )
     if done.returncode != 0:
         raise RuntimeError(f"second process failed ({done.returncode}): {done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -267,7 +279,7 @@ def warm_process(args: argparse.Namespace, quick_conv_search: bool) -> dict[str,
 
 def second_process(args: argparse.Namespace) -> None:
     with StackSampler() as sampler:
-        bench = Bench(args, "quick" if args.quick_conv_search else "second")  # clip ids of its own
+        bench = Bench(args, args.tag)  # clip ids of its own
         wall_s, frames = warm_up(bench, 1)
     (stats,) = bench.groups[0]
     results = {
@@ -335,7 +347,13 @@ def main() -> None:
     parser.add_argument(
         "--quick-search-process", action="store_true", help="and a third with PyTorch's default conv search"
     )
+    parser.add_argument(
+        "--fresh-node-process",
+        action="store_true",
+        help="and one on empty compile caches, primed from the output",
+    )
     parser.add_argument("--quick-conv-search", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--tag", default="second", help=argparse.SUPPRESS)
     parser.add_argument("--second-process", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=Path("throughput.json"))
     args = parser.parse_args()
@@ -372,10 +390,11 @@ def main() -> None:
             results["warmup_cold_s"] = run["warmup_s"]
             # Before the larger groups, so a call cut short has them. The first model stays on the GPU,
             # which has room for two: as shipped, and with PyTorch's default conv search
-            for key, quick in (("second_process", False), ("quick_search_process", True)):
-                if args.no_second_process or (quick and not args.quick_search_process):
-                    continue
-                second = warm_process(args, quick)
+            variants = [("second_process", False, False)]  # (key, quick conv search, fresh node)
+            variants += [("quick_search_process", True, False)] if args.quick_search_process else []
+            variants += [("fresh_node_process", False, True)] if args.fresh_node_process else []
+            for key, quick, fresh in variants if not args.no_second_process else []:
+                second = warm_process(args, key.split("_")[0], quick, fresh)
                 second["warmup_s"] = (
                     second["first_clip_wall_s"] - second["first_clip_frames"] / run["steady_fps_per_gpu"]
                 )

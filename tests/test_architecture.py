@@ -34,6 +34,7 @@ ALLOWED: dict[str, set[str]] = {
         "pipeline.quality",
         "pipeline.generate",  # inside RenderWorker.__init__ only (see the torch-free check below)
         "pipeline.model.bundle",  # the same
+        "pipeline.model.compile_cache",  # inside CompiledKernelShare (worker/compiled.py) only
     },
     "pipeline.driver": {
         "pipeline.spec",

@@ -47,6 +47,7 @@ from pipeline.storage import open_target
 from pipeline.storage.fetch import model_folder
 from pipeline.worker.chaos import ChaosPlan
 from pipeline.worker.claims import ClipClaims
+from pipeline.worker.compiled import CompiledKernelShare
 from pipeline.worker.config import MAX_AUTO_CLIPS_PER_FORWARD, WorkerConfig
 from pipeline.worker.faults import (
     ClipTimeoutError,
@@ -109,6 +110,10 @@ class RenderWorker:
         )
         self.generator = ClipGenerator(self.bundle)
         self._request: type[ClipRequest] = ClipRequest
+        self._kernels: CompiledKernelShare | None = None  # only GPUs compile (model/speed.py)
+        if config.share_compiled_kernels and self.bundle.device.type == "cuda":
+            self._kernels = CompiledKernelShare(self.target, self.bundle.device)
+            self._kernels.prime()
         # Sized once, with the model loaded and before any clip: a group whose policy keeps a longer
         # window than the default and does not fit falls back to rendering its clips alone.
         self.clips_per_forward = config.clips_per_forward or self.generator.clips_that_fit(
@@ -218,6 +223,8 @@ class RenderWorker:
         live = [job for job in jobs if job.error is None and self._begin(job)]
         if live:
             self._generate_jobs(live)
+        if self._kernels is not None:  # on this thread: nothing compiles while it serialises
+            self._kernels.publish_once()
 
     def _begin(self, job: _Job) -> bool:
         """Claim the clip, count its attempt, open its encoder and meter; False if it will not generate."""

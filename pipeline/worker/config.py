@@ -46,6 +46,9 @@ class WorkerConfig:
     # Let cuDNN time every conv algorithm for the VAE's full-resolution convs: faster decode for the
     # whole life of the actor, for seconds of warm-up in each process (the driver's --conv-search decides)
     search_all_conv_algorithms: bool = True
+    # GPU workers share their compiled kernels under the output (worker/compiled.py): a fresh node's
+    # first actor loads them instead of compiling cold
+    share_compiled_kernels: bool = True
 
     def __post_init__(self) -> None:
         for name in ("clip_timeout_s", "hang_timeout_s", "encode_timeout_s"):

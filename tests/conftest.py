@@ -92,6 +92,11 @@ SEAWEED_START_TIMEOUT_S = 30.0
 SEAWEED_STOP_GRACE_S = 4.0
 
 
+def s3_cli_args(endpoint_url: str) -> list[str]:
+    """The driver's and the report's options for an S3-compatible server at `endpoint_url`."""
+    return ["--s3-endpoint-url", endpoint_url, "--s3-region", "us-east-1", "--s3-addressing-style", "path"]
+
+
 @dataclass
 class S3Server:
     """A running S3-compatible server: its endpoint, settings for it, and a fresh-bucket helper."""

@@ -5,27 +5,38 @@ node's disk, so a second actor on a node that has rendered loads instead of comp
 starts cold. `collect` serialises what this process compiled (`torch.compiler.save_cache_artifacts`)
 and `prime` writes such bytes into this process's caches (`load_cache_artifacts`), so the next compile
 of the same graph is a cache hit. The artefacts only fit the torch and Triton versions and the GPU
-that made them: `artefact_name` keeps one file per such triple.
+that made them, and only the graphs of this package's model code: `artefact_name` keeps one file per
+such combination, so a changed model file starts a new artefact instead of priming with stale graphs.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import re
+from pathlib import Path
 
 import torch
 
 
 def artefact_name(device: torch.device) -> str:
-    """A file name for this process's torch, Triton and GPU, e.g.
-    `torch-2.11.0-cu130_triton-3.6.0_nvidia-h200.bin`."""
+    """A file name for this process's torch, Triton, GPU and model code, e.g.
+    `torch-2.11.0-cu130_triton-3.6.0_nvidia-h200_model-3f2a9c1e7b40.bin`."""
     try:
         triton = importlib.metadata.version("triton")  # with every CUDA build of torch
     except importlib.metadata.PackageNotFoundError:
         triton = "none"
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    parts = (f"torch-{torch.__version__}", f"triton-{triton}", gpu)
+    parts = (f"torch-{torch.__version__}", f"triton-{triton}", gpu, f"model-{model_code_digest()}")
     return "_".join(re.sub(r"[^a-z0-9.]+", "-", part.lower()).strip("-") for part in parts) + ".bin"
+
+
+def model_code_digest() -> str:
+    """12 hex digits of sha256 over this package's sources (the modules whose graphs get compiled)."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def compiled_graphs() -> int:

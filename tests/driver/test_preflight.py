@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import S3Server
+from conftest import S3Server, s3_cli_args
 from model_folder import write_official_folder
 
 from pipeline.driver.options import config_from_args, parse_args
@@ -26,17 +26,6 @@ pytestmark = pytest.mark.integration  # ffmpeg, subprocesses, S3 servers
 def problems(tmp_path: Path, *args: str) -> list[str]:
     out = ["--out", str(tmp_path / "out")] if "--out" not in args else []
     return [str(problem) for problem in preflight(config_from_args(parse_args(["p.jsonl", *out, *args])))]
-
-
-def s3_args(server: S3Server) -> list[str]:
-    return [
-        "--s3-endpoint-url",
-        server.endpoint_url,
-        "--s3-region",
-        "us-east-1",
-        "--s3-addressing-style",
-        "path",
-    ]
 
 
 def test_a_run_that_can_go_ahead_has_no_problems_and_leaves_no_probe_behind(tmp_path: Path) -> None:
@@ -79,7 +68,9 @@ def test_an_s3_model_folder_without_its_files_is_named(tmp_path: Path, s3_moto: 
     s3_moto.client().put_object(Bucket=bucket, Key="models/sf/self_forcing_dmd.safetensors", Body=b"x")
     uri = f"s3://{bucket}/models/sf"
 
-    found = problems(tmp_path, "--model", "self-forcing-1.3b", "--model-dir", uri, *s3_args(s3_moto))
+    found = problems(
+        tmp_path, "--model", "self-forcing-1.3b", "--model-dir", uri, *s3_cli_args(s3_moto.endpoint_url)
+    )
 
     assert found == [
         f"--model-dir: {uri} has no Wan2.1_VAE.pth, models_t5_umt5-xxl-enc-bf16.pth, "
@@ -124,7 +115,7 @@ def test_an_output_folder_that_cannot_hold_the_run_is_found_with_a_probe(tmp_pat
 
 
 def test_a_missing_bucket_is_named_with_the_store(tmp_path: Path, s3_moto: S3Server) -> None:
-    found = problems(tmp_path, "--out", "s3://no-such-bucket-here/run1", *s3_args(s3_moto))
+    found = problems(tmp_path, "--out", "s3://no-such-bucket-here/run1", *s3_cli_args(s3_moto.endpoint_url))
     assert len(found) == 1
     assert found[0].startswith(
         "--out: S3 PutObject failed for s3://no-such-bucket-here/run1/clips/.preflight-"
@@ -150,7 +141,12 @@ def test_a_checksum_that_needs_the_aws_crt_is_refused_when_it_is_missing(
 ) -> None:
     bucket = s3_moto.make_bucket()
     found = problems(
-        tmp_path, "--out", f"s3://{bucket}/run1", "--checksum-algorithm", "CRC32C", *s3_args(s3_moto)
+        tmp_path,
+        "--out",
+        f"s3://{bucket}/run1",
+        "--checksum-algorithm",
+        "CRC32C",
+        *s3_cli_args(s3_moto.endpoint_url),
     )
     assert found[0] == (
         "--checksum-algorithm: CRC32C needs the AWS CRT, which is not installed; pip install "

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 import readme
-from conftest import REPO_ROOT, S3Server, render_module
+from conftest import REPO_ROOT, S3Server, render_module, s3_cli_args
 from video_probe import probe_video
 
 from pipeline.metrics import read_metrics
@@ -48,17 +48,6 @@ def write_lines(path: Path, *lines: object) -> Path:
     """One line per item: strings as they are, anything else as JSON."""
     path.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines))
     return path
-
-
-def s3_args(server: S3Server) -> list[str]:
-    return [
-        "--s3-endpoint-url",
-        server.endpoint_url,
-        "--s3-region",
-        "us-east-1",
-        "--s3-addressing-style",
-        "path",
-    ]
 
 
 RAY_CLI = str(Path(sys.executable).parent / "ray")
@@ -176,7 +165,7 @@ def test_a_prompt_file_on_s3_is_read_and_checked_like_a_local_one(
     s3_moto.client().put_object(Bucket=bucket, Key="in/prompts.jsonl", Body=body.encode())
     uri = f"s3://{bucket}/in/prompts.jsonl"
 
-    code = render.main([uri, "--out", str(tmp_path / "out"), *s3_args(s3_moto)])
+    code = render.main([uri, "--out", str(tmp_path / "out"), *s3_cli_args(s3_moto.endpoint_url)])
 
     assert code == render.EXIT_INVALID
     assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
@@ -262,7 +251,7 @@ def test_a_run_to_s3_renders_every_clip_a_rerun_skips_them_and_force_renders_aga
         out,
         "--latent-frames",
         "3",
-        *s3_args(s3_moto),
+        *s3_cli_args(s3_moto.endpoint_url),
         *RUN_ARGS,
     ]
     target = open_target(out, s3_moto.settings())
@@ -315,7 +304,7 @@ def test_a_run_to_s3_renders_every_clip_a_rerun_skips_them_and_force_renders_aga
     )
     assert (second_record.clips, second_record.skipped, second_record.to_render) == (4, 4, 0)
     html = tmp_path / "second.html"
-    assert report_main([out, "--run-id", "second", *s3_args(s3_moto), "-o", str(html)]) == 0
+    assert report_main([out, "--run-id", "second", *s3_cli_args(s3_moto.endpoint_url), "-o", str(html)]) == 0
     assert '<td class="num" id="skipped">4</td>' in html.read_text()  # the report reads it on S3
 
     assert render.main([*args, "--run-id", "third", "--force"]) == render.EXIT_OK
@@ -568,7 +557,7 @@ def test_ray_job_submit_renders_the_example_prompts_on_a_ray_start_cluster(
 
     command = [RAY_CLI, "job", "submit", "--address", address, "--working-dir", "."]
     command += ["--", "python", "jobs/render.py", "examples/prompts.jsonl", "--out", out, "--run-id", "job"]
-    command += [*s3_args(s3_moto), *RUN_ARGS]
+    command += [*s3_cli_args(s3_moto.endpoint_url), *RUN_ARGS]
 
     done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240)
 

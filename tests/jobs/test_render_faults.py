@@ -25,7 +25,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import REPO_ROOT, S3Server, render_module
+from conftest import REPO_ROOT, S3Server, render_module, s3_cli_args
 from s3_fault_proxy import INTERNAL, SLOWDOWN, FaultProxy
 
 from pipeline.metrics import read_metrics
@@ -49,8 +49,10 @@ def write_prompts(path: Path, ids: list[str], latent_frames: int = 6) -> Path:
     return path
 
 
-def s3_args(endpoint: str) -> list[str]:
-    return ["--s3-endpoint-url", endpoint, "--s3-region", "us-east-1", "--s3-addressing-style", "path"]
+def driver_command(prompts: Path, out: str, run_id: str, s3: S3Server, *options: str) -> list[str]:
+    """`python jobs/render.py` for a run on `s3`, to start in a process of its own (cwd: the repository)."""
+    command = [sys.executable, "jobs/render.py", str(prompts), "--out", out, "--run-id", run_id]
+    return [*command, *s3_cli_args(s3.endpoint_url), *options, *RUN_ARGS]
 
 
 def audit(s3: S3Server, bucket: str, prefix: str, run_id: str) -> dict[str, dict[str, Any]]:
@@ -97,7 +99,14 @@ def test_a_worker_killed_mid_clip_is_restarted_and_its_clip_rendered_once_and_wh
     chaos({"clip": "victim", "attempt": 1, "at": "chunk", "chunk": 1, "fault": "kill"})
     bucket = s3_moto.make_bucket()
     prompts = write_prompts(tmp_path / "p.jsonl", ["victim", "bystander-1", "bystander-2"])
-    args = [str(prompts), "--out", f"s3://{bucket}/run", "--run-id", "kill", *s3_args(s3_moto.endpoint_url)]
+    args = [
+        str(prompts),
+        "--out",
+        f"s3://{bucket}/run",
+        "--run-id",
+        "kill",
+        *s3_cli_args(s3_moto.endpoint_url),
+    ]
 
     assert render.main([*args, *RUN_ARGS]) == render.EXIT_OK
 
@@ -121,7 +130,14 @@ def test_a_worker_killed_during_its_upload_leaves_no_unfinished_upload(
     orphan = client.create_multipart_upload(Bucket=bucket, Key="run/clips/victim.mp4")["UploadId"]
     client.upload_part(Bucket=bucket, Key="run/clips/victim.mp4", UploadId=orphan, PartNumber=1, Body=b"x")
     prompts = write_prompts(tmp_path / "p.jsonl", ["victim"])
-    args = [str(prompts), "--out", f"s3://{bucket}/run", "--run-id", "upload", *s3_args(s3_moto.endpoint_url)]
+    args = [
+        str(prompts),
+        "--out",
+        f"s3://{bucket}/run",
+        "--run-id",
+        "upload",
+        *s3_cli_args(s3_moto.endpoint_url),
+    ]
 
     assert render.main([*args, *RUN_ARGS]) == render.EXIT_OK
 
@@ -196,16 +212,7 @@ def test_a_killed_driver_loses_nothing_the_same_command_finishes_the_run_and_com
     bucket = s3_moto.make_bucket()
     ids = [f"clip-{i}" for i in range(6)]
     prompts = write_prompts(tmp_path / "p.jsonl", ids)
-    command = [
-        sys.executable,
-        "jobs/render.py",
-        str(prompts),
-        "--out",
-        f"s3://{bucket}/run",
-        "--run-id",
-        "again",
-    ]
-    command += [*s3_args(s3_moto.endpoint_url), "--workers", "1", *RUN_ARGS]
+    command = driver_command(prompts, f"s3://{bucket}/run", "again", s3_moto, "--workers", "1")
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     target = open_target(f"s3://{bucket}/run", s3_moto.settings())
 
@@ -244,16 +251,9 @@ def test_a_node_removed_mid_run_and_the_run_still_completes(s3_moto: S3Server, t
     bucket = s3_moto.make_bucket()
     ids = [f"clip-{i}" for i in range(6)]
     prompts = write_prompts(tmp_path / "p.jsonl", ids)
-    command = [
-        sys.executable,
-        "jobs/render.py",
-        str(prompts),
-        "--out",
-        f"s3://{bucket}/run",
-        "--run-id",
-        "nodes",
-    ]
-    command += [*s3_args(s3_moto.endpoint_url), "--address", cluster.address, "--gpus", "2", *RUN_ARGS]
+    command = driver_command(
+        prompts, f"s3://{bucket}/run", "nodes", s3_moto, "--address", cluster.address, "--gpus", "2"
+    )
     target = open_target(f"s3://{bucket}/run", s3_moto.settings())
     try:
         driver = subprocess.Popen(
@@ -317,7 +317,14 @@ def test_soak_200_clips_with_seeded_faults_lose_nothing_and_duplicate_nothing(
     )
     bucket = s3_moto.make_bucket()
     prompts = write_prompts(tmp_path / "p.jsonl", ids, latent_frames=3)  # 9 frames a clip
-    args = [str(prompts), "--out", f"s3://{bucket}/soak", "--run-id", "soak", *s3_args(proxy.endpoint_url)]
+    args = [
+        str(prompts),
+        "--out",
+        f"s3://{bucket}/soak",
+        "--run-id",
+        "soak",
+        *s3_cli_args(proxy.endpoint_url),
+    ]
     try:
         # One clip per forward: an OOM inside a group of two sends its clips to render alone, where the
         # planned OOM clip may then succeed (groups are tested in tests/worker/test_groups.py)

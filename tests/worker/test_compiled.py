@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import pipeline.model.compile_cache as compile_cache
 from pipeline.model.compile_cache import artefact_name
 from pipeline.storage import OutputTarget
 from pipeline.worker.compiled import CompiledKernelShare
@@ -77,8 +80,13 @@ def test_an_unreadable_artefact_costs_a_cold_compile_never_an_error(target: Outp
     assert target.read_bytes(share.key) == b"not an artefact"
 
 
-def test_artefacts_are_named_per_torch_triton_and_device() -> None:
+def test_artefacts_are_named_per_torch_triton_device_and_model_code(tmp_path: Path, monkeypatch) -> None:
     name = artefact_name(torch.device("cpu"))
-    assert name.startswith(f"torch-{torch.__version__.replace('+', '-')}_triton-") and name.endswith(
-        "_cpu.bin"
-    )
+    version = re.escape(torch.__version__.replace("+", "-"))
+    assert re.fullmatch(rf"torch-{version}_triton-.+_cpu_model-[0-9a-f]{{12}}\.bin", name), name
+    # a changed model source names another artefact: stale graphs never prime a new version
+    copy = tmp_path / "model"
+    shutil.copytree(Path(compile_cache.__file__).parent, copy)
+    (copy / "dit.py").write_text((copy / "dit.py").read_text() + "\n# changed\n")
+    monkeypatch.setattr(compile_cache, "__file__", str(copy / "compile_cache.py"))
+    assert artefact_name(torch.device("cpu")) != name

@@ -563,7 +563,8 @@ def test_ray_job_submit_renders_the_example_prompts_on_a_ray_start_cluster(
 
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert (
-        "rendering 4 clip(s) on 2 worker(s) (1 GPU, 1.0 CPU each, up to 2 clip(s) per batch)" in done.stdout
+        "rendering 4 clip(s) on 2 worker(s) (1 GPU, 1.0 CPU each, up to 2 clip(s) per batch, "
+        "quick conv search)" in done.stdout
     )
     rows = read_metrics(open_target(out, s3_moto.settings()), "job").to_pylist()
     assert sorted((row["status"], row["num_frames"]) for row in rows) == [

@@ -299,6 +299,7 @@ def soak_schedule(ids: list[str], seed: int) -> tuple[list[dict[str, Any]], set[
     return plan, broken_encoder
 
 
+@pytest.mark.last
 @pytest.mark.timeout(900)
 def test_soak_200_clips_with_seeded_faults_lose_nothing_and_duplicate_nothing(
     ray_local: dict[str, float], s3_moto: S3Server, tmp_path: Path, chaos, failing_ffmpeg: str

@@ -12,7 +12,7 @@ import dataclasses
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from conftest import S3Server
+from render_workers import WorkerFactory, batch_of, worker_factory
 from s3_fault_proxy import DROP, INTERNAL, SLOWDOWN, FaultProxy, fail_first
 from video_probe import probe_video
 
@@ -47,27 +48,10 @@ def make_clip(prompt: str, line: int = 1, **fields: Any) -> ClipSpec:
     return parse_line(json.dumps({"prompt": prompt, **fields}), line, RenderDefaults(TINY, latent_frames=3))
 
 
-def batch_of(*clips: ClipSpec) -> dict[str, np.ndarray]:
-    """The numpy batch Ray Data hands to map_batches for these rows."""
-    return {"clip": np.array([clip.to_bytes() for clip in clips], dtype=object)}
-
-
-WorkerFactory = Callable[..., RenderWorker]
-
-
 @pytest.fixture
 def make_worker(tmp_path: Path) -> Iterator[WorkerFactory]:
-    workers: list[RenderWorker] = []
-
-    def factory(**overrides: Any) -> RenderWorker:
-        fields = {"out": str(tmp_path / "out"), "run_id": RUN_ID, "tmp_dir": str(tmp_path), **overrides}
-        config = WorkerConfig(**fields)
-        workers.append(RenderWorker(config))
-        return workers[-1]
-
-    yield factory
-    for worker in workers:
-        worker.close()
+    with worker_factory(tmp_path, RUN_ID) as factory:
+        yield factory
 
 
 def render_one(worker: RenderWorker, clip: ClipSpec) -> dict[str, Any]:

@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from render_workers import WorkerFactory, batch_of, worker_factory
 from video_probe import decode_rgb, probe_video
 
 from pipeline.encode import find_ffmpeg
@@ -86,25 +87,10 @@ def test_the_driver_puts_clips_that_can_share_forwards_next_to_each_other() -> N
 # -- the worker -------------------------------------------------------------------------------------
 
 
-WorkerFactory = Callable[..., RenderWorker]
-
-
 @pytest.fixture
 def make_worker(tmp_path: Path) -> Iterator[WorkerFactory]:
-    workers: list[RenderWorker] = []
-
-    def factory(**overrides: Any) -> RenderWorker:
-        fields = {"out": str(tmp_path / "out"), "run_id": RUN_ID, "tmp_dir": str(tmp_path), **overrides}
-        workers.append(RenderWorker(WorkerConfig(**fields)))
-        return workers[-1]
-
-    yield factory
-    for worker in workers:
-        worker.close()
-
-
-def batch_of(*clips: ClipSpec) -> dict[str, np.ndarray]:
-    return {"clip": np.array([clip.to_bytes() for clip in clips], dtype=object)}
+    with worker_factory(tmp_path, RUN_ID) as factory:
+        yield factory
 
 
 def record_groups(worker: RenderWorker, monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:

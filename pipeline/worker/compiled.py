@@ -2,10 +2,9 @@
 
 The first actor process that finds no artefact for its torch, Triton, GPU and model code publishes what
 it compiled after its first group of clips (`compile-cache/<name>.bin` under the output:
-model/compile_cache.py);
-every later actor process primes its compile caches from that file before its first clip. Measured
-effects: benchmarks/README.md. Sharing is best effort: a missing, stale or unreadable artefact costs a
-cold compile, never a clip.
+model/compile_cache.py); every later actor process primes its compile caches from that file before its
+first clip. Measured effects: benchmarks/README.md. Sharing is best effort: a missing, stale or
+unreadable artefact costs a cold compile, never a clip.
 """
 
 from __future__ import annotations

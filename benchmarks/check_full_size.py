@@ -5,8 +5,9 @@
    and the attention kernels (FlashAttention-4 when installed, cuDNN over two key runs) vs cuDNN
    whole vs PyTorch's default backend.
 3. VAE: decoding 6 latent frames in chunks of 3 with the feature cache == one call.
-4. VAE: the shipped fast path (channels-last activations, compiled residual blocks) == the plain one,
-   and every causal conv really receives channels-last input.
+4. VAE: the shipped fast path (channels-last activations, compiled ops between convs) == the plain one,
+   every causal conv really receives channels-last input, and how many graphs each compiled op traced
+   (one per channel width, no graph breaks).
 Prints relative errors ||a - b|| / ||b|| and writes them as JSON.
 """
 
@@ -15,18 +16,21 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+from dataclasses import fields
 from pathlib import Path
 
 import torch
+from torch._dynamo.eval_frame import _debug_get_cache_entry_list
 
 from benchmarks.gpu import random_vae
 from pipeline.cache.base import ForwardKind
 from pipeline.cache.fifo import FifoCache
+from pipeline.model import vae as vae_module
 from pipeline.model.attention import FlashAttention4, KeySplitAttention
 from pipeline.model.dit import CausalWanDiT
 from pipeline.model.random_init import randomize_
 from pipeline.model.speed import ATTENTION_ORDERS, SpeedConfig, accelerate_vae
-from pipeline.model.vae import DecodeStream
+from pipeline.model.vae import DecodeStream, Elementwise
 from pipeline.spec.cache import FifoParams
 from pipeline.spec.model import SELF_FORCING_1_3B as PRESET
 
@@ -93,7 +97,7 @@ def check_vae(dtype: torch.dtype) -> dict[str, float]:
 
 
 @torch.inference_mode()
-def check_vae_fast_path(dtype: torch.dtype) -> dict[str, float | bool]:
+def check_vae_fast_path(dtype: torch.dtype) -> dict[str, float | bool | dict[str, int]]:
     vae = random_vae(dtype)
     gen = torch.Generator("cuda").manual_seed(2)
     latents = torch.randn(1, 16, 9, PRESET.latent_height, PRESET.latent_width, generator=gen, device="cuda")
@@ -114,6 +118,11 @@ def check_vae_fast_path(dtype: torch.dtype) -> dict[str, float | bool]:
             x.is_contiguous(memory_format=torch.channels_last_3d) for x in remembered
         ),
         "vae_causal_convs": len(remembered),
+        "vae_fast_graphs": {
+            op.name: len(_debug_get_cache_entry_list(getattr(vae_module, op.name).__code__))
+            for op in fields(Elementwise)
+        },
+        "vae_fast_graph_breaks": sum(torch._dynamo.utils.counters["graph_break"].values()),
     }
 
 

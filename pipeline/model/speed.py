@@ -7,7 +7,7 @@ benchmarks/README.md and benchmarks/results/; docs/gpu_ceilings.md has the kerne
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
 import torch
@@ -22,7 +22,7 @@ from pipeline.model.attention import (
     SelfAttentionKernel,
     sdpa,
 )
-from pipeline.model.vae import CausalConv3d, Resample, ResidualBlock, WanVAEDecoder
+from pipeline.model.vae import CausalConv3d, Elementwise, Resample, WanVAEDecoder
 from pipeline.spec.model import ModelPreset
 
 if TYPE_CHECKING:  # bundle.py applies these settings when it loads for a GPU
@@ -46,7 +46,7 @@ class SpeedConfig:
     compile_blocks: bool = True  # torch.compile each DiT block's dense parts (attention stays eager)
     compile_backend: str = "inductor"  # "aot_eager" traces without code generation (CPU tests)
     vae_channels_last: bool = True  # VAE activations channels-last end to end (cuDNN's fast layout)
-    compile_vae: bool = True  # torch.compile the VAE's residual blocks and head (norm + SiLU fused)
+    compile_vae: bool = True  # torch.compile the VAE's ops between convs (bias + norm + SiLU + padding fused)
     cudnn_benchmark: bool = True  # let cuDNN time its conv algorithms once per shape ...
     # ... all of them for the VAE's full-resolution residual convs, not PyTorch's default first 10: the
     # fastest kernels for 96 channels lie beyond those. Searching all for every conv as well costs
@@ -129,20 +129,33 @@ def self_attention_kernel(
     return FastestAttention(kernels, config.attention_timed_calls)
 
 
+# Nearest upsampling is all index arithmetic, which for symbolic sizes divides at run time: 33 ms of a
+# steady chunk against 1.1 ms with kernels of fixed shapes (H200, benchmarks/README.md). It compiles
+# per shape instead: 6 graphs, a first and a steady chunk's at each of the 3 upsampling stages.
+STATIC_SHAPE_VAE_OPS = frozenset({"upsample_nearest"})
+
+
 def accelerate_vae(vae: WanVAEDecoder, config: SpeedConfig) -> WanVAEDecoder:
-    """The VAE part of `accelerate`: layout, compiled regions and where cuDNN searches hardest."""
+    """The VAE part of `accelerate`: layout, the compiled ops between convs, where cuDNN searches hardest."""
     decoder = vae.decoder
     if config.vae_channels_last:
         vae.use_channels_last()
     if config.compile_vae:
-        stages = (*decoder.middle, *decoder.upsamples)
-        blocks = [block for block in stages if isinstance(block, ResidualBlock)]
-        # Nearest upsampling runs at a fifth of memory speed eagerly on channels-last frames.
-        upsamples = [stage.resample for stage in stages if isinstance(stage, Resample)]
-        # Frame counts and sizes differ per stage and between a video's first and later chunks:
-        # dynamic shapes keep that to a few graphs. The causal convs stay eager (their stream state).
-        for module in [*blocks, *upsamples, decoder.head]:
-            module.compile(dynamic=True, backend=config.compile_backend)
+        # Frame counts and sizes differ per stage and between a video's first and later chunks: dynamic
+        # shapes give one graph per op and channel width (parameters keep theirs static). The convs
+        # stay eager (their stream state).
+        ops = vae.elementwise
+        vae.elementwise = Elementwise(
+            **{
+                op.name: torch.compile(
+                    getattr(ops, op.name),
+                    dynamic=op.name not in STATIC_SHAPE_VAE_OPS,
+                    fullgraph=True,
+                    backend=config.compile_backend,
+                )
+                for op in fields(ops)
+            }
+        )
     if config.vae_search_all_conv_algorithms:
         last_upsample = max(i for i, stage in enumerate(decoder.upsamples) if isinstance(stage, Resample))
         for block in decoder.upsamples[last_upsample + 1 :]:  # the full-resolution residual blocks

@@ -2,8 +2,8 @@
 
 We only decode, so only `conv2.*` and `decoder.*` of `Wan2.1_VAE.pth` are built (108 tensors); the
 loader skips the encoder tensors by prefix. Architecture and numerics follow SF:wan/modules/vae.py
-(docs/model.md §5). Read top-down: config, stream state, causal conv, norm, residual and
-attention blocks, resampling, decoder body, public module.
+(docs/model.md §5). Read top-down: stream state, causal conv and norm, the ops between convs, residual
+and attention blocks, resampling, decoder body, public module.
 
 Time is causal: every 3-tap conv looks only at the current and two earlier frames, so a video can be
 decoded in chunks of latent frames as the DiT produces them. A `DecodeStream` carries, per conv, the last
@@ -14,11 +14,18 @@ Memory layout: every op here keeps its input's layout, so after `use_channels_la
 stay channels-last (B, T, H, W, C in memory) from the first conv to the pixels. cuDNN's Conv3d is
 fastest in that layout on Hopper, and in NCDHW it spends a quarter of the decode transposing
 (benchmarks/README.md).
+
+The convs run eagerly (cuDNN, with their stream state); what lies between two convs (bias, norm, SiLU,
+the causal padding, the residual sum, the nearest upsampling) is a few pure functions, `Elementwise`,
+which speed.py compiles into one kernel each. Pure functions of tensors trace once per channel width
+(parameters keep static shapes; frames and sizes stay dynamic), where compiling whole blocks traced
+every block's pieces between its convs again per width, layout and chunk kind: ~20 graphs whose
+tracing was a third of a warm process's first clip.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -38,6 +45,9 @@ class DecodeStream:
 
     latent_mean: torch.Tensor  # (1, z_dim, 1, 1, 1), decoder dtype and device
     latent_inv_std: torch.Tensor  # (1, z_dim, 1, 1, 1): 1 / std, as upstream un-normalises z / (1/std) + mean
+    # The decoder's ops between convs, eager or compiled, handed down with the state so that blocks need
+    # no reference back to the decoder.
+    ops: Elementwise
     conv_inputs: dict[CausalConv3d, torch.Tensor] = field(default_factory=dict)  # last input frames per conv
     latent_frames_decoded: int = 0
 
@@ -69,12 +79,9 @@ class CausalConv3d(nn.Conv3d):
         self, x: torch.Tensor, stream: DecodeStream, add_bias: bool = True
     ) -> torch.Tensor:
         """`add_bias=False` leaves the bias to the caller, who can fuse it into the next op."""
-        return self.convolve(*self.pad(x, self.history(x, stream)), stream, add_bias)
+        return self.convolve(*causal_pad(x, self.history(x, stream)), stream, add_bias)
 
-    # The three steps of `forward`, for compiled callers: `history` and `convolve` touch the stream
-    # (plain Python state) and stay eager; `pad` compiles into the kernel that produces x, so the
-    # concatenation and the copy of the frames to remember cost no passes of their own.
-    @torch.compiler.disable
+    # The two steps around `causal_pad`, for callers that pad inside a fused op (`Elementwise`).
     def history(self, x: torch.Tensor, stream: DecodeStream) -> torch.Tensor:
         """The input frames that precede x: the previous chunk's last ones, zeros at a video's start."""
         remembered = stream.conv_inputs.get(self)
@@ -83,13 +90,6 @@ class CausalConv3d(nn.Conv3d):
         B, C, _, H, W = x.shape
         return x.new_zeros(B, C, self.time_pad, H, W).contiguous(memory_format=layout_of(x))
 
-    def pad(self, x: torch.Tensor, history: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(history ‖ x, its last time_pad frames copied for the next chunk)."""
-        padded = torch.cat([history, x], dim=2)  # (B, C, time_pad + T, H, W)
-        # a copy: a slice would keep the whole padded input alive until the next chunk
-        return padded, padded[:, :, -self.time_pad :].clone()  # (B, C, time_pad, H, W)
-
-    @torch.compiler.disable
     def convolve(
         self, padded: torch.Tensor, remember: torch.Tensor, stream: DecodeStream, add_bias: bool = True
     ) -> torch.Tensor:
@@ -97,10 +97,12 @@ class CausalConv3d(nn.Conv3d):
         with cudnn_benchmark_limit(0 if self.search_all_algorithms else None):
             return F.conv3d(padded, self.weight, self.bias if add_bias else None, padding=self.padding)
 
-    def bias_5d(self) -> torch.Tensor:
-        """The bias shaped to add to an output (B, C_out, T, H, W)."""
-        assert self.bias is not None
-        return self.bias.view(-1, 1, 1, 1)
+
+def causal_pad(x: torch.Tensor, history: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(history ‖ x, its last frames copied for the next chunk), as many as the history has."""
+    padded = torch.cat([history, x], dim=2)  # (B, C, time_pad + T, H, W)
+    # a copy: a slice would keep the whole padded input alive until the next chunk
+    return padded, padded[:, :, -history.shape[2] :].clone()  # (B, C, time_pad, H, W)
 
 
 @contextmanager
@@ -125,21 +127,65 @@ def layout_of(x: torch.Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
-class RMSNorm(nn.Module):
+def rms_norm(x: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
     """L2-normalise over channels (dim 1), times sqrt(C) and a per-channel gain; no bias, no eps term."""
+    return F.normalize(x, dim=1) * x.shape[1] ** 0.5 * gamma
 
+
+class RMSNorm(nn.Module):
     def __init__(self, dim: int, trailing_dims: int):
         super().__init__()
-        self.scale = dim**0.5
         # (C, 1, 1, 1) for video tensors (B, C, T, H, W), (C, 1, 1) for frames (B, C, H, W)
         self.gamma = nn.Parameter(torch.ones(dim, *(1,) * trailing_dims))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(x, dim=1) * self.scale * self.gamma
+        return rms_norm(x, self.gamma)
 
 
 # ---------------------------------------------------------------------------------------------------
-# 2. Residual and attention blocks
+# 2. The ops between convs
+
+
+def conv_input(
+    x: torch.Tensor, gamma: torch.Tensor, history: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """What a block's causal conv convolves: x RMS-normalised and SiLU'd, after its history frames; and
+    its last frames, copied for the next chunk."""
+    return causal_pad(F.silu(rms_norm(x, gamma)), history)
+
+
+def biased_conv_input(
+    x: torch.Tensor, bias: torch.Tensor, gamma: torch.Tensor, history: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`conv_input` of x plus the previous conv's bias: it is left to this op because cuDNN adds a
+    channels-last 3D bias in a slow pass of its own (a tenth of the decode on an H100)."""
+    return conv_input(x + bias.view(-1, 1, 1, 1), gamma, history)
+
+
+def residual_sum(h: torch.Tensor, bias: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+    """A residual block's output: its second conv's output plus that conv's bias, plus the shortcut."""
+    return h + bias.view(-1, 1, 1, 1) + shortcut
+
+
+def upsample_nearest(frames: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> (N, C, 2H, 2W), each value copied: eagerly a fifth of memory speed on channels-last."""
+    return F.interpolate(frames, scale_factor=2.0, mode="nearest")
+
+
+@dataclass(frozen=True)
+class Elementwise:
+    """The decoder's ops between convs; speed.py swaps in compiled ones (`WanVAEDecoder.elementwise`)."""
+
+    # One function per kind of call, not one with options: each traces once per width, far below
+    # dynamo's limit of 8 graphs per function past which it runs the rest eagerly.
+    conv_input: Callable[..., tuple[torch.Tensor, torch.Tensor]] = conv_input
+    biased_conv_input: Callable[..., tuple[torch.Tensor, torch.Tensor]] = biased_conv_input
+    residual_sum: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] = residual_sum
+    upsample_nearest: Callable[[torch.Tensor], torch.Tensor] = upsample_nearest
+
+
+# ---------------------------------------------------------------------------------------------------
+# 3. Residual and attention blocks
 
 
 class ResidualBlock(nn.Module):
@@ -152,26 +198,21 @@ class ResidualBlock(nn.Module):
             CausalConv3d(in_dim, out_dim, (3, 3, 3)),
             RMSNorm(out_dim, trailing_dims=3),
             nn.SiLU(),
-            nn.Dropout(0.0),  # upstream's dropout is 0; the slot keeps the second conv at index 6
+            nn.Dropout(0.0),  # upstream's dropout is 0 (never applied); the slot keeps the conv at index 6
             CausalConv3d(out_dim, out_dim, (3, 3, 3)),
         )
         self.shortcut = nn.Conv3d(in_dim, out_dim, 1) if in_dim != out_dim else nn.Identity()
 
     def forward(self, x: torch.Tensor, stream: DecodeStream) -> torch.Tensor:
-        # Unrolled, not a loop over the layers: compiled, each stretch between the (eager) causal
-        # convs becomes one fused kernel, the same graph for every block of a width.
-        # The biases are added here, not by the convs: cuDNN adds a channels-last 3D bias in a slow
-        # pass of its own (a tenth of the decode on an H100), here it fuses into the norm and residual.
-        norm1, act1, conv1, norm2, act2, dropout, conv2 = self.residual
+        # The norms, SiLUs and biases run in `stream.ops` (the modules above only name the weights).
+        norm1, _, conv1, norm2, _, _, conv2 = self.residual
         assert isinstance(conv1, CausalConv3d) and isinstance(conv2, CausalConv3d)
-        # Each history is fetched before the activations it pads: an eager call in between would end
-        # the compiled kernel early and leave the concatenation to a pass of its own.
-        history = conv1.history(x, stream)
-        h = conv1.convolve(*conv1.pad(act1(norm1(x)), history), stream, add_bias=False)
-        history = conv2.history(h, stream)
-        a = dropout(act2(norm2(h + conv1.bias_5d())))
-        h = conv2.convolve(*conv2.pad(a, history), stream, add_bias=False)
-        return h + conv2.bias_5d() + self.shortcut(x)
+        assert conv1.bias is not None and conv2.bias is not None
+        ops = stream.ops
+        h = conv1.convolve(*ops.conv_input(x, norm1.gamma, conv1.history(x, stream)), stream, add_bias=False)
+        padded, remember = ops.biased_conv_input(h, conv1.bias, norm2.gamma, conv2.history(h, stream))
+        h = conv2.convolve(padded, remember, stream, add_bias=False)
+        return ops.residual_sum(h, conv2.bias, self.shortcut(x))
 
 
 class AttentionBlock(nn.Module):
@@ -197,23 +238,22 @@ class AttentionBlock(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------
-# 3. Upsampling
+# 4. Upsampling
 
 
 class UpsampleConv(nn.Sequential):
-    """2x nearest upsample of frames (B*T, C, H, W), then a 3x3 conv to C/2 (official names resample.1.*).
-
-    Its own forward, not nn.Sequential's: dynamo does not trace a bare nn.Sequential called at the top
-    of a compiled region (its forward is torch code), so compiling one silently does nothing.
-    """
+    """2x nearest upsample of frames (B*T, C, H, W), then a 3x3 conv to C/2 (official names resample.1.*)."""
 
     def __init__(self, dim: int):
         super().__init__(
             nn.Upsample(scale_factor=2.0, mode="nearest"), nn.Conv2d(dim, dim // 2, 3, padding=1)
         )
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        upsample, conv = self
+    def forward(  # type: ignore[override]
+        self, frames: torch.Tensor, upsample: Callable[[torch.Tensor], torch.Tensor] = upsample_nearest
+    ) -> torch.Tensor:
+        """`upsample`: the same nearest upsampling as slot 0, compiled where the caller has it so."""
+        _, conv = self
         return conv(upsample(frames))
 
 
@@ -234,8 +274,8 @@ class Resample(nn.Module):
         if self.time_conv is not None:
             x = self.double_frames(x, stream)
         B, C, T, H, W = x.shape
-        frames = self.resample(x.transpose(1, 2).reshape(B * T, C, H, W))  # (B*T, C/2, 2H, 2W)
-        return frames.unflatten(0, (B, T)).transpose(1, 2)  # (B, C/2, T, 2H, 2W)
+        frames = self.resample(x.transpose(1, 2).reshape(B * T, C, H, W), stream.ops.upsample_nearest)
+        return frames.unflatten(0, (B, T)).transpose(1, 2)  # (B*T, C/2, 2H, 2W) -> (B, C/2, T, 2H, 2W)
 
     def double_frames(self, x: torch.Tensor, stream: DecodeStream) -> torch.Tensor:
         """(B, C, T, H, W) -> (B, C, 2T, H, W), or 2T - 1 frames in a video's first chunk.
@@ -265,7 +305,7 @@ class Resample(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------
-# 4. Decoder body and the public module
+# 5. Decoder body and the public module
 
 
 class OutputHead(nn.Sequential):
@@ -275,10 +315,9 @@ class OutputHead(nn.Sequential):
         super().__init__(RMSNorm(dim, trailing_dims=3), nn.SiLU(), CausalConv3d(dim, 3, (3, 3, 3)))
 
     def forward(self, x: torch.Tensor, stream: DecodeStream) -> torch.Tensor:  # type: ignore[override]
-        norm, act, conv = self
+        norm, _, conv = self  # the norm and SiLU run in stream.ops.conv_input
         assert isinstance(conv, CausalConv3d)
-        history = conv.history(x, stream)  # first, as in ResidualBlock: norm, SiLU and padding fuse
-        return conv.convolve(*conv.pad(act(norm(x)), history), stream)
+        return conv.convolve(*stream.ops.conv_input(x, norm.gamma, conv.history(x, stream)), stream)
 
 
 class Decoder(nn.Module):
@@ -328,6 +367,7 @@ class WanVAEDecoder(nn.Module):
         self.conv2 = nn.Conv3d(config.z_dim, config.z_dim, 1)
         self.decoder = Decoder(config)
         self.channels_last = False
+        self.elementwise = Elementwise()  # the ops between convs; speed.py compiles them
 
     def use_channels_last(self) -> None:
         """Store conv weights, and so every activation from here on, channels-last (see the module doc)."""
@@ -347,11 +387,13 @@ class WanVAEDecoder(nn.Module):
         mean = torch.tensor(self.config.latent_mean, device=weight.device).to(weight.dtype)
         std = torch.tensor(self.config.latent_std, device=weight.device).to(weight.dtype)
         return DecodeStream(
-            latent_mean=mean.view(1, -1, 1, 1, 1), latent_inv_std=(1.0 / std).view(1, -1, 1, 1, 1)
+            latent_mean=mean.view(1, -1, 1, 1, 1),
+            latent_inv_std=(1.0 / std).view(1, -1, 1, 1, 1),
+            ops=self.elementwise,
         )
 
-    # Inference mode, not just no_grad: the compiled regions are traced in it (generation runs there),
-    # and tensors made outside it fail their guards, adding variants past dynamo's limit of 8.
+    # Inference mode, not just no_grad: the compiled ops are traced in it (generation runs there), and
+    # tensors made outside it would fail their guards and trace them again.
     @torch.inference_mode()
     def decode(self, latents: torch.Tensor, stream: DecodeStream) -> torch.Tensor:
         """Decode the next T latent frames of the stream's video into 4T - 3 (first call) or 4T frames.

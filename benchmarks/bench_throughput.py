@@ -85,6 +85,14 @@ ROW_TIMINGS = (
     "t_total_s",
 )
 SAMPLE_S = 0.1  # the stack sampler's period
+COMPILER_FILES = (
+    "/torch/_dynamo/",
+    "/torch/_inductor/",
+    "/torch/_functorch/",
+    "/torch/fx/",
+    "/triton/",
+    "/sympy/",
+)
 
 
 class Bench:
@@ -161,6 +169,8 @@ class StackSampler:
 
     def __init__(self) -> None:
         self.counts: collections.Counter[tuple[str, str]] = collections.Counter()
+        # per thread: samples inside torch.compile's machinery, the rest by our innermost function
+        self.activities: collections.Counter[tuple[str, str]] = collections.Counter()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="stack-sampler", daemon=True)
 
@@ -186,19 +196,31 @@ class StackSampler:
                         where = probe
                         break
                     probe = probe.f_back
+                compiling = False
+                probe = frame
+                while probe is not None and not compiling:
+                    compiling = any(part in probe.f_code.co_filename for part in COMPILER_FILES)
+                    probe = probe.f_back
+                thread = names.get(ident, str(ident)).split("_")[0]
+                self.activities[(thread, "compiling" if compiling else where.f_code.co_name)] += 1
                 code = where.f_code
                 place = f"{Path(code.co_filename).name}:{where.f_lineno} {code.co_name}"
                 if where is not frame:  # in a library below our frame: which file
                     file = frame.f_code.co_filename
                     library = file.rpartition("-packages/")[2] if "-packages/" in file else Path(file).name
                     place += f" < {library}:{frame.f_code.co_name}"
-                self.counts[(names.get(ident, str(ident)).split("_")[0], place)] += 1
+                self.counts[(thread, place)] += 1
 
     def top(self, count: int = 40) -> list[str]:
         return [
             f"{n * SAMPLE_S:7.1f} s  {thread}  {place}"
             for (thread, place), n in self.counts.most_common(count)
         ]
+
+    def activities_of(self, thread: str, count: int = 15) -> dict[str, float]:
+        """Seconds of `thread` compiling (dynamo, inductor, Triton) and, otherwise, per function of ours."""
+        mine = collections.Counter({what: n for (name, what), n in self.activities.items() if name == thread})
+        return {what: round(n * SAMPLE_S, 1) for what, n in mine.most_common(count)}
 
 
 def warm_up(bench: Bench, size: int) -> tuple[float, int]:
@@ -289,6 +311,9 @@ def second_process(args: argparse.Namespace) -> None:
         "first_clip_frames": frames,
         # the second chunk still searches (its shapes are the steady ones)
         "vae_chunk_s": statistics.median(stats.vae_s[2:]) if len(stats.vae_s) > 2 else None,
+        "device_thread_s": sampler.activities_of("device"),  # the thread that runs the model
+        "dynamo_graphs": torch._dynamo.utils.counters["stats"]["unique_graphs"],
+        "dynamo_graph_breaks": sum(torch._dynamo.utils.counters["graph_break"].values()),
     }
     print(json.dumps(results | {"where_threads_were": sampler.top()}))
 

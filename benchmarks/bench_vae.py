@@ -1,7 +1,8 @@
 """The VAE decode of a steady chunk (3 latents -> 12 frames at 480x832): whole decoder, then every conv.
 
 1. The whole streaming decoder per speed setting (plain NCDHW, channels-last, channels-last with
-   compiled residual blocks): ms per steady chunk, median over several chunks of one video.
+   the ops between convs compiled, for dynamic shapes as shipped or static ones): ms per steady
+   chunk, median over several chunks of one video; `--profile` adds its kernels by CUDA time.
 2. Every conv of the chunk, per way of running it. The decoder's 3-tap causal convs can run as one
    Conv3d (NCDHW, or NDHWC), as three Conv2d over frame-shifted views of a frames-as-batch NHWC
    tensor summed, or as one Conv2d over the three views stacked along channels (one accumulation,
@@ -18,21 +19,27 @@ import argparse
 import json
 import time
 from collections.abc import Callable
+from dataclasses import fields
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from benchmarks.gpu import median_ms, random_vae
 from pipeline.model.speed import SpeedConfig, accelerate_vae
+from pipeline.model.vae import Elementwise, WanVAEDecoder
 from pipeline.spec.model import SELF_FORCING_1_3B as PRESET
 
 DECODER_SETTINGS = {
     "plain": SpeedConfig(vae_channels_last=False, compile_vae=False),
     "channels-last": SpeedConfig(compile_vae=False),
     "channels-last + compiled": SpeedConfig(),
+    # the ops between convs compiled for static shapes: a graph per shape, not per width
+    "channels-last + compiled static": SpeedConfig(compile_vae=False),
 }
+PROFILED_KERNELS = 25  # --profile: the kernels with the most CUDA time in a steady chunk
 
 # (name, in channels, out channels, temporal taps, spatial taps, output frames, height, width, count)
 CONVS = [
@@ -114,11 +121,22 @@ def methods(
     return ways
 
 
+def compile_ops_static(vae: WanVAEDecoder) -> None:
+    torch._dynamo.config.recompile_limit = 64  # a graph per op and shape: past the default 8
+    ops = vae.elementwise
+    vae.elementwise = Elementwise(
+        **{op.name: torch.compile(getattr(ops, op.name), dynamic=False, fullgraph=True) for op in fields(ops)}
+    )
+
+
 @torch.inference_mode()
-def time_decoder(config: SpeedConfig, chunks: int = 8) -> dict[str, float]:
+def time_decoder(name: str, chunks: int = 8, profile: bool = False) -> dict[str, Any]:
     """ms for a video's first chunk and the median steady chunk, CUDA events around each decode, and
-    the seconds the warm-up video took (compiling, and cuDNN timing its algorithms per shape)."""
-    vae = accelerate_vae(random_vae(torch.bfloat16), config)
+    the seconds the warm-up video took (compiling, and cuDNN timing its algorithms per shape);
+    `profile`: the kernels of one more steady chunk, by CUDA time."""
+    vae = accelerate_vae(random_vae(torch.bfloat16), DECODER_SETTINGS[name])
+    if name.endswith("static"):
+        compile_ops_static(vae)
     shape = (1, PRESET.vae.z_dim, PRESET.chunk_frames, PRESET.latent_height, PRESET.latent_width)
     latents = torch.randn(shape, device="cuda", dtype=torch.bfloat16)
     warmup_start = time.perf_counter()
@@ -128,11 +146,21 @@ def time_decoder(config: SpeedConfig, chunks: int = 8) -> dict[str, float]:
         times = [median_ms(decode, reps=1, warmup=0) for _ in range(chunks)]
         if video == 0:
             warmup_s = time.perf_counter() - warmup_start
-    return {
+    result: dict[str, Any] = {
         "first_chunk_ms": times[0],
         "steady_chunk_ms": sorted(times[1:])[len(times[1:]) // 2],
         "warmup_video_s": warmup_s,
     }
+    if profile:
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            decode()
+            torch.cuda.synchronize()
+        kernels = sorted(prof.key_averages(), key=lambda e: e.device_time_total, reverse=True)
+        result["kernels_ms"] = [
+            [event.key[:90], event.count, round(event.device_time_total / 1e3, 3)]
+            for event in kernels[:PROFILED_KERNELS]
+        ]
+    return result
 
 
 def main() -> None:
@@ -146,6 +174,7 @@ def main() -> None:
     parser.add_argument(
         "--cudnn-benchmark-limit", type=int, default=None, help="cuDNN algorithms to time per shape (0: all)"
     )
+    parser.add_argument("--profile", action="store_true", help="and each decoder's kernels in a steady chunk")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     torch.backends.cudnn.benchmark = True
@@ -153,8 +182,8 @@ def main() -> None:
         torch.backends.cudnn.benchmark_limit = args.cudnn_benchmark_limit
     decoders = {}
     for name in [] if args.convs else args.decoders.split(","):
-        decoders[name] = time_decoder(DECODER_SETTINGS[name])
-        print(f"decoder, {name:26s}: {decoders[name]}", flush=True)
+        decoders[name] = time_decoder(name, profile=args.profile)
+        print(f"decoder, {name:26s}: {json.dumps(decoders[name], indent=1)}", flush=True)
     rows = []
     totals: dict[str, float] = {}
     best_total = 0.0

@@ -72,7 +72,7 @@ class CausalConv3d(nn.Conv3d):
         kt, kh, kw = kernel_size
         super().__init__(in_channels, out_channels, kernel_size, padding=(0, kh // 2, kw // 2))
         self.time_pad = kt - 1
-        self.search_all_algorithms = False  # speed.py: cuDNN times all its kernels for this conv's shapes
+        self.search_all_algorithms = False  # speed.py: cuDNN times all its kernels for steady chunks
 
     # The stream argument is the point of this class, hence the override Conv3d's signature cannot express.
     def forward(  # type: ignore[override]
@@ -94,7 +94,9 @@ class CausalConv3d(nn.Conv3d):
         self, padded: torch.Tensor, remember: torch.Tensor, stream: DecodeStream, add_bias: bool = True
     ) -> torch.Tensor:
         stream.conv_inputs[self] = remember
-        with cudnn_benchmark_limit(0 if self.search_all_algorithms else None):
+        # A video's first chunk has shapes of its own, run once per clip: not worth the full search.
+        search_all = self.search_all_algorithms and not stream.is_first_chunk
+        with cudnn_benchmark_limit(0 if search_all else None):
             return F.conv3d(padded, self.weight, self.bias if add_bias else None, padding=self.padding)
 
 

@@ -12,12 +12,12 @@ from pipeline.storage import S3Settings
 # while a group's clips all finish late, at once.
 MAX_AUTO_CLIPS_PER_FORWARD = 2
 
-# cuDNN timing every algorithm for the VAE's full-resolution convs, against PyTorch's default of its first
-# ten, measured in a warm H200 process (benchmarks/README.md): 17.1 s more warm-up in every actor process,
-# 6.3 ms less decode per chunk from then on. Automatic: full only where a worker's share of the run decodes
-# enough chunks to pay it back (about 34 minute-long clips).
-FULL_CONV_SEARCH_WARMUP_S = 17.1
-FULL_CONV_SEARCH_SAVING_S_PER_CHUNK = 0.0063
+# cuDNN timing every algorithm for the VAE's full-resolution convs (steady chunks), against PyTorch's
+# default of its first ten, measured in a warm H200 process (benchmarks/README.md): 12.1 s more warm-up in
+# every actor process, 6.7 ms less decode per chunk from then on. Automatic: full only where a worker's
+# share of the run decodes enough chunks to pay it back (about 23 minute-long clips).
+FULL_CONV_SEARCH_WARMUP_S = 12.1
+FULL_CONV_SEARCH_SAVING_S_PER_CHUNK = 0.0067
 CONV_SEARCHES = ("auto", "full", "quick")
 
 

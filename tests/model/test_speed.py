@@ -1,10 +1,13 @@
 """Speed switches keep outputs within tolerance of the plain model (tiny preset, CPU)."""
 
 from dataclasses import fields, replace
+from typing import Any
+from unittest import mock
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch._dynamo.eval_frame import _debug_get_cache_entry_list
 
 from pipeline.generate import ClipGenerator
@@ -135,6 +138,21 @@ def test_only_the_full_resolution_residual_convs_search_all_cudnn_algorithms():
     narrowest = min(conv.in_channels for conv in convs)
     assert len(searching) == 2 * (TINY.vae.num_res_blocks + 1)  # two per block of the last stage
     assert all(conv.in_channels == conv.out_channels == narrowest for conv in searching)
+    # ... in a video's later chunks: the first chunk's shapes, run once per clip, are not worth it
+    limits_seen: list[int] = []
+    conv3d = F.conv3d
+
+    def recording_conv3d(*args: Any, **kwargs: Any) -> torch.Tensor:
+        limits_seen.append(torch.backends.cudnn.benchmark_limit)
+        return conv3d(*args, **kwargs)
+
+    stream = vae.start_stream()
+    latents = torch.randn(1, TINY.vae.z_dim, 3, TINY.latent_height, TINY.latent_width)
+    with mock.patch.object(F, "conv3d", recording_conv3d), torch.inference_mode():
+        vae.decode(latents, stream)
+        assert 0 not in limits_seen and limits_seen
+        vae.decode(latents, stream)
+    assert limits_seen.count(0) == len(searching)  # each searching conv once, in the second chunk
     limit = torch.backends.cudnn.benchmark_limit
     with cudnn_benchmark_limit(0):
         assert torch.backends.cudnn.benchmark_limit == 0

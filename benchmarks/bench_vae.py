@@ -152,13 +152,28 @@ def time_decoder(name: str, chunks: int = 8, profile: bool = False) -> dict[str,
         "warmup_video_s": warmup_s,
     }
     if profile:
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+        with torch.profiler.profile(activities=activities, record_shapes=True) as prof:
             decode()
             torch.cuda.synchronize()
-        kernels = sorted(prof.key_averages(), key=lambda e: e.device_time_total, reverse=True)
+        kernels = sorted(
+            (e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA),
+            key=lambda e: e.device_time_total,
+            reverse=True,
+        )
         result["kernels_ms"] = [
             [event.key[:90], event.count, round(event.device_time_total / 1e3, 3)]
             for event in kernels[:PROFILED_KERNELS]
+        ]
+        # which eager ops (and inputs) those kernels come from: compiled graphs show as one op each
+        ops = sorted(
+            (e for e in prof.key_averages(group_by_input_shape=True) if e.key.startswith("aten::")),
+            key=lambda e: e.device_time_total,
+            reverse=True,
+        )
+        result["eager_ops_ms"] = [
+            [event.key, str(event.input_shapes)[:120], event.count, round(event.device_time_total / 1e3, 3)]
+            for event in ops[:PROFILED_KERNELS]
         ]
     return result
 

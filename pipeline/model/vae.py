@@ -156,17 +156,32 @@ def conv_input(
     return causal_pad(F.silu(rms_norm(x, gamma)), history)
 
 
+# The convs' biases are added by the ops below, not by cuDNN: it adds a channels-last bias in a pass of
+# its own at a third of memory speed (a tenth of the decode on an H100); here it costs no pass.
+
+
+def add_bias(x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """x (N, C, ...) plus a per-channel bias (C,)."""
+    return x + bias.view(-1, *(1,) * (x.ndim - 2))
+
+
 def biased_conv_input(
     x: torch.Tensor, bias: torch.Tensor, gamma: torch.Tensor, history: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """`conv_input` of x plus the previous conv's bias: it is left to this op because cuDNN adds a
-    channels-last 3D bias in a slow pass of its own (a tenth of the decode on an H100)."""
-    return conv_input(x + bias.view(-1, 1, 1, 1), gamma, history)
+    """`conv_input` of x plus the previous conv's bias."""
+    return conv_input(add_bias(x, bias), gamma, history)
 
 
 def residual_sum(h: torch.Tensor, bias: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
     """A residual block's output: its second conv's output plus that conv's bias, plus the shortcut."""
-    return h + bias.view(-1, 1, 1, 1) + shortcut
+    return add_bias(h, bias) + shortcut
+
+
+def projected_residual_sum(
+    h: torch.Tensor, bias: torch.Tensor, shortcut: torch.Tensor, shortcut_bias: torch.Tensor
+) -> torch.Tensor:
+    """`residual_sum` where the shortcut is a 1x1x1 conv's output, still without its bias."""
+    return residual_sum(h, bias, add_bias(shortcut, shortcut_bias))
 
 
 def upsample_nearest(frames: torch.Tensor) -> torch.Tensor:
@@ -182,8 +197,10 @@ class Elementwise:
     # dynamo's limit of 8 graphs per function past which it runs the rest eagerly.
     conv_input: Callable[..., tuple[torch.Tensor, torch.Tensor]] = conv_input
     biased_conv_input: Callable[..., tuple[torch.Tensor, torch.Tensor]] = biased_conv_input
-    residual_sum: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] = residual_sum
+    residual_sum: Callable[..., torch.Tensor] = residual_sum
+    projected_residual_sum: Callable[..., torch.Tensor] = projected_residual_sum
     upsample_nearest: Callable[[torch.Tensor], torch.Tensor] = upsample_nearest
+    add_bias: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = add_bias
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -214,7 +231,11 @@ class ResidualBlock(nn.Module):
         h = conv1.convolve(*ops.conv_input(x, norm1.gamma, conv1.history(x, stream)), stream, add_bias=False)
         padded, remember = ops.biased_conv_input(h, conv1.bias, norm2.gamma, conv2.history(h, stream))
         h = conv2.convolve(padded, remember, stream, add_bias=False)
-        return ops.residual_sum(h, conv2.bias, self.shortcut(x))
+        if isinstance(self.shortcut, nn.Conv3d):  # 1x1x1, its bias added in the sum
+            assert self.shortcut.bias is not None
+            shortcut = F.conv3d(x, self.shortcut.weight)
+            return ops.projected_residual_sum(h, conv2.bias, shortcut, self.shortcut.bias)
+        return ops.residual_sum(h, conv2.bias, x)
 
 
 class AttentionBlock(nn.Module):
@@ -251,12 +272,13 @@ class UpsampleConv(nn.Sequential):
             nn.Upsample(scale_factor=2.0, mode="nearest"), nn.Conv2d(dim, dim // 2, 3, padding=1)
         )
 
-    def forward(  # type: ignore[override]
-        self, frames: torch.Tensor, upsample: Callable[[torch.Tensor], torch.Tensor] = upsample_nearest
-    ) -> torch.Tensor:
-        """`upsample`: the same nearest upsampling as slot 0, compiled where the caller has it so."""
+    def forward(self, frames: torch.Tensor, ops: Elementwise) -> torch.Tensor:  # type: ignore[override]
+        """Slot 0's upsampling and the conv's bias run in `ops` (compiled where the decoder is)."""
         _, conv = self
-        return conv(upsample(frames))
+        assert isinstance(conv, nn.Conv2d) and conv.bias is not None
+        return ops.add_bias(
+            F.conv2d(ops.upsample_nearest(frames), conv.weight, padding=conv.padding), conv.bias
+        )
 
 
 class Resample(nn.Module):
@@ -276,7 +298,7 @@ class Resample(nn.Module):
         if self.time_conv is not None:
             x = self.double_frames(x, stream)
         B, C, T, H, W = x.shape
-        frames = self.resample(x.transpose(1, 2).reshape(B * T, C, H, W), stream.ops.upsample_nearest)
+        frames = self.resample(x.transpose(1, 2).reshape(B * T, C, H, W), stream.ops)
         return frames.unflatten(0, (B, T)).transpose(1, 2)  # (B*T, C/2, 2H, 2W) -> (B, C/2, T, 2H, 2W)
 
     def double_frames(self, x: torch.Tensor, stream: DecodeStream) -> torch.Tensor:

@@ -95,14 +95,16 @@ def test_default_schedule_is_the_released_warped_four_step_schedule(generator):
 
 
 # The frames of a short clip per policy, pinned before the house refactor (tests/pinned_frames.py):
-# any change to them is a change of behaviour, not a refactoring.
+# any change to them is a change of behaviour, not a refactoring. Re-pinned once since, when the VAE's
+# shortcut and upsample convs left their biases to the next op (float32 rounding: at most one uint8
+# step, at 0.003% of the pixels).
 PINNED_FRAME_SHA256 = {
-    "fifo": "a287cfc49312dcaaae0c2fded1f7715dbfdfffc6d6b61f737ea56552744ff393",
-    "sink": "ba46b0c3ca6ea9b242ad958cf386a9191238ad908f1b8d34e082a44fa01bcd9a",
-    "rolling-sink": "6bceb98f8e9863d4e3bc5f2ec0e4b61cce4e9ed2542bd260dfdc9412845e3b84",
-    "deep-sink": "594db877c9f2747fcf9cfe0626acb866c06e8bcb81ee70033982c19865c4b9d3",
-    "deep-forcing": "15f0151aa2740b86cb901fb818265427b1d3538704c2aaee1f62978d5950608c",
-    "deep-forcing-paper": "b590de423e9ded539ed873447e69ade1805c329b316efec2a8b6234eda0117f1",
+    "fifo": "98f0d9368d5bfda5e2a97ebbe781ad38e42aefacaaaca3e86d1883f3bea6b75b",
+    "sink": "a21deb70b618f9765da9368b300f6248d2d43bb808a9298212e2feae906c19c5",
+    "rolling-sink": "86423702c0293983592c011ec3d895b19dd9d97eaea7470e49fe34499b7bc3dd",
+    "deep-sink": "ee9d3e745c695d6690ef6cdf7438b977fe4ed499bbf5c30a2ea824ee41d76b97",
+    "deep-forcing": "a6cbf0eec7509fc7a26be88f077ebd47cd7f74f99f318b7e3a445235b831c215",
+    "deep-forcing-paper": "f89c0305fe77475e33ca767836afa29d13f57282110a504a8859540c5a4665fd",
 }
 # One thread and AVX2 kernels everywhere: the same float32 sums in the same order on any x86-64 host.
 PINNED_CPU_ENV = {

@@ -157,7 +157,8 @@ def conv_input(
 
 
 # The convs' biases are added by the ops below, not by cuDNN: it adds a channels-last bias in a pass of
-# its own at a third of memory speed (a tenth of the decode on an H100); here it costs no pass.
+# its own at a third of memory speed (a tenth of the decode on an H100); here it fuses into the next
+# op, or (`add_bias` alone) runs at memory speed.
 
 
 def add_bias(x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.gpu import median_ms, random_vae
-from pipeline.model.speed import SpeedConfig, accelerate_vae
+from pipeline.model.speed import SpeedConfig, accelerate_vae, compiled_vae_ops
 from pipeline.model.vae import Elementwise, WanVAEDecoder
 from pipeline.spec.model import SELF_FORCING_1_3B as PRESET
 
@@ -123,10 +123,8 @@ def methods(
 
 def compile_ops_static(vae: WanVAEDecoder) -> None:
     torch._dynamo.config.recompile_limit = 64  # a graph per op and shape: past the default 8
-    ops = vae.elementwise
-    vae.elementwise = Elementwise(
-        **{op.name: torch.compile(getattr(ops, op.name), dynamic=False, fullgraph=True) for op in fields(ops)}
-    )
+    every_op = frozenset(op.name for op in fields(Elementwise))
+    vae.elementwise = compiled_vae_ops(vae.elementwise, "inductor", static=every_op)
 
 
 @torch.inference_mode()

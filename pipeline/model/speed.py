@@ -135,27 +135,29 @@ def self_attention_kernel(
 STATIC_SHAPE_VAE_OPS = frozenset({"upsample_nearest"})
 
 
+def compiled_vae_ops(
+    ops: Elementwise, backend: str, static: frozenset[str] = STATIC_SHAPE_VAE_OPS
+) -> Elementwise:
+    """`ops` compiled whole, for dynamic shapes but those named in `static`. Frame counts and sizes
+    differ per stage and between a video's first and later chunks: dynamic shapes give one graph per op
+    and channel width (parameters keep theirs static). The convs stay eager (their stream state)."""
+    return Elementwise(
+        **{
+            op.name: torch.compile(
+                getattr(ops, op.name), dynamic=op.name not in static, fullgraph=True, backend=backend
+            )
+            for op in fields(ops)
+        }
+    )
+
+
 def accelerate_vae(vae: WanVAEDecoder, config: SpeedConfig) -> WanVAEDecoder:
     """The VAE part of `accelerate`: layout, the compiled ops between convs, where cuDNN searches hardest."""
     decoder = vae.decoder
     if config.vae_channels_last:
         vae.use_channels_last()
     if config.compile_vae:
-        # Frame counts and sizes differ per stage and between a video's first and later chunks: dynamic
-        # shapes give one graph per op and channel width (parameters keep theirs static). The convs
-        # stay eager (their stream state).
-        ops = vae.elementwise
-        vae.elementwise = Elementwise(
-            **{
-                op.name: torch.compile(
-                    getattr(ops, op.name),
-                    dynamic=op.name not in STATIC_SHAPE_VAE_OPS,
-                    fullgraph=True,
-                    backend=config.compile_backend,
-                )
-                for op in fields(ops)
-            }
-        )
+        vae.elementwise = compiled_vae_ops(vae.elementwise, config.compile_backend)
     if config.vae_search_all_conv_algorithms:
         last_upsample = max(i for i, stage in enumerate(decoder.upsamples) if isinstance(stage, Resample))
         for block in decoder.upsamples[last_upsample + 1 :]:  # the full-resolution residual blocks

@@ -1,6 +1,6 @@
 """The Self Forcing causal Wan2.1 DiT (T2V 1.3B), with the official parameter names.
 
-Read top-down: config, norms, attention, block, embeddings/head, model. Numerics follow the Self
+Read top-down: config, norms, attention, feed-forward, block, embeddings/head, model. Numerics follow the Self
 Forcing release: bf16 activations, float32 RMSNorm, float64 RoPE and timestep sinusoids, LayerNorm in
 the activation dtype. Two entry points share every weight and every line of block code:
 
@@ -156,6 +156,31 @@ class CrossAttention(AttentionProjections):
 
 
 # ---------------------------------------------------------------------------------------------------
+# Feed-forward
+
+
+class FeedForward(nn.Sequential):
+    """Linear -> tanh GELU -> Linear; a Sequential so the official names hold (ffn.0, ffn.2).
+
+    With `gelu_in_epilogue` (CUDA only: on CPUs PyTorch's fused op computes the erf GELU) the up
+    projection's GEMM applies the GELU before it writes its ffn_dim-wide output (cuBLASLt's epilogue), so
+    the largest activation of the block is written once and never re-read by a separate GELU pass.
+    """
+
+    def __init__(self, dim: int, ffn_dim: int):
+        super().__init__(nn.Linear(dim, ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(ffn_dim, dim))
+        self.gelu_in_epilogue = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        up, gelu, down = cast(nn.Linear, self[0]), self[1], cast(nn.Linear, self[2])
+        if not self.gelu_in_epilogue:
+            return down(gelu(up(x)))
+        # inductor calls this op as is (no decomposition), so the fusion survives torch.compile
+        hidden = torch._addmm_activation(up.bias, x.flatten(0, -2), up.weight.t(), use_gelu=True)
+        return down(hidden.unflatten(0, x.shape[:-1]))
+
+
+# ---------------------------------------------------------------------------------------------------
 # Transformer block
 
 
@@ -170,11 +195,7 @@ class DiTBlock(nn.Module):
         self.cross_attn = CrossAttention(config)
         # 3. Feed-forward, modulated per frame
         self.norm2 = nn.LayerNorm(config.dim, eps=config.eps, elementwise_affine=False)
-        self.ffn = nn.Sequential(
-            nn.Linear(config.dim, config.ffn_dim),
-            nn.GELU(approximate="tanh"),
-            nn.Linear(config.ffn_dim, config.dim),
-        )
+        self.ffn = FeedForward(config.dim, config.ffn_dim)
         # shift/scale/gate for self-attention then for the FFN, added to the timestep projection
         self.modulation = nn.Parameter(torch.randn(1, 6, config.dim) / config.dim**0.5)
 
@@ -273,8 +294,7 @@ class CausalWanDiT(nn.Module):
             raise ValueError(f"prompt_embeds has {T} tokens, more than text_len={self.config.text_len}")
         padded = F.pad(prompt_embeds, (0, 0, 0, self.config.text_len - T))  # (B, text_len, text_dim)
         text = self.text_embedding(padded.to(self.dtype))  # (B, text_len, C)
-        blocks = cast(list[DiTBlock], list(self.blocks))  # ModuleList items are typed as Module
-        return TextContext([block.cross_attn.project_text(text) for block in blocks])
+        return TextContext([block.cross_attn.project_text(text) for block in self.block_list])
 
     # -- forwards -----------------------------------------------------------------------------------
 
@@ -372,6 +392,10 @@ class CausalWanDiT(nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         return self.patch_embedding.weight.dtype
+
+    @property
+    def block_list(self) -> list[DiTBlock]:
+        return cast(list[DiTBlock], list(self.blocks))  # ModuleList items are typed as Module
 
     def _attention_backends(self) -> AbstractContextManager[None]:
         if self.sdpa_backends is None:

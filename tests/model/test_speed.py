@@ -168,3 +168,11 @@ def test_shipped_speed_settings_render_the_same_frames():
     # float32 convs in another layout sum in another order: at most one uint8 step, rarely
     assert np.abs(fast.astype(int) - plain).max() <= 1
     assert (fast != plain).mean() < 1e-3
+
+
+def test_the_ffn_gelu_joins_its_gemm_only_on_a_gpu():
+    # cuBLASLt's epilogue GELU is the tanh one the model uses; on CPUs the same op applies the erf GELU
+    bundle = accelerate(
+        ModelBundle.random(TINY, "cpu", torch.float32, seed=4), SpeedConfig(compile_blocks=False)
+    )
+    assert [block.ffn.gelu_in_epilogue for block in bundle.dit.block_list] == [False] * TINY.dit.num_layers

@@ -1,0 +1,191 @@
+"""What a DiT block's dense parts cost at our shapes, as shipped and with fewer memory passes.
+
+One full-size block (random weights, bf16) on 4680 tokens a clip (one chunk), 1 and 2 clips:
+
+- `ffn`: up GEMM, tanh GELU, down GEMM, compiled as shipped (inductor runs the GELU as its own pass over
+  the 8960-wide activations) against the GELU in the up GEMM's cuBLASLt epilogue
+  (`torch._addmm_activation`, which inductor calls as is);
+- `qkv`: the q/k/v projections with their RMSNorms and RoPE, compiled as shipped (three 1536x1536 GEMMs)
+  against one 1536 -> 4608 GEMM of the three weights concatenated;
+- `block`: the whole compiled block with cuDNN attention over 16 cached frames + the chunk, shipped,
+  for the share each part has.
+
+Each variant is timed (CUDA events,
+median), and compared with float32 (relative error). Runs on the GPU machine, or anywhere with
+`--device cpu --preset tiny` to check the script:
+
+    python benchmarks/bench_dit_block.py --out $OUT/dit_block.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from benchmarks.gpu import median_ms
+from pipeline.model.dit import DiTBlock, LayerCursor, RotaryTables
+from pipeline.model.random_init import randomize_
+from pipeline.model.rope import RotaryEmbedding3D, apply_rotary
+from pipeline.spec.model import ModelPreset, get_preset
+
+CACHED_FRAMES = 16
+
+
+def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((out.float() - ref.float()).norm() / ref.float().norm())
+
+
+def ffn_shipped(block: DiTBlock) -> Callable[[torch.Tensor], torch.Tensor]:
+    return block.ffn
+
+
+def ffn_gelu_epilogue(block: DiTBlock) -> Callable[[torch.Tensor], torch.Tensor]:
+    up, _, down = block.ffn
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        h = torch._addmm_activation(up.bias, x.flatten(0, 1), up.weight.t(), use_gelu=True)
+        return down(h.unflatten(0, x.shape[:2]))
+
+    return run
+
+
+def qkv_shipped(block: DiTBlock) -> Callable[[torch.Tensor, RotaryTables], tuple[torch.Tensor, ...]]:
+    return block.self_attn.qkv
+
+
+def qkv_one_gemm(block: DiTBlock) -> Callable[[torch.Tensor, RotaryTables], tuple[torch.Tensor, ...]]:
+    attn = block.self_attn
+    weight = torch.cat([attn.q.weight, attn.k.weight, attn.v.weight]).detach()
+    bias = torch.cat([attn.q.bias, attn.k.bias, attn.v.bias]).detach()
+
+    def run(x: torch.Tensor, rope: RotaryTables) -> tuple[torch.Tensor, ...]:
+        B, L, C = x.shape
+        nh = attn.num_heads
+        q, k, v = F.linear(x, weight, bias).split(C, dim=-1)
+        q = apply_rotary(attn.norm_q(q).view(B, L, nh, -1), rope)
+        k = apply_rotary(attn.norm_k(k).view(B, L, nh, -1), rope)
+        return tuple(t.transpose(1, 2) for t in (q, k, v.reshape(B, L, nh, -1)))
+
+    return run
+
+
+class PrefixCache:
+    """The KV cache's write-then-attend pattern for one layer: `CACHED_FRAMES` frames, then the chunk."""
+
+    def __init__(self, preset: ModelPreset, clips: int, like: torch.Tensor):
+        g = preset.cache_geometry()
+        shape = (clips, g.num_heads, (CACHED_FRAMES + g.chunk_frames) * g.tokens_per_frame, g.head_dim)
+        self.keys = torch.randn(shape, device=like.device, dtype=like.dtype)
+        self.values = torch.randn(shape, device=like.device, dtype=like.dtype)
+        self.start = CACHED_FRAMES * g.tokens_per_frame
+
+    def keys_values(
+        self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self.keys[:, :, self.start :].copy_(k)
+        self.values[:, :, self.start :].copy_(v)
+        return self.keys, self.values
+
+
+def measure(
+    parts: dict[str, Callable[..., object]], inputs: tuple[object, ...], reference: object, on_gpu: bool
+) -> dict[str, float]:
+    """ms (compiled, median) and relative error against `reference` (float32) of each way of one part."""
+    out: dict[str, float] = {}
+    for name, fn in parts.items():
+        compiled = torch.compile(fn, dynamic=False)
+        result = compiled(*inputs)
+        pairs = zip(result, reference, strict=True) if isinstance(result, tuple) else [(result, reference)]
+        out[f"{name}_error"] = max(relative_error(o, r) for o, r in pairs)  # type: ignore[arg-type]
+        out[f"{name}_ms"] = median_ms(lambda c=compiled: c(*inputs), reps=30 if on_gpu else 1, warmup=5)
+    return out
+
+
+def measure_block(
+    block: DiTBlock, block32: DiTBlock, preset: ModelPreset, tables: RotaryTables, clips: int
+) -> dict[str, object]:
+    """Every part's ways at `clips` clips a forward, the GEMMs alone, and the whole compiled block."""
+    config, geometry = preset.dit, preset.cache_geometry()
+    device, dtype = block.ffn[0].weight.device, block.ffn[0].weight.dtype
+    on_gpu = device.type == "cuda"
+    reps = 30 if on_gpu else 1
+    x32 = torch.randn(clips, geometry.chunk_tokens, config.dim, device=device)
+    x = x32.to(dtype)
+    run: dict[str, object] = {"clips": clips}
+    ffns = {"ffn_shipped": ffn_shipped(block), "ffn_gelu_epilogue": ffn_gelu_epilogue(block)}
+    run |= measure(ffns, (x,), block32.ffn(x32), on_gpu)
+    qkvs = {"qkv_shipped": qkv_shipped(block), "qkv_one_gemm": qkv_one_gemm(block)}
+    run |= measure(qkvs, (x, tables), block32.self_attn.qkv(x32, tables), on_gpu)
+    hidden = torch.empty(clips, geometry.chunk_tokens, config.ffn_dim, device=device, dtype=dtype)
+    gemms: dict[str, Callable[[], object]] = {
+        "gemm_dim_x_dim_ms": lambda: block.self_attn.q(x),
+        "gemm_ffn_up_ms": lambda: block.ffn[0](x),
+        "gemm_ffn_down_ms": lambda: block.ffn[2](hidden),
+    }
+    for name, gemm in gemms.items():
+        run[name] = median_ms(gemm, reps=reps, warmup=5)
+    # the whole compiled block with attention over the cache, for the share each part has
+    time_mod = torch.randn(clips, geometry.chunk_frames, 6, config.dim, device=device, dtype=dtype)
+    text = torch.randn(clips, config.text_len, config.dim, device=device, dtype=dtype)
+    text_kv = block.cross_attn.project_text(text)
+    cache = PrefixCache(preset, clips, x)
+    compiled_block = torch.compile(block, dynamic=False)
+    backends = [SDPBackend.CUDNN_ATTENTION] if on_gpu else [SDPBackend.MATH]
+
+    def block_forward() -> torch.Tensor:
+        with sdpa_kernel(backends):
+            return compiled_block(x, time_mod, text_kv, tables, LayerCursor(cache), None)
+
+    run["block_shipped_ms"] = median_ms(block_forward, reps=reps, warmup=5)
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--clips", default="1,2")
+    parser.add_argument("--preset", default="self-forcing-1.3b")
+    parser.add_argument("--device", default="cuda")
+    args = parser.parse_args()
+    preset = get_preset(args.preset)
+    config, geometry = preset.dit, preset.cache_geometry()
+    device = torch.device(args.device)
+    on_gpu = device.type == "cuda"
+    with torch.device("meta"):
+        block32 = DiTBlock(config)
+    block32 = randomize_(block32.to_empty(device=device), seed=1).eval()
+    block = copy.deepcopy(block32).to(torch.bfloat16 if on_gpu else torch.float32)
+    _, ph, pw = config.patch_size
+    grid = (preset.latent_height // ph, preset.latent_width // pw)
+    rope = RotaryEmbedding3D(config.head_dim, config.rope_theta)
+    positions = torch.arange(CACHED_FRAMES, CACHED_FRAMES + geometry.chunk_frames, device=device)
+    tables = rope(positions, *grid).to(torch.float32)
+    runs = []
+    with torch.inference_mode():
+        for clips in [int(c) for c in args.clips.split(",")]:
+            runs.append(measure_block(block, block32, preset, tables, clips))
+            print(json.dumps(runs[-1], indent=1), flush=True)
+    results = {
+        "benchmark": "bench_dit_block",
+        "date": time.strftime("%Y-%m-%d"),
+        "gpu": torch.cuda.get_device_name() if on_gpu else "cpu",
+        "torch": torch.__version__,
+        "preset": preset.name,
+        "tokens_per_clip": geometry.chunk_tokens,
+        "cached_frames": CACHED_FRAMES,
+        "runs": runs,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -7,7 +7,6 @@ from unittest import mock
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from torch._dynamo.eval_frame import _debug_get_cache_entry_list
 
 from pipeline.generate import ClipGenerator
@@ -88,9 +87,10 @@ def test_fast_vae_decodes_the_same_pixels_without_recompiling_per_video():
     vae = accelerate_vae(bundle.vae, SpeedConfig(compile_backend="aot_eager"))
     assert vae.channels_last
     fast, stream = decode_video(vae, latents)
-    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
+    # oneDNN sums a channels-last conv's products in another order than an NCDHW one's: float32 rounding
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=3e-5)
     graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
-    torch.testing.assert_close(decode_video(vae, latents)[0], plain, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(decode_video(vae, latents)[0], plain, rtol=1e-5, atol=3e-5)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs  # a new video: no new graphs
     with torch.inference_mode():  # as generation calls it: still the same graphs
         decode_video(vae, latents)
@@ -99,11 +99,9 @@ def test_fast_vae_decodes_the_same_pixels_without_recompiling_per_video():
     # inside the producing kernel) ...
     assert stream.conv_inputs.keys() == plain_stream.conv_inputs.keys()
     for conv, frames in stream.conv_inputs.items():
-        torch.testing.assert_close(frames, plain_stream.conv_inputs[conv], rtol=1e-5, atol=1e-5)
-    # ... in its input's layout. CPU Conv3d returns NCDHW whatever it gets, so only the convs fed by
-    # channels-last 2D ops (the upsamples) see channels-last here; on CUDA every one does
-    # (benchmarks/check_full_size.py).
-    assert any(
+        torch.testing.assert_close(frames, plain_stream.conv_inputs[conv], rtol=1e-5, atol=3e-5)
+    # ... in its input's layout: channels-last end to end, as on CUDA (benchmarks/check_full_size.py)
+    assert all(
         x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous()
         for x in stream.conv_inputs.values()
     )
@@ -140,7 +138,7 @@ def test_only_the_full_resolution_residual_convs_search_all_cudnn_algorithms():
     assert all(conv.in_channels == conv.out_channels == narrowest for conv in searching)
     # ... in a video's later chunks: the first chunk's shapes, run once per clip, are not worth it
     limits_seen: list[int] = []
-    conv3d = F.conv3d
+    conv3d = vae_module.conv3d
 
     def recording_conv3d(*args: Any, **kwargs: Any) -> torch.Tensor:
         limits_seen.append(torch.backends.cudnn.benchmark_limit)
@@ -148,7 +146,7 @@ def test_only_the_full_resolution_residual_convs_search_all_cudnn_algorithms():
 
     stream = vae.start_stream()
     latents = torch.randn(1, TINY.vae.z_dim, 3, TINY.latent_height, TINY.latent_width)
-    with mock.patch.object(F, "conv3d", recording_conv3d), torch.inference_mode():
+    with mock.patch.object(vae_module, "conv3d", recording_conv3d), torch.inference_mode():
         vae.decode(latents, stream)
         assert 0 not in limits_seen and limits_seen
         vae.decode(latents, stream)

@@ -204,3 +204,14 @@ def test_checkpoint_missing_a_decoder_tensor_names_file_and_key(
     assert str(info.value) == (
         f"{path} does not match WanVAEDecoder (108 tensors expected):\n  1 missing: decoder.head.2.bias"
     )
+
+
+def test_cpu_decodes_run_every_conv_through_onednn_not_the_im2col_kernel(
+    decoder: WanVAEDecoder, latents: torch.Tensor
+) -> None:
+    # PyTorch picks its im2col conv3d for small batch-1 videos, 3-10x slower than oneDNN at these sizes
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiled:
+        decoder.decode(latents, decoder.start_stream())
+    ops = {event.key for event in profiled.key_averages()}
+    assert "aten::mkldnn_convolution" in ops
+    assert not {op for op in ops if op.startswith("aten::slow_conv")}

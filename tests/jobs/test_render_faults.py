@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -231,7 +232,9 @@ def test_a_killed_driver_loses_nothing_the_same_command_finishes_the_run_and_com
     rerun = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
 
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
-    assert f"{done_before} of 6 clip(s) already done" in rerun.stderr
+    # The killed driver's actors live on until its reaper ends them: a clip may land after the count
+    skipped = re.search(r"(\d) of 6 clip\(s\) already done", rerun.stderr)
+    assert skipped and done_before <= int(skipped[1]) < len(ids), rerun.stderr[-3000:]
     rows = audit(s3_moto, bucket, "run", "again")
     assert sorted(rows) == ids and {row["status"] for row in rows.values()} == {"ok"}
     assert target.list_keys("metrics/run_id=again/") == ["metrics/run_id=again/compacted-1.parquet"]

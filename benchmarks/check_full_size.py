@@ -2,8 +2,9 @@
 
 1. DiT: two chunks through the KV cache == one block-causal forward of the same frames.
 2. DiT: bf16 vs float32 output of one chunk (the bf16 noise floor the other checks are judged by),
-   and the attention kernels (FlashAttention-4 when installed, cuDNN over two key runs) vs cuDNN
-   whole vs PyTorch's default backend.
+   the FFN's GELU in its GEMM's epilogue vs float32 and vs the plain bf16 path, and the attention
+   kernels (FlashAttention-4 when installed, cuDNN over two key runs) vs cuDNN whole vs PyTorch's
+   default backend.
 3. VAE: decoding 6 latent frames in chunks of 3 with the feature cache == one call.
 4. VAE: the shipped fast path (channels-last activations, compiled ops between convs) == the plain one,
    every causal conv really receives channels-last input, and how many graphs each compiled op traced
@@ -62,6 +63,11 @@ def check_dit(dtype: torch.dtype) -> dict[str, float]:
     fp32 = streamed(dit)
     dit.to(dtype)
     low = streamed(dit)
+    for block in dit.block_list:
+        block.ffn.gelu_in_epilogue = True
+    epilogue = streamed(dit)
+    for block in dit.block_list:
+        block.ffn.gelu_in_epilogue = False
     whole = dit.forward_block_causal(latents, torch.zeros(1, 6, device="cuda"), dit.prepare_text(prompt), 3)
     dit.sdpa_backends = ATTENTION_ORDERS["cudnn"]
     cudnn = streamed(dit)
@@ -70,6 +76,8 @@ def check_dit(dtype: torch.dtype) -> dict[str, float]:
     checks = {
         "dit_stream_vs_block_causal": rel_err(low, whole),
         "dit_bf16_vs_fp32": rel_err(low, fp32),
+        "dit_gelu_epilogue_vs_fp32": rel_err(epilogue, fp32),
+        "dit_gelu_epilogue_vs_plain_bf16": rel_err(epilogue, low),
         "dit_cudnn_vs_default_backend": rel_err(cudnn, low),
         "dit_key_splits_vs_whole_cudnn": rel_err(split, cudnn),
         "dit_key_splits_vs_fp32": rel_err(split, fp32),

@@ -511,6 +511,27 @@ def ray_head(aws_test_env: dict[str, str]) -> Iterator[tuple[str, dict[str, str]
     # The job's `python` is whatever the node's PATH finds first, as for a user: make it this
     # interpreter, so the test also passes when the venv is not activated.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    # Ray gives its raylet 30 s to register with the GCS; on a loaded 2-core machine that has run out
+    # (CI, once in many runs), so a head that did not come up is started once more on fresh ports.
+    for attempt in (1, 2):
+        leader, dashboard_port, log = _start_ray_head(env, temp_dir / str(attempt))
+        if _ray_head_is_up(leader, log, timeout_s=90):
+            break
+        _stop_session(leader)
+    else:
+        message = log.read_text(errors="replace")[-3000:]
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        pytest.fail(f"ray start did not come up, twice:\n{message}")
+    try:
+        yield f"http://127.0.0.1:{dashboard_port}", env
+    finally:
+        _stop_session(leader)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _start_ray_head(env: dict[str, str], temp_dir: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
+    """`ray start --head --block` in a session of its own under `temp_dir`: (leader, dashboard port, log)."""
+    temp_dir.mkdir(parents=True)
     # Every port explicit: a second Ray on the machine (the session's `ray_local`) holds the defaults,
     # and a dashboard agent that cannot bind 52365 leaves the job server with "No available agent".
     ports = [_free_port() for _ in range(7)]
@@ -534,16 +555,16 @@ def ray_head(aws_test_env: dict[str, str]) -> Iterator[tuple[str, dict[str, str]
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    try:
-        deadline = time.monotonic() + 90
-        while b"will now block forever" not in log.read_bytes():
-            if leader.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"ray start did not come up:\n{log.read_text(errors='replace')[-3000:]}")
-            time.sleep(0.5)
-        yield f"http://127.0.0.1:{dashboard_port}", env
-    finally:
-        _stop_session(leader)
-        shutil.rmtree(temp_dir, ignore_errors=True)
+    return leader, dashboard_port, log
+
+
+def _ray_head_is_up(leader: subprocess.Popen[bytes], log: Path, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while b"will now block forever" not in log.read_bytes():
+        if leader.poll() is not None or time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
 
 
 @pytest.mark.integration

@@ -40,10 +40,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 RUN_ARGS = ["--cpus-per-worker", "1", "--progress-interval", "600"]
 
 
-def write_prompts(path: Path, ids: list[str], latent_frames: int = 6) -> Path:
+def write_prompts(
+    path: Path, ids: list[str], latent_frames: int = 6, lengths: dict[str, int] | None = None
+) -> Path:
+    """One prompt line per id, `latent_frames` long unless `lengths` names the clip."""
+    lengths = lengths or {}
     path.write_text(
         "".join(
-            json.dumps({"prompt": f"{i} at dawn", "id": i, "latent_frames": latent_frames}) + "\n"
+            json.dumps({"prompt": f"{i} at dawn", "id": i, "latent_frames": lengths.get(i, latent_frames)})
+            + "\n"
             for i in ids
         )
     )
@@ -176,7 +181,11 @@ def test_cuda_out_of_memory_fails_only_its_clip_and_a_fatal_cuda_error_restarts_
         {"clip": "poisoned", "attempt": 1, "at": "chunk", "chunk": 1, "fault": "fatal"},
     )
     out = tmp_path / "out"
-    prompts = write_prompts(tmp_path / "p.jsonl", ["too-big", "after-oom", "poisoned", "after-fatal"])
+    # A worker runs two calls at a time. The long clip holds the call after too-big's while after-oom
+    # finishes, so the poisoned clip's call starts only once after-oom's has ended and its fatal error
+    # cannot take after-oom to the restarted process (it takes the long clip, which is retried).
+    ids = ["too-big", "after-oom", "long", "poisoned", "after-fatal"]
+    prompts = write_prompts(tmp_path / "p.jsonl", ids, lengths={"long": 24})
     # A batch of one clip, so that the clip after each fault is a call of its own (with groups, a fatal
     # error takes the unfinished clips of both calls in flight to the restarted process)
     args = [str(prompts), "--out", str(out), "--workers", "1", "--clips-per-forward", "1", *RUN_ARGS]
@@ -195,6 +204,7 @@ def test_cuda_out_of_memory_fails_only_its_clip_and_a_fatal_cuda_error_restarts_
     )
     assert (rows["poisoned"]["status"], rows["poisoned"]["attempt"]) == ("ok", 2)
     assert read_fault_record(target, "cuda", "poisoned").device_faults == 1
+    assert rows["long"]["status"] == rows["after-fatal"]["status"] == "ok"
 
     monkeypatch.delenv(CHAOS_ENV)  # the rerun the summary asks for renders what failed
     assert render.main([*args, "--run-id", "cuda-again"]) == render.EXIT_OK

@@ -45,8 +45,8 @@ class SpeedConfig:
     attention_timed_calls: int = 5  # per kernel and call shape, after one untimed call
     compile_blocks: bool = True  # torch.compile each DiT block's dense parts (attention stays eager)
     compile_backend: str = "inductor"  # "aot_eager" traces without code generation (CPU tests)
-    # The FFN's GELU inside its up projection's GEMM on a GPU (dit.FeedForward): -16% of the FFN at two
-    # clips a forward, -7% at one (H200)
+    # The FFN's GELU inside its up projection's GEMM on a GPU (dit.FeedForward): -9 to -16% of the FFN at
+    # two clips a forward on H200s, -7 to +3% at one (benchmarks/README.md)
     ffn_gelu_in_epilogue: bool = True
     vae_channels_last: bool = True  # VAE activations channels-last end to end (cuDNN's fast layout)
     compile_vae: bool = True  # torch.compile the VAE's ops between convs (bias + norm + SiLU + padding fused)

@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -70,9 +71,7 @@ class CausalConv3d(nn.Conv3d):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int, int]):
         kt, kh, kw = kernel_size
-        space_pad = (0, kh // 2, kw // 2)
-        super().__init__(in_channels, out_channels, kernel_size, padding=space_pad)
-        self.space_pad = space_pad  # typed, where Conv3d's `padding` may also be a string
+        super().__init__(in_channels, out_channels, kernel_size, padding=(0, kh // 2, kw // 2))
         self.time_pad = kt - 1
         self.search_all_algorithms = False  # speed.py: cuDNN times all its kernels for steady chunks
 
@@ -99,7 +98,8 @@ class CausalConv3d(nn.Conv3d):
         # A video's first chunk has shapes of its own, run once per clip: not worth the full search.
         search_all = self.search_all_algorithms and not stream.is_first_chunk
         with cudnn_benchmark_limit(0 if search_all else None):
-            return conv3d(padded, self.weight, self.bias if add_bias else None, self.space_pad)
+            padding = cast(tuple[int, ...], self.padding)  # a tuple here; Conv3d also allows strings
+            return conv3d(padded, self.weight, self.bias if add_bias else None, padding)
 
 
 def conv3d(

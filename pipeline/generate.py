@@ -4,7 +4,8 @@ For each chunk of 3 latent frames (docs/model.md §4.3):
   1. draw noise, denoise in 4 steps at the warped timesteps; between steps re-noise the x0 estimate
      with fresh noise;
   2. VAE-decode the chunk with the streaming feature cache: 9 frames for the first chunk, then 12;
-  3. run the clean context pass (t=0) so the chunk's final keys/values enter the KV cache.
+  3. run the clean context pass (t=0) so the chunk's final keys/values enter the KV cache; its flow is
+     never read, so the last DiT block stops at its keys/values (`CausalWanDiT.cache_chunk`).
 Decoding before the context pass changes no arithmetic (both only read the chunk's x0) and hands the
 frames out one DiT forward sooner.
 Nothing holds the whole video: memory is constant in clip length. On CUDA the frames of chunk k are
@@ -336,7 +337,7 @@ class ClipGenerator:
                 decodes.append((decode_start, decode_end))
             # 3. Clean context pass: the chunk's final keys/values (useless after the last chunk)
             if chunk + 1 < num_chunks:
-                self._denoise(x0, self.config.context_timestep, text, cache, chunk, ForwardKind.CONTEXT)
+                self._cache_context(x0, text, cache, chunk)
             if chunk < keep_until:  # a re-cache lies ahead: it will run these latents again
                 cache.keep_latents(x0)
             marks.append((t0, decodes, clock.mark()))
@@ -385,7 +386,7 @@ class ClipGenerator:
                     (latents.shape[0],), self.config.context_timestep, device=latents.device
                 )
             session.begin(group)
-            self.bundle.dit.forward_chunk(latents, timestep, text, session, group.positions)
+            self.bundle.dit.cache_chunk(latents, timestep, text, session, group.positions)
         session.finish()
         return record | session.summary()
 
@@ -396,6 +397,12 @@ class ClipGenerator:
         timestep = torch.full((x.shape[0],), t, device=x.device, dtype=torch.float32)
         flow = self.bundle.dit.forward_chunk(x, timestep, text, cache, position)
         return flow_to_x0(x, flow, t / NUM_TRAIN_TIMESTEPS)
+
+    def _cache_context(self, x0: torch.Tensor, text: TextContext, cache: KVCache, chunk: int) -> None:
+        """The clean context pass: the chunk's x0 at t=0 through the DiT, for its keys/values alone."""
+        position = cache.begin_forward(chunk, ForwardKind.CONTEXT)
+        timestep = torch.full((x0.shape[0],), self.config.context_timestep, device=x0.device)
+        self.bundle.dit.cache_chunk(x0, timestep, text, cache, position)
 
     def _decode(
         self, latents: torch.Tensor, vae_stream: DecodeStream, clock: _Clock

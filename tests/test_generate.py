@@ -158,8 +158,9 @@ class Forward:
 
 
 def spy_on_the_dit(generator: ClipGenerator, monkeypatch: pytest.MonkeyPatch) -> list[Forward]:
+    """Every streaming DiT call, in order: the denoising forwards and the passes that only fill the cache."""
     calls: list[Forward] = []
-    real = generator.bundle.dit.forward_chunk
+    dit = generator.bundle.dit
     clip: dict[str, ClipStream] = {}
     stream_real = generator.stream
 
@@ -171,14 +172,18 @@ def spy_on_the_dit(generator: ClipGenerator, monkeypatch: pytest.MonkeyPatch) ->
         buffers = clip["stream"].cache.buffers  # type: ignore[attr-defined]
         return [torch.cat([k, v], dim=-1).clone() for k, v in zip(buffers.keys, buffers.values, strict=True)]
 
-    def forward_chunk(latents, timestep, text, kv_cache, frame_position):
-        before = keys()
-        out = real(latents, timestep, text, kv_cache, frame_position)
-        calls.append(Forward(latents, float(timestep[0]), text, kv_cache, frame_position, before, keys()))
-        return out
+    def spied(real):
+        def call(latents, timestep, text, kv_cache, frame_position):
+            before = keys()
+            out = real(latents, timestep, text, kv_cache, frame_position)
+            calls.append(Forward(latents, float(timestep[0]), text, kv_cache, frame_position, before, keys()))
+            return out
+
+        return call
 
     monkeypatch.setattr(generator, "stream", stream_and_keep)
-    monkeypatch.setattr(generator.bundle.dit, "forward_chunk", forward_chunk)
+    for name in ("forward_chunk", "cache_chunk"):
+        monkeypatch.setattr(dit, name, spied(getattr(dit, name)))
     return calls
 
 

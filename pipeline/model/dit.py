@@ -6,6 +6,8 @@ LayerNorm in the activation dtype. Two entry points share every weight and every
 
 - `forward_chunk`: one chunk of latent frames attends to itself and to what a KV cache policy keeps
   (the streaming path).
+- `cache_chunk`: the same forward for a pass whose only product is what the cache stores (the clean
+  context pass, a re-cache pass): the last block stops once it has handed its keys/values over.
 - `forward_block_causal`: a whole sequence at once under the block-causal mask (each chunk sees
   itself and earlier chunks), the training-time view used to check the streaming path.
 
@@ -109,6 +111,14 @@ def attend_with_cache(
     return cursor.attention(q, keys, values)
 
 
+@torch.compiler.disable
+def store_in_cache(cursor: LayerCursor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    """The cache lookup of `attend_with_cache` alone, for a layer whose attention output nobody reads:
+    the policy stores this chunk's keys/values (and whatever it keeps of q) all the same."""
+    cursor.kv_source.keys_values(cursor.layer, q, k, v)
+    cursor.layer += 1
+
+
 class AttentionProjections(nn.Module):
     """q/k/v/o projections with q/k RMSNorms spanning all heads (1536 channels, before the head split)."""
 
@@ -207,7 +217,10 @@ class DiTBlock(nn.Module):
         rope: RotaryTables,
         kv_cursor: LayerCursor,
         attn_mask: torch.Tensor | None,
+        keys_only: bool = False,
     ) -> torch.Tensor:
+        """The block's output; with `keys_only`, `x` unchanged once the cache has this layer's keys/values
+        (the last block of a pass that only feeds the cache: nothing after them reaches the cache)."""
         B, L, C = x.shape
         num_frames = time_mod.shape[1]  # time_mod: (B, F, 6, C)
         mod = (self.modulation.unsqueeze(1) + time_mod).chunk(6, dim=2)  # 6 x (B, F, 1, C)
@@ -220,6 +233,9 @@ class DiTBlock(nn.Module):
         # break in a nested call compiles that submodule as a frame of its own.
         h = (per_frame(self.norm1(x)) * (1 + scale_sa) + shift_sa).flatten(1, 2)
         q, k, v = self.self_attn.qkv(h, rope)  # (B, nh, L, hd)
+        if keys_only:
+            store_in_cache(kv_cursor, q, k, v)
+            return x
         y, lse = attend_with_cache(kv_cursor, q, k, v, attn_mask)  # (B, nh, L, hd) or split partials
         if lse is not None:
             y = merge_key_splits(y, lse)  # (B, nh, L, hd)
@@ -311,6 +327,29 @@ class CausalWanDiT(nn.Module):
         `frame_position` is the temporal RoPE position of the chunk's first frame (from the cache), or
         one position per frame (a re-cache pass runs frames where the cache keeps their keys).
         """
+        timesteps, positions = self._chunk_timesteps_positions(latents, timestep, frame_position)
+        x, time_emb = self._run_blocks(latents, timesteps, text, positions, kv_cache, attn_mask=None)
+        return self._head(x, time_emb, latents.shape)
+
+    def cache_chunk(
+        self,
+        latents: torch.Tensor,
+        timestep: torch.Tensor,
+        text: TextContext,
+        kv_cache: KeyValueSource,
+        frame_position: int | Sequence[int],
+    ) -> None:
+        """`forward_chunk` for its effect on `kv_cache` alone: every layer's keys/values reach the cache as
+        they would, but the last block stops once it has handed its own over (its attention, FFN and the
+        head only make the flow, which a context or re-cache pass throws away): 1/30 of a forward."""
+        timesteps, positions = self._chunk_timesteps_positions(latents, timestep, frame_position)
+        self._run_blocks(latents, timesteps, text, positions, kv_cache, attn_mask=None, keys_only=True)
+
+    @staticmethod
+    def _chunk_timesteps_positions(
+        latents: torch.Tensor, timestep: torch.Tensor, frame_position: int | Sequence[int]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A chunk's per-frame timesteps (B, F) and temporal RoPE positions (F,)."""
         B, _, num_frames = latents.shape[:3]
         if isinstance(frame_position, int):
             positions = torch.arange(num_frames, device=latents.device) + frame_position
@@ -318,8 +357,7 @@ class CausalWanDiT(nn.Module):
             positions = torch.arange(num_frames, device=latents.device) + frame_position[0]  # no host copy
         else:
             positions = torch.tensor(frame_position, device=latents.device)
-        timesteps = timestep.view(B, 1).expand(B, num_frames)
-        return self._run(latents, timesteps, text, positions, kv_cache, attn_mask=None)
+        return timestep.view(B, 1).expand(B, num_frames), positions
 
     def forward_block_causal(
         self,
@@ -345,13 +383,14 @@ class CausalWanDiT(nn.Module):
         chunk_of_token = (order // chunk_frames).repeat_interleave(tokens_per_frame)  # (L,)
         mask = chunk_of_token[None, :] <= chunk_of_token[:, None]  # (L, L): key chunk <= query chunk
         source = OwnKeysValues() if kv_source is None else kv_source
-        return self._run(latents, timesteps, text, positions, source, attn_mask=mask)
+        x, time_emb = self._run_blocks(latents, timesteps, text, positions, source, attn_mask=mask)
+        return self._head(x, time_emb, latents.shape)
 
     def _tokens_per_frame(self, latents: torch.Tensor) -> int:
         _, ph, pw = self.config.patch_size
         return (latents.shape[3] // ph) * (latents.shape[4] // pw)
 
-    def _run(
+    def _run_blocks(
         self,
         latents: torch.Tensor,
         timesteps: torch.Tensor,
@@ -359,9 +398,12 @@ class CausalWanDiT(nn.Module):
         frame_positions: torch.Tensor,
         kv_source: KeyValueSource,
         attn_mask: torch.Tensor | None,
-    ) -> torch.Tensor:
+        keys_only: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Patchify and run every block: the tokens (B, L, C) and the per-frame time embedding (B, F, C)
+        the head needs. With `keys_only` the last block stops at its keys/values (`cache_chunk`)."""
         B, _, num_frames, H, W = latents.shape
-        pt, ph, pw = self.config.patch_size
+        _, ph, pw = self.config.patch_size
         grid_h, grid_w = H // ph, W // pw
         dtype = self.dtype
 
@@ -379,11 +421,17 @@ class CausalWanDiT(nn.Module):
         # float64 tables, applied in float32 (see apply_rotary); (L, 1, head_dim/2) each
         rope = self.rope(frame_positions, grid_h, grid_w).to(torch.promote_types(dtype, torch.float32))
         kv_cursor = LayerCursor(kv_source, self.self_attention)
+        last = len(self.blocks) - 1
         with self._attention_backends():
-            for block, text_kv in zip(self.blocks, text.kv, strict=True):
-                x = block(x, time_mod, text_kv, rope, kv_cursor, attn_mask)
+            for layer, (block, text_kv) in enumerate(zip(self.blocks, text.kv, strict=True)):
+                x = block(x, time_mod, text_kv, rope, kv_cursor, attn_mask, keys_only and layer == last)
+        return x, time_emb
 
-        # Head and unpatchify: each token's outputs are (p_t, p_h, p_w, c) with c fastest
+    def _head(self, x: torch.Tensor, time_emb: torch.Tensor, latent_shape: torch.Size) -> torch.Tensor:
+        """Tokens (B, L, C) -> flow (B, C_out, F, H, W); each token gives (p_t, p_h, p_w, c), c fastest."""
+        B, _, num_frames, H, W = latent_shape
+        pt, ph, pw = self.config.patch_size
+        grid_h, grid_w = H // ph, W // pw
         out = self.head(x, time_emb)  # (B, L, pt*ph*pw*C_out)
         out = out.view(B, num_frames // pt, grid_h, grid_w, pt, ph, pw, self.config.out_dim)
         out = torch.einsum("bfhwpqrc->bcfphqwr", out)  # (B, C_out, F/pt, pt, grid_h, ph, grid_w, pw)

@@ -4,12 +4,15 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from pipeline.cache import make_cache
 from pipeline.cache.base import ForwardKind
 from pipeline.cache.fifo import FifoCache
+from pipeline.model.attention import sdpa
 from pipeline.model.bundle import find_weights
 from pipeline.model.checkpoint import CheckpointError, load_strict, read_state_dict, strip_wrapper_prefixes
 from pipeline.model.dit import CausalWanDiT, FeedForward
 from pipeline.model.random_init import randomize_
+from pipeline.spec.cache import POLICY_PARAMS, DeepForcingParams
 from pipeline.spec.model import DIT_FILE, TINY, DiTConfig
 
 
@@ -154,6 +157,46 @@ def test_streaming_chunks_with_kv_cache_equal_one_block_causal_forward():
             t[:, c * chunk :] = 937.5
             reference = dit.forward_block_causal(mixed, t, text, chunk)[:, :, c * chunk :]
             torch.testing.assert_close(noisy_out[c], reference, rtol=1e-4, atol=1e-5)
+
+
+EVERY_POLICY = [params() for params in POLICY_PARAMS.values()] + [DeepForcingParams(layout="paper")]
+
+
+@pytest.mark.parametrize("params", EVERY_POLICY, ids=lambda p: f"{p.policy}-{getattr(p, 'layout', '')}")
+def test_a_cache_only_pass_leaves_the_cache_of_a_whole_forward_without_the_last_attention(params):
+    """The clean context pass only feeds the cache: `cache_chunk` stops the last block at its keys/values
+    and skips the head, and every later forward sees exactly the cache a whole forward leaves."""
+    torch.manual_seed(0)
+    dit = tiny_dit()
+    calls = {"attention": 0, "head": 0}
+
+    def counted_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+        calls["attention"] += 1
+        return sdpa(q, k, v)
+
+    dit.self_attention = counted_attention
+    dit.head.register_forward_hook(lambda *_: calls.__setitem__("head", calls["head"] + 1))
+    num_chunks = 9  # 27 frames: past the 21-frame window, so every policy evicts or compresses
+    shape = (1, 16, TINY.chunk_frames, TINY.latent_height, TINY.latent_width)
+    latents = [(torch.randn(shape), torch.randn(shape)) for _ in range(num_chunks)]
+    noisy_t, clean_t = torch.tensor([1000.0]), torch.tensor([0.0])
+    flows: dict[bool, list[torch.Tensor]] = {False: [], True: []}
+    with torch.no_grad():
+        text = dit.prepare_text(torch.randn(1, 20, TINY.dit.text_dim))
+        for cache_only in (False, True):
+            cache = make_cache(params, TINY.cache_geometry(), dit.rope)
+            for chunk, (noisy, clean) in enumerate(latents):
+                position = cache.begin_forward(chunk, ForwardKind.FIRST_STEP)
+                flows[cache_only].append(dit.forward_chunk(noisy, noisy_t, text, cache, position))
+                position = cache.begin_forward(chunk, ForwardKind.CONTEXT)
+                if not cache_only:
+                    dit.forward_chunk(clean, clean_t, text, cache, position)
+                    continue
+                before = dict(calls)
+                dit.cache_chunk(clean, clean_t, text, cache, position)
+                assert calls["attention"] == before["attention"] + TINY.dit.num_layers - 1
+                assert calls["head"] == before["head"]
+    assert all(torch.equal(a, b) for a, b in zip(flows[False], flows[True], strict=True))
 
 
 def test_prompt_longer_than_text_len_is_rejected():

@@ -8,7 +8,10 @@ One full-size block (random weights, bf16) on 4680 tokens a clip (one chunk), 1 
 - `qkv`: the q/k/v projections with their RMSNorms and RoPE, compiled as shipped (three 1536x1536 GEMMs)
   against one 1536 -> 4608 GEMM of the three weights concatenated;
 - `block`: the whole compiled block with cuDNN attention over 16 cached frames + the chunk, shipped,
-  for the share each part has.
+  for the share each part has;
+- `--inductor-option NAME=VALUE` (repeatable, e.g. `coordinate_descent_tuning=1`): the qkv part and the
+  whole block compiled once more with those inductor options (`*_tuned_ms`), against the shipped
+  compile; inductor's reductions for the norms and their launch sizes are what such options change.
 
 Each variant is timed (CUDA events,
 median), and compared with float32 (relative error). Runs on the GPU machine, or anywhere with
@@ -91,13 +94,25 @@ class PrefixCache:
         return self.keys, self.values
 
 
+def inductor_option(text: str) -> tuple[str, bool | int | str]:
+    """`name=value` -> (name, value as a bool for 0/1 or true/false, else an int, else the text)."""
+    name, _, value = text.partition("=")
+    if value.lower() in ("0", "1", "true", "false"):
+        return name, value.lower() in ("1", "true")
+    return name, int(value) if value.lstrip("-").isdigit() else value
+
+
 def measure(
-    parts: dict[str, Callable[..., object]], inputs: tuple[object, ...], reference: object, on_gpu: bool
+    parts: dict[str, Callable[..., object]],
+    inputs: tuple[object, ...],
+    reference: object,
+    on_gpu: bool,
+    options: dict[str, object] | None = None,
 ) -> dict[str, float]:
     """ms (compiled, median) and relative error against `reference` (float32) of each way of one part."""
     out: dict[str, float] = {}
     for name, fn in parts.items():
-        compiled = torch.compile(fn, dynamic=False)
+        compiled = torch.compile(fn, dynamic=False, options=options)
         result = compiled(*inputs)
         pairs = zip(result, reference, strict=True) if isinstance(result, tuple) else [(result, reference)]
         out[f"{name}_error"] = max(relative_error(o, r) for o, r in pairs)  # type: ignore[arg-type]
@@ -106,9 +121,15 @@ def measure(
 
 
 def measure_block(
-    block: DiTBlock, block32: DiTBlock, preset: ModelPreset, tables: RotaryTables, clips: int
+    block: DiTBlock,
+    block32: DiTBlock,
+    preset: ModelPreset,
+    tables: RotaryTables,
+    clips: int,
+    options: dict[str, object],
 ) -> dict[str, object]:
-    """Every part's ways at `clips` clips a forward, the GEMMs alone, and the whole compiled block."""
+    """Every part's ways at `clips` clips a forward, the GEMMs alone, and the whole compiled block (and
+    with `options`, the qkv part and the block compiled with those inductor options)."""
     config, geometry = preset.dit, preset.cache_geometry()
     device, dtype = block.ffn[0].weight.device, block.ffn[0].weight.dtype
     on_gpu = device.type == "cuda"
@@ -120,6 +141,9 @@ def measure_block(
     run |= measure(ffns, (x,), block32.ffn(x32), on_gpu)
     qkvs = {"qkv_shipped": qkv_shipped(block), "qkv_one_gemm": qkv_one_gemm(block)}
     run |= measure(qkvs, (x, tables), block32.self_attn.qkv(x32, tables), on_gpu)
+    if options:
+        tuned = {"qkv_tuned": qkv_shipped(block)}
+        run |= measure(tuned, (x, tables), block32.self_attn.qkv(x32, tables), on_gpu, options)
     hidden = torch.empty(clips, geometry.chunk_tokens, config.ffn_dim, device=device, dtype=dtype)
     gemms: dict[str, Callable[[], object]] = {
         "gemm_dim_x_dim_ms": lambda: block.self_attn.q(x),
@@ -133,14 +157,16 @@ def measure_block(
     text = torch.randn(clips, config.text_len, config.dim, device=device, dtype=dtype)
     text_kv = block.cross_attn.project_text(text)
     cache = PrefixCache(preset, clips, x)
-    compiled_block = torch.compile(block, dynamic=False)
     backends = [SDPBackend.CUDNN_ATTENTION] if on_gpu else [SDPBackend.MATH]
+    compiles = {"block_shipped_ms": {}} | ({"block_tuned_ms": options} if options else {})
+    for name, compile_options in compiles.items():
+        compiled_block = torch.compile(copy.deepcopy(block), dynamic=False, options=compile_options or None)
 
-    def block_forward() -> torch.Tensor:
-        with sdpa_kernel(backends):
-            return compiled_block(x, time_mod, text_kv, tables, LayerCursor(cache), None)
+        def block_forward(compiled: Callable[..., torch.Tensor] = compiled_block) -> torch.Tensor:
+            with sdpa_kernel(backends):
+                return compiled(x, time_mod, text_kv, tables, LayerCursor(cache), None)
 
-    run["block_shipped_ms"] = median_ms(block_forward, reps=reps, warmup=5)
+        run[name] = median_ms(block_forward, reps=reps, warmup=5)
     return run
 
 
@@ -150,7 +176,11 @@ def main() -> None:
     parser.add_argument("--clips", default="1,2")
     parser.add_argument("--preset", default="self-forcing-1.3b")
     parser.add_argument("--device", default="cuda")
+    parser.add_argument(
+        "--inductor-option", action="append", default=[], metavar="NAME=VALUE", help="also compile with it"
+    )
     args = parser.parse_args()
+    options = dict(inductor_option(text) for text in args.inductor_option)
     preset = get_preset(args.preset)
     config, geometry = preset.dit, preset.cache_geometry()
     device = torch.device(args.device)
@@ -167,7 +197,7 @@ def main() -> None:
     runs = []
     with torch.inference_mode():
         for clips in [int(c) for c in args.clips.split(",")]:
-            runs.append(measure_block(block, block32, preset, tables, clips))
+            runs.append(measure_block(block, block32, preset, tables, clips, options))
             print(json.dumps(runs[-1], indent=1), flush=True)
     results = {
         "benchmark": "bench_dit_block",
@@ -177,6 +207,7 @@ def main() -> None:
         "preset": preset.name,
         "tokens_per_clip": geometry.chunk_tokens,
         "cached_frames": CACHED_FRAMES,
+        "inductor_options": options,
         "runs": runs,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

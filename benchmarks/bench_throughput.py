@@ -22,11 +22,14 @@ encoded by ffmpeg into a local folder, metrics rows written there, `deep-forcing
    `fresh_node_process`, as the first actor on a new node meets them).
 
 Fields per group size: `steady_fps_per_gpu` (frames of the steady clips over the wall time from the
-first steady call to the last one's return), `dit_chunk_s` (median DiT seconds per clip per chunk once
-the cache is full, the clip's share of the group's forwards; CUDA events), `dit_group_chunk_s` (the
-group's), `vae_chunk_s` (median decode per clip per chunk after the first), `first_frames_s` (median
-over the steady clips), `peak_mem_gb` (GiB, max allocated while generating), `warmup_s` (the warm-up
-batch's wall time over what its frames take at the steady rate). Top level: `warmup_cold_s` (the first
+first steady call to the last one's return), `period_fps_per_gpu` (the rate a long run approaches:
+frames of the batches after the first to return, over the time from its return to the last one's, so
+the run's start and its last batch's tail, paid once per run, are left out), `dit_chunk_s` (median DiT
+seconds per clip per chunk once the cache is full, the clip's share of the group's forwards; CUDA
+events), `dit_group_chunk_s` (the group's), `vae_chunk_s` (median decode per clip per chunk after the
+first), `first_frames_s` (median over the steady clips), `peak_mem_gb` (GiB, max allocated while
+generating), `warmup_s` (the warm-up batch's wall time over what its frames take at the steady rate).
+Top level: `warmup_cold_s` (the first
 process's warm-up at group size 1, compile caches empty), `warmup_warm_s` (the second process's),
 `load_cold_s`, `load_warm_s`, `attention_choices` (the self-attention kernel timed fastest per call
 shape, clips x queries x keys, with every candidate's time). The JSON is rewritten after every phase, so
@@ -143,23 +146,28 @@ class Bench:
             clips.append(parse_line(json.dumps(line), index + 1, self.defaults))
         return clips
 
-    def run(self, batches: list[list[ClipSpec]], calls: int) -> tuple[float, list[dict[str, Any]]]:
-        """Wall seconds for the batches, `calls` at a time, and every clip's metrics row (all ok)."""
-
-        def call(batch: list[ClipSpec]) -> list[dict[str, Any]]:
-            data = {"clip": np.array([clip.to_bytes() for clip in batch], dtype=object)}
-            return self.worker(data).to_pylist()
-
+    def run(
+        self, batches: list[list[ClipSpec]], calls: int
+    ) -> tuple[float, list[dict[str, Any]], list[float]]:
+        """Wall seconds for the batches, `calls` at a time, every clip's metrics row (all ok), and when each
+        batch's call returned (seconds from the start)."""
         start = time.perf_counter()
+
+        def call(batch: list[ClipSpec]) -> tuple[list[dict[str, Any]], float]:
+            data = {"clip": np.array([clip.to_bytes() for clip in batch], dtype=object)}
+            rows = self.worker(data).to_pylist()
+            return rows, time.perf_counter() - start
+
         with ThreadPoolExecutor(max_workers=calls) as pool:
-            rows = [row for batch_rows in pool.map(call, batches) for row in batch_rows]
+            results = list(pool.map(call, batches))
         wall_s = time.perf_counter() - start
+        rows = [row for batch_rows, _ in results for row in batch_rows]
         failed = [
             f"{row['clip_id']}: {row['error_type']}: {row['error']}" for row in rows if row["status"] != "ok"
         ]
         if failed:
             raise RuntimeError("clips failed: " + "; ".join(failed))
-        return wall_s, rows
+        return wall_s, rows, [returned_s for _, returned_s in results]
 
 
 class StackSampler:
@@ -227,7 +235,7 @@ def warm_up(bench: Bench, size: int) -> tuple[float, int]:
     """The warm-up batch of `size` clips: wall seconds and frames."""
     bench.worker.clips_per_forward = size
     batch = bench.batch(size, bench.args.warmup_latent_frames)
-    wall_s, rows = bench.run([batch], calls=1)
+    wall_s, rows, _ = bench.run([batch], calls=1)
     return wall_s, sum(row["num_frames"] for row in rows)
 
 
@@ -237,10 +245,14 @@ def measure_size(bench: Bench, size: int) -> dict[str, Any]:
     first_group = len(bench.groups)
     batches = [bench.batch(size, args.latent_frames) for _ in range(args.steady_batches)]
     with StackSampler() as sampler:
-        wall_s, rows = bench.run(batches, calls=CALLS_PER_ACTOR)
+        wall_s, rows, returned_s = bench.run(batches, calls=CALLS_PER_ACTOR)
     clip_stats = [stats for group in bench.groups[first_group:] for stats in group]
     frames = sum(row["num_frames"] for row in rows)
     fps = frames / wall_s
+    batch_frames = frames / len(batches)  # batches of one length
+    period_fps = (
+        (len(batches) - 1) * batch_frames / (max(returned_s) - min(returned_s)) if len(batches) > 1 else None
+    )
     full_from = args.full_cache_chunk  # chunks before it still fill the cache
     dit_share = [t for stats in clip_stats for t in stats.dit_s[full_from:]]
     vae = [t for stats in clip_stats for t in stats.vae_s[1:]]
@@ -253,6 +265,8 @@ def measure_size(bench: Bench, size: int) -> dict[str, Any]:
         "frames_per_clip": preset.pixel_frames(args.latent_frames),
         "steady_wall_s": wall_s,
         "steady_fps_per_gpu": fps,
+        "period_fps_per_gpu": period_fps,
+        "batch_returned_s": returned_s,
         "dit_chunk_s": statistics.median(dit_share) if dit_share else None,
         "dit_group_chunk_s": statistics.median(dit_share) * size if dit_share else None,
         "vae_chunk_s": statistics.median(vae) if vae else None,
@@ -341,6 +355,7 @@ def report(results: dict[str, Any]) -> None:
         ("clips_per_forward", "n", str),
         ("clips", "clips", str),
         ("steady_fps_per_gpu", "FPS", lambda v: f"{v:.2f}"),
+        ("period_fps_per_gpu", "period", lambda v: f"{v:.2f}" if v is not None else "-"),
         ("dit_chunk_s", "DiT/clip", lambda v: f"{v:.3f}"),
         ("dit_group_chunk_s", "DiT/group", lambda v: f"{v:.3f}"),
         ("vae_chunk_s", "VAE", lambda v: f"{v:.3f}"),

@@ -83,14 +83,17 @@ class OptionalKernel:
 
     Both read the cache's (B, nh, L_kv, hd) buffers as (B, L_kv, nh, hd) views, and their output is laid
     out (B, L, nh, hd), the order the output projection wants. Subclasses name the package and call it.
+    With `num_splits` > 1 the kernel splits the keys into that many runs and merges them itself, for the
+    same reason as `attention_over_key_splits`: more tiles than a clip's 444 fill the last SM wave.
     """
 
     package = ""  # pip name
     module = ""  # the module `load` imports
     extra = ""  # this project's pip extra that brings it
 
-    def __init__(self) -> None:
+    def __init__(self, num_splits: int = 1) -> None:
         self.flash_attn_func = self.load()
+        self.options = {"num_splits": num_splits} if num_splits > 1 else {}
 
     def load(self) -> Callable[..., Any]:
         raise NotImplementedError
@@ -116,10 +119,11 @@ class OptionalKernel:
         return None
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.package} {importlib.metadata.version(self.package)})"
+        options = "".join(f", {name}={value}" for name, value in self.options.items())
+        return f"{type(self).__name__}({self.package} {importlib.metadata.version(self.package)}{options})"
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> Attention:
-        out = self.flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        out = self.flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), **self.options)
         if isinstance(out, tuple):  # FlashAttention-4 also returns the log-sum-exp
             out = out[0]
         return out.transpose(1, 2), None  # (B, nh, L, hd) view of a (B, L, nh, hd) tensor

@@ -20,6 +20,7 @@ from pipeline.model.attention import (
     KeySplitAttention,
     OptionalKernel,
     SelfAttentionKernel,
+    check_against_sdpa,
     sdpa,
 )
 from pipeline.model.vae import CausalConv3d, Elementwise, Resample, WanVAEDecoder
@@ -41,7 +42,9 @@ class SpeedConfig:
     # only; "default" PyTorch's SDPA order, untimed. SDPA (cuDNN > flash > efficient > math unless
     # "default") runs cross-attention and masked attention in every case.
     attention: str = "auto"
-    attention_key_splits: int = 2  # cuDNN over 2 key runs can fill the last SM wave (attention.py); 1: never
+    # cuDNN over 2 key runs, and FlashAttention-3 splitting its keys as many ways, can fill the last SM
+    # wave at one clip a forward (attention.py); timed beside the whole kernels; 1: never
+    attention_key_splits: int = 2
     attention_timed_calls: int = 5  # per kernel and call shape, after one untimed call
     compile_blocks: bool = True  # torch.compile each DiT block's dense parts (attention stays eager)
     compile_backend: str = "inductor"  # "aot_eager" traces without code generation (CPU tests)
@@ -124,6 +127,8 @@ def self_attention_kernel(
         reason = flash.unavailable_reason(device, preset.dit.num_heads, preset.dit.head_dim)
         if reason is None:
             kernels[name] = flash()
+            if flash is FlashAttention3 and config.attention_key_splits > 1:
+                kernels |= flash3_key_splits(config.attention_key_splits, device, preset)
         elif config.attention == name:
             raise RuntimeError(f"attention={name!r} cannot be used: {reason}")
         else:
@@ -131,6 +136,20 @@ def self_attention_kernel(
     if len(kernels) == 1:
         return sdpa
     return FastestAttention(kernels, config.attention_timed_calls)
+
+
+def flash3_key_splits(
+    splits: int, device: torch.device, preset: ModelPreset
+) -> dict[str, SelfAttentionKernel]:
+    """FlashAttention-3 splitting its keys `splits` ways, once checked against SDPA (its split and merge
+    are kernels of their own), as a candidate beside the whole kernel; none if the check fails."""
+    split = FlashAttention3(num_splits=splits)
+    try:
+        check_against_sdpa(split, device, preset.dit.num_heads, preset.dit.head_dim)
+    except Exception as exc:  # the whole FA3 passed its check: a failure here only drops this candidate
+        logger.info("FlashAttention-3 over %d key splits not used (%r)", splits, exc)
+        return {}
+    return {f"flash3-split{splits}": split}
 
 
 # Nearest upsampling is all index arithmetic, which for symbolic sizes divides at run time: 33 ms of a

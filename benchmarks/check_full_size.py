@@ -9,7 +9,11 @@
 4. VAE: the shipped fast path (channels-last activations, compiled ops between convs) == the plain one,
    every causal conv really receives channels-last input, and how many graphs each compiled op traced
    (one per channel width, no graph breaks).
-Prints relative errors ||a - b|| / ||b|| and writes them as JSON.
+5. DiT, compiled as shipped (inductor, the shipped self-attention choice), `deep-forcing`: context
+   passes that stop the last block at its keys/values (`cache_chunk`) leave the cache whole forwards
+   leave, so every later chunk's flow is the same, bit for bit or within what a differently fused
+   compiled graph rounds.
+Prints relative errors ||a - b|| / ||b|| and writes them as JSON; `--checks` runs a subset.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import fields
 from pathlib import Path
 
@@ -24,16 +29,18 @@ import torch
 from torch._dynamo.eval_frame import _debug_get_cache_entry_list
 
 from benchmarks.gpu import random_vae
+from pipeline.cache import make_cache
 from pipeline.cache.base import ForwardKind
 from pipeline.cache.fifo import FifoCache
 from pipeline.model import vae as vae_module
 from pipeline.model.attention import FlashAttention4, KeySplitAttention
 from pipeline.model.dit import CausalWanDiT
 from pipeline.model.random_init import randomize_
-from pipeline.model.speed import ATTENTION_ORDERS, SpeedConfig, accelerate_vae
+from pipeline.model.speed import ATTENTION_ORDERS, SpeedConfig, accelerate_vae, self_attention_kernel
 from pipeline.model.vae import DecodeStream, Elementwise
-from pipeline.spec.cache import FifoParams
+from pipeline.spec.cache import DeepForcingParams, FifoParams
 from pipeline.spec.model import SELF_FORCING_1_3B as PRESET
+from pipeline.spec.model import ModelPreset
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -134,18 +141,67 @@ def check_vae_fast_path(dtype: torch.dtype) -> dict[str, float | bool | dict[str
     }
 
 
+@torch.inference_mode()
+def check_cache_only_pass(
+    dtype: torch.dtype, device: str = "cuda", preset: ModelPreset = PRESET, chunks: int = 9
+) -> dict[str, float | bool | list[float]]:
+    """`chunks` chunks (past deep-forcing's first compression) of a first step and a context pass, the
+    context pass as a whole forward or as `cache_chunk`: each chunk's first-step flow compared. (Also
+    runs on a CPU with the tiny preset, to check the script.)"""
+    with torch.device("meta"):
+        dit = CausalWanDiT(preset.dit)
+    randomize_(dit.to_empty(device=device), seed=0)
+    dit.to(dtype)
+    dit.sdpa_backends = ATTENTION_ORDERS["auto"]
+    dit.self_attention = self_attention_kernel(SpeedConfig(), torch.device(device), preset)
+    for block in dit.block_list:
+        block.ffn.gelu_in_epilogue = device == "cuda"
+        block.compile(dynamic=False)
+    gen = torch.Generator(device).manual_seed(3)
+    shape = (2, 16, 3, preset.latent_height, preset.latent_width)  # a noisy and a clean chunk
+    latents = [torch.randn(shape, generator=gen, device=device, dtype=dtype) for _ in range(chunks)]
+    text = dit.prepare_text(torch.randn(1, 512, preset.dit.text_dim, generator=gen, device=device))
+    noisy_t, clean_t = torch.full((1,), 1000.0, device=device), torch.zeros(1, device=device)
+    # whole forwards twice (the control: how far two runs of one path differ), then cache-only passes
+    runs = {"whole": False, "whole_again": False, "cache_only": True}
+    flows: dict[str, list[torch.Tensor]] = {run: [] for run in runs}
+    for run, cache_only in runs.items():
+        cache = make_cache(DeepForcingParams(), preset.cache_geometry(), dit.rope)
+        for chunk, pair in enumerate(latents):
+            noisy, clean = pair[:1], pair[1:]
+            position = cache.begin_forward(chunk, ForwardKind.FIRST_STEP)
+            flows[run].append(dit.forward_chunk(noisy, noisy_t, text, cache, position))
+            position = cache.begin_forward(chunk, ForwardKind.CONTEXT)
+            context = dit.cache_chunk if cache_only else dit.forward_chunk
+            context(clean, clean_t, text, cache, position)
+    result: dict[str, float | bool | list[float]] = {}
+    for run in ("whole_again", "cache_only"):
+        pairs = list(zip(flows["whole"], flows[run], strict=True))
+        result[f"{run}_flows_equal"] = all(torch.equal(a, b) for a, b in pairs)
+        result[f"{run}_rel_err_per_chunk"] = [rel_err(b, a) for a, b in pairs]
+    return result
+
+
+CHECKS: dict[str, Callable[[torch.dtype], Mapping[str, object]]] = {
+    "dit": check_dit,
+    "vae": check_vae,
+    "vae_fast": check_vae_fast_path,
+    "cache_only_pass": check_cache_only_pass,
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--checks", default=",".join(CHECKS), help=f"comma-separated, of {', '.join(CHECKS)}")
     args = parser.parse_args()
-    result = {
+    result: dict[str, object] = {
         "gpu": torch.cuda.get_device_name(),
         "torch": torch.__version__,
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        **check_dit(torch.bfloat16),
-        **check_vae(torch.bfloat16),
-        **check_vae_fast_path(torch.bfloat16),
     }
+    for name in args.checks.split(","):
+        result |= CHECKS[name](torch.bfloat16)
     torch.cuda.empty_cache()
     print(json.dumps(result, indent=1), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)

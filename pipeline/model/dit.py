@@ -87,11 +87,27 @@ class LayerCursor:
     limit of 8, run uncompiled). Blocks always run in order, so the count is the layer.
     """
 
-    def __init__(self, kv_source: KeyValueSource, attention: SelfAttentionKernel = sdpa):
+    def __init__(
+        self,
+        kv_source: KeyValueSource,
+        attention: SelfAttentionKernel = sdpa,
+        store_only_at: int | None = None,
+    ):
         self.kv_source = kv_source
         self.attention = attention  # the kernel for unmasked self-attention (see attention.py)
         self.layer = 0
         self.masked = isinstance(kv_source, MaskedKeyValueSource)
+        # a pass that only feeds the cache: from this layer on nothing reaches the cache, so the forward
+        # ends once the cache has its keys/values (`KeysValuesStored`, `CausalWanDiT.cache_chunk`)
+        self.store_only_at = store_only_at
+
+
+class KeysValuesStored(Exception):
+    """Raised by `attend_with_cache` at the cursor's `store_only_at` layer, once the cache has that layer's
+    keys/values: nothing after them reaches the cache. Leaving by exception keeps the compiled part of a
+    block before the lookup one graph for every layer and pass; a branch in the block would give the
+    last layer graphs of its own, fused (and so rounded) differently, or one with no ops, which dynamo
+    would stop compiling altogether."""
 
 
 @torch.compiler.disable
@@ -101,22 +117,18 @@ def attend_with_cache(
     """Cache lookup and self-attention, kept out of compiled graphs: the key count changes from chunk
     to chunk and the policy's bookkeeping is plain Python, so the compiled parts around this call keep
     static shapes and compile once. Returns the attention (B, nh, L, hd), or per-split partial results
-    for the caller to merge with `merge_key_splits`."""
+    for the caller to merge with `merge_key_splits`. At the cursor's `store_only_at` layer the policy
+    stores this chunk's keys/values (and what it keeps of q), then `KeysValuesStored` ends the pass."""
     keys, values = cursor.kv_source.keys_values(cursor.layer, q, k, v)  # (B, nh, L_kv, hd)
-    if cursor.masked:
-        attn_mask = cast(MaskedKeyValueSource, cursor.kv_source).key_mask(cursor.layer)
+    layer = cursor.layer
     cursor.layer += 1
+    if layer == cursor.store_only_at:
+        raise KeysValuesStored
+    if cursor.masked:
+        attn_mask = cast(MaskedKeyValueSource, cursor.kv_source).key_mask(layer)
     if attn_mask is not None:  # the block-causal whole-sequence path, or a masked KV source
         return F.scaled_dot_product_attention(q, keys, values, attn_mask=attn_mask), None
     return cursor.attention(q, keys, values)
-
-
-@torch.compiler.disable
-def store_in_cache(cursor: LayerCursor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
-    """The cache lookup of `attend_with_cache` alone, for a layer whose attention output nobody reads:
-    the policy stores this chunk's keys/values (and whatever it keeps of q) all the same."""
-    cursor.kv_source.keys_values(cursor.layer, q, k, v)
-    cursor.layer += 1
 
 
 class AttentionProjections(nn.Module):
@@ -217,10 +229,7 @@ class DiTBlock(nn.Module):
         rope: RotaryTables,
         kv_cursor: LayerCursor,
         attn_mask: torch.Tensor | None,
-        keys_only: bool = False,
     ) -> torch.Tensor:
-        """The block's output; with `keys_only`, `x` unchanged once the cache has this layer's keys/values
-        (the last block of a pass that only feeds the cache: nothing after them reaches the cache)."""
         B, L, C = x.shape
         num_frames = time_mod.shape[1]  # time_mod: (B, F, 6, C)
         mod = (self.modulation.unsqueeze(1) + time_mod).chunk(6, dim=2)  # 6 x (B, F, 1, C)
@@ -233,9 +242,6 @@ class DiTBlock(nn.Module):
         # break in a nested call compiles that submodule as a frame of its own.
         h = (per_frame(self.norm1(x)) * (1 + scale_sa) + shift_sa).flatten(1, 2)
         q, k, v = self.self_attn.qkv(h, rope)  # (B, nh, L, hd)
-        if keys_only:
-            store_in_cache(kv_cursor, q, k, v)
-            return x
         y, lse = attend_with_cache(kv_cursor, q, k, v, attn_mask)  # (B, nh, L, hd) or split partials
         if lse is not None:
             y = merge_key_splits(y, lse)  # (B, nh, L, hd)
@@ -420,11 +426,13 @@ class CausalWanDiT(nn.Module):
 
         # float64 tables, applied in float32 (see apply_rotary); (L, 1, head_dim/2) each
         rope = self.rope(frame_positions, grid_h, grid_w).to(torch.promote_types(dtype, torch.float32))
-        kv_cursor = LayerCursor(kv_source, self.self_attention)
-        last = len(self.blocks) - 1
+        kv_cursor = LayerCursor(kv_source, self.self_attention, len(self.blocks) - 1 if keys_only else None)
         with self._attention_backends():
-            for layer, (block, text_kv) in enumerate(zip(self.blocks, text.kv, strict=True)):
-                x = block(x, time_mod, text_kv, rope, kv_cursor, attn_mask, keys_only and layer == last)
+            for block, text_kv in zip(self.blocks, text.kv, strict=True):
+                try:
+                    x = block(x, time_mod, text_kv, rope, kv_cursor, attn_mask)
+                except KeysValuesStored:  # keys_only: the cache has every layer's keys/values
+                    break
         return x, time_emb
 
     def _head(self, x: torch.Tensor, time_emb: torch.Tensor, latent_shape: torch.Size) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 Read top-down: config, norms, attention, feed-forward, block, embeddings/head, model. Numerics follow
 the Self Forcing release: bf16 activations, float32 RMSNorm, float64 RoPE and timestep sinusoids,
-LayerNorm in the activation dtype. Two entry points share every weight and every line of block code:
+LayerNorm in the activation dtype. Three entry points share every weight and every line of block code:
 
 - `forward_chunk`: one chunk of latent frames attends to itself and to what a KV cache policy keeps
   (the streaming path).

@@ -33,17 +33,13 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from benchmarks.gpu import median_ms
+from benchmarks.gpu import median_ms, relative_error
 from pipeline.model.dit import DiTBlock, LayerCursor, RotaryTables
 from pipeline.model.random_init import randomize_
 from pipeline.model.rope import RotaryEmbedding3D, apply_rotary
 from pipeline.spec.model import ModelPreset, get_preset
 
 CACHED_FRAMES = 16
-
-
-def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
-    return float((out.float() - ref.float()).norm() / ref.float().norm())
 
 
 def ffn_shipped(block: DiTBlock) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -34,7 +34,7 @@ import torch
 import triton
 import triton.language as tl
 
-from benchmarks.gpu import median_ms
+from benchmarks.gpu import median_ms, relative_error
 from pipeline.model.dit import RMSNorm
 from pipeline.model.random_init import randomize_
 from pipeline.model.rope import RotaryEmbedding3D, RotaryTables, apply_rotary
@@ -116,10 +116,6 @@ def inductor_norm_rope(
         return apply_rotary(norm(x).view(B, L, heads, C // heads), tables)
 
     return torch.compile(run, dynamic=False) if on_gpu else run
-
-
-def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
-    return float((out.float() - ref.float()).norm() / ref.float().norm())
 
 
 def measure(preset: ModelPreset, device: torch.device, clips: int) -> dict[str, float | int]:

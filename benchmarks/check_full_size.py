@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch._dynamo.eval_frame import _debug_get_cache_entry_list
 
-from benchmarks.gpu import random_vae
+from benchmarks.gpu import random_vae, relative_error
 from pipeline.cache import make_cache
 from pipeline.cache.base import ForwardKind
 from pipeline.cache.fifo import FifoCache
@@ -41,10 +41,6 @@ from pipeline.model.vae import DecodeStream, Elementwise
 from pipeline.spec.cache import DeepForcingParams, FifoParams
 from pipeline.spec.model import SELF_FORCING_1_3B as PRESET
 from pipeline.spec.model import ModelPreset
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.float() - b.float()).norm() / b.float().norm()).item()
 
 
 @torch.inference_mode()
@@ -81,13 +77,13 @@ def check_dit(dtype: torch.dtype) -> dict[str, float]:
     dit.self_attention = KeySplitAttention(splits=2)
     split = streamed(dit)
     checks = {
-        "dit_stream_vs_block_causal": rel_err(low, whole),
-        "dit_bf16_vs_fp32": rel_err(low, fp32),
-        "dit_gelu_epilogue_vs_fp32": rel_err(epilogue, fp32),
-        "dit_gelu_epilogue_vs_plain_bf16": rel_err(epilogue, low),
-        "dit_cudnn_vs_default_backend": rel_err(cudnn, low),
-        "dit_key_splits_vs_whole_cudnn": rel_err(split, cudnn),
-        "dit_key_splits_vs_fp32": rel_err(split, fp32),
+        "dit_stream_vs_block_causal": relative_error(low, whole),
+        "dit_bf16_vs_fp32": relative_error(low, fp32),
+        "dit_gelu_epilogue_vs_fp32": relative_error(epilogue, fp32),
+        "dit_gelu_epilogue_vs_plain_bf16": relative_error(epilogue, low),
+        "dit_cudnn_vs_default_backend": relative_error(cudnn, low),
+        "dit_key_splits_vs_whole_cudnn": relative_error(split, cudnn),
+        "dit_key_splits_vs_fp32": relative_error(split, fp32),
     }
     if (
         FlashAttention4.unavailable_reason(torch.device("cuda"), PRESET.dit.num_heads, PRESET.dit.head_dim)
@@ -95,8 +91,8 @@ def check_dit(dtype: torch.dtype) -> dict[str, float]:
     ):
         dit.self_attention = FlashAttention4()
         flash4 = streamed(dit)
-        checks["dit_flash4_vs_whole_cudnn"] = rel_err(flash4, cudnn)
-        checks["dit_flash4_vs_fp32"] = rel_err(flash4, fp32)
+        checks["dit_flash4_vs_whole_cudnn"] = relative_error(flash4, cudnn)
+        checks["dit_flash4_vs_fp32"] = relative_error(flash4, fp32)
     return checks
 
 
@@ -108,7 +104,8 @@ def check_vae(dtype: torch.dtype) -> dict[str, float]:
     whole = vae.decode(latents.to(dtype), vae.start_stream())
     stream = vae.start_stream()
     parts = [vae.decode(latents[:, :, i : i + 3].to(dtype), stream) for i in (0, 3)]
-    return {"vae_stream_vs_whole": rel_err(torch.cat(parts, dim=2), whole), "vae_frames": whole.shape[2]}
+    streamed = relative_error(torch.cat(parts, dim=2), whole)
+    return {"vae_stream_vs_whole": streamed, "vae_frames": whole.shape[2]}
 
 
 @torch.inference_mode()
@@ -128,7 +125,7 @@ def check_vae_fast_path(dtype: torch.dtype) -> dict[str, float | bool | dict[str
     # each causal conv remembers its input's last frames in the input's layout
     remembered = list(stream.conv_inputs.values())
     return {
-        "vae_fast_vs_plain": rel_err(fast, plain),
+        "vae_fast_vs_plain": relative_error(fast, plain),
         "vae_fast_convs_channels_last": all(
             x.is_contiguous(memory_format=torch.channels_last_3d) for x in remembered
         ),
@@ -178,7 +175,7 @@ def check_cache_only_pass(
     for run in ("whole_again", "cache_only"):
         pairs = list(zip(flows["whole"], flows[run], strict=True))
         result[f"{run}_flows_equal"] = all(torch.equal(a, b) for a, b in pairs)
-        result[f"{run}_rel_err_per_chunk"] = [rel_err(b, a) for a, b in pairs]
+        result[f"{run}_rel_err_per_chunk"] = [relative_error(b, a) for a, b in pairs]
     return result
 
 

@@ -11,8 +11,8 @@
    (one per channel width, no graph breaks).
 5. DiT, compiled as shipped (inductor, the shipped self-attention choice), `deep-forcing`: context
    passes that stop the last block at its keys/values (`cache_chunk`) leave the cache whole forwards
-   leave, so every later chunk's flow is the same, bit for bit or within what a differently fused
-   compiled graph rounds.
+   leave, so every later chunk's flow is the same, compared bit for bit and as relative errors (with
+   two runs of whole forwards as the control).
 Prints relative errors ||a - b|| / ||b|| and writes them as JSON; `--checks` runs a subset.
 """
 

@@ -1,22 +1,22 @@
-"""The q/k RMSNorm + RoPE of one DiT block: inductor's fused kernel against a hand-written Triton one.
+"""q's and k's RMSNorm + RoPE of one DiT block: inductor's fused kernel against the Triton one.
 
 After the q and k projections every block normalises each token's 1536 channels (RMSNorm over all
 heads, float32, then the weight) and rotates its channel pairs (3D RoPE). Compiled, inductor fuses both
-into one kernel per tensor, which the last profile showed at ~1 TB/s (62 us a block at one clip a
-forward, against ~20 us at memory speed). This script times, at full size and 1 and 2 clips a forward:
+into one kernel for q and k, which the profile of a steady chunk showed at 64 us a block at one clip a
+forward (~0.9 TB/s, against ~3 TB/s for the plain RMSNorm of the cross-attention's q). This script
+times, at full size and 1 and 2 clips a forward, for q and k together:
 
-- `inductor`: `RMSNorm` + `apply_rotary` as the block runs them, compiled (what ships);
-- `triton_w4` / `triton_w8`: one program per token that loads its channels once as (even, odd) pairs,
-  normalises as `RMSNorm` does (float32, rounded to bf16, times the weight, rounded), rotates in float32
-  and writes bf16 (4 or 8 warps);
+- `inductor`: `RMSNorm` + `apply_rotary` for q and k as the block runs them, compiled (what ships);
+- `triton_r{rows}_w{warps}`: `pipeline.model.qk_norm_rope.launch` (each program loads whole rows once
+  as (pair, real/imag) tiles, q and k in one launch) with that many rows and warps a program;
 
-with each one's error against float32 and its memory rate (bytes read and written over time). Nothing
-here ships: the numbers say whether the kernel is worth wiring into the block (benchmarks/README.md).
+with each one's error against float32 and its memory rate (bytes read and written over time). Both
+kernels are shorter than their launch from Python, so calls are timed inside a CUDA graph.
+`bench_dit_block.py` times the kernel inside the compiled block. Runs on the GPU machine:
 
     python benchmarks/bench_qk_norm_rope.py --out $OUT/qk_norm_rope.json
 
-Checked on a CPU with Triton's interpreter, in float32 (its float32 -> bf16 casts truncate where a GPU
-rounds to nearest, so bf16 is judged on the GPU only); pip install triton, then:
+or on a CPU with Triton's interpreter, in float32 (pip install triton):
 
     TRITON_INTERPRET=1 PYTHONPATH=. python benchmarks/bench_qk_norm_rope.py --device cpu --preset tiny \\
         --out /tmp/qk_norm_rope.json
@@ -32,119 +32,73 @@ from pathlib import Path
 
 import torch
 import triton
-import triton.language as tl
 
-from benchmarks.gpu import median_ms, relative_error
+from benchmarks.gpu import graph_ms, relative_error
 from pipeline.model.dit import RMSNorm
+from pipeline.model.qk_norm_rope import launch
 from pipeline.model.random_init import randomize_
 from pipeline.model.rope import RotaryEmbedding3D, RotaryTables, apply_rotary
 from pipeline.spec.model import ModelPreset, get_preset
 
 CACHED_FRAMES = 16  # the chunk's frames sit after a full cache, as in a steady chunk
+LAUNCH_SIZES = [(1, 2), (1, 4), (1, 8), (2, 4), (4, 8)]  # (rows, warps) a program
+
+Pair = tuple[torch.Tensor, torch.Tensor]
 
 
-@triton.jit
-def rms_norm_rope_kernel(
-    x_ptr,  # (rows, DIM) activations, rows = clips x tokens
-    weight_ptr,  # (DIM,) the norm's weight, the activations' dtype
-    cos_ptr,  # (tokens, HALF_HEAD) float32, one row per token of a clip
-    sin_ptr,
-    out_ptr,  # (rows, DIM)
-    tokens_per_clip,
-    eps,
-    DIM: tl.constexpr,
-    HALF_HEAD: tl.constexpr,
-    PAIRS: tl.constexpr,  # DIM // 2 rounded up to a power of two
-):
-    row = tl.program_id(0)
-    token = row % tokens_per_clip
-    pair = tl.arange(0, PAIRS)
-    valid = pair < DIM // 2
-    x_row = x_ptr + row * DIM
-    even = tl.load(x_row + 2 * pair, mask=valid, other=0.0).to(tl.float32)
-    odd = tl.load(x_row + 2 * pair + 1, mask=valid, other=0.0).to(tl.float32)
-    inv_rms = tl.rsqrt((tl.sum(even * even, axis=0) + tl.sum(odd * odd, axis=0)) / DIM + eps)
-    # as RMSNorm: normalised in float32 and rounded to the activations' dtype, then scaled and rounded
-    dtype = x_ptr.dtype.element_ty
-    w_even = tl.load(weight_ptr + 2 * pair, mask=valid, other=0.0).to(tl.float32)
-    w_odd = tl.load(weight_ptr + 2 * pair + 1, mask=valid, other=0.0).to(tl.float32)
-    real = ((even * inv_rms).to(dtype).to(tl.float32) * w_even).to(dtype).to(tl.float32)
-    imag = ((odd * inv_rms).to(dtype).to(tl.float32) * w_odd).to(dtype).to(tl.float32)
-    # as apply_rotary: pair i of every head turns by the token's angle i, in float32
-    angle = token * HALF_HEAD + pair % HALF_HEAD
-    cos = tl.load(cos_ptr + angle, mask=valid, other=0.0)
-    sin = tl.load(sin_ptr + angle, mask=valid, other=0.0)
-    out_row = out_ptr + row * DIM
-    tl.store(out_row + 2 * pair, (real * cos - imag * sin).to(dtype), mask=valid)
-    tl.store(out_row + 2 * pair + 1, (real * sin + imag * cos).to(dtype), mask=valid)
+def inductor_norm_rope(norms: tuple[RMSNorm, RMSNorm], tables: RotaryTables, heads: int, on_gpu: bool):
+    """The block's own ops for q and k (SelfAttention.qkv after its projections), compiled as the block is."""
+
+    def run(q: torch.Tensor, k: torch.Tensor) -> Pair:
+        B, L, C = q.shape
+        return tuple(  # type: ignore[return-value]
+            apply_rotary(norm(x).view(B, L, heads, C // heads), tables).view(B, L, C)
+            for norm, x in zip(norms, (q, k), strict=True)
+        )
+
+    return torch.compile(run, dynamic=False) if on_gpu else run
 
 
 def triton_norm_rope(
-    norm: RMSNorm, tables: RotaryTables, heads: int, num_warps: int
-) -> Callable[[torch.Tensor], torch.Tensor]:
-    """(B, L, C) -> (B, L, heads, C // heads): `norm` then RoPE by `tables`, in one Triton kernel."""
-    cos, sin = (t.reshape(t.shape[0], -1).contiguous() for t in tables)  # (L, head_dim / 2)
-
-    def run(x: torch.Tensor) -> torch.Tensor:
-        B, L, C = x.shape
-        out = torch.empty_like(x)
-        rms_norm_rope_kernel[(B * L,)](
-            x,
-            norm.weight,
-            cos,
-            sin,
-            out,
-            L,
-            norm.eps,
-            DIM=C,
-            HALF_HEAD=cos.shape[1],
-            PAIRS=triton.next_power_of_2(C // 2),
-            num_warps=num_warps,
-        )
-        return out.view(B, L, heads, C // heads)
+    norms: tuple[RMSNorm, RMSNorm], tables: RotaryTables, rows: int, warps: int
+) -> Callable[[torch.Tensor, torch.Tensor], Pair]:
+    def run(q: torch.Tensor, k: torch.Tensor) -> Pair:
+        weights = norms[0].weight, norms[1].weight
+        return launch(q, k, *weights, *tables, norms[0].eps, block_rows=rows, num_warps=warps)
 
     return run
-
-
-def inductor_norm_rope(
-    norm: RMSNorm, tables: RotaryTables, heads: int, on_gpu: bool
-) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The block's own ops (SelfAttention.qkv after its projection), compiled as the block is."""
-
-    def run(x: torch.Tensor) -> torch.Tensor:
-        B, L, C = x.shape
-        return apply_rotary(norm(x).view(B, L, heads, C // heads), tables)
-
-    return torch.compile(run, dynamic=False) if on_gpu else run
 
 
 def measure(preset: ModelPreset, device: torch.device, clips: int) -> dict[str, float | int]:
     config, geometry = preset.dit, preset.cache_geometry()
     on_gpu = device.type == "cuda"
     dtype = torch.bfloat16 if on_gpu else torch.float32
-    norm32 = randomize_(RMSNorm(config.dim, config.eps).to(device), seed=1)
-    norm = RMSNorm(config.dim, config.eps).to(device=device, dtype=dtype)
-    norm.load_state_dict(norm32.state_dict())
+    norms32 = tuple(randomize_(RMSNorm(config.dim, config.eps).to(device), seed=s) for s in (1, 2))
+    norms = tuple(RMSNorm(config.dim, config.eps).to(device=device, dtype=dtype) for _ in norms32)
+    for norm, norm32 in zip(norms, norms32, strict=True):
+        norm.load_state_dict(norm32.state_dict())
     _, ph, pw = config.patch_size
     grid = (preset.latent_height // ph, preset.latent_width // pw)
     positions = torch.arange(CACHED_FRAMES, CACHED_FRAMES + geometry.chunk_frames, device=device)
     tables = RotaryEmbedding3D(config.head_dim, config.rope_theta)(positions, *grid).to(torch.float32)
-    x32 = torch.randn(clips, geometry.chunk_tokens, config.dim, device=device)
-    x = x32.to(dtype)
-    reference = apply_rotary(norm32(x32).view(clips, -1, config.num_heads, config.head_dim), tables)
-    ways = {"inductor": inductor_norm_rope(norm, tables, config.num_heads, on_gpu)}
-    ways |= {f"triton_w{w}": triton_norm_rope(norm, tables, config.num_heads, w) for w in (4, 8)}
-    # read the activations, write the result, read a token's angles once (they repeat over heads)
-    moved = x.numel() * x.element_size() * 2 + 2 * tables.cos.numel() * 4
+    q32, k32 = (torch.randn(clips, geometry.chunk_tokens, config.dim, device=device) for _ in range(2))
+    q, k = q32.to(dtype), k32.to(dtype)
+    reference = inductor_norm_rope(norms32, tables, config.num_heads, on_gpu=False)(q32, k32)  # type: ignore[arg-type]
+    ways = {"inductor": inductor_norm_rope(norms, tables, config.num_heads, on_gpu)}  # type: ignore[arg-type]
+    ways |= {f"triton_r{r}_w{w}": triton_norm_rope(norms, tables, r, w) for r, w in LAUNCH_SIZES}  # type: ignore[arg-type]
+    # read q and k, write both, read a token's angles once (they repeat over heads)
+    moved = 2 * q.numel() * q.element_size() * 2 + 2 * tables.cos.numel() * 4
     run: dict[str, float | int] = {"clips": clips, "bytes_moved": moved}
     with torch.inference_mode():
+        shipped = ways["inductor"](q, k)
         for name, fn in ways.items():
-            run[f"{name}_error"] = relative_error(fn(x), reference)
-            run[f"{name}_ms"] = median_ms(lambda f=fn: f(x), reps=50 if on_gpu else 3, warmup=5)
+            out = fn(q, k)
+            run[f"{name}_error"] = max(relative_error(o, r) for o, r in zip(out, reference, strict=True))
+            run[f"{name}_vs_inductor_max_abs"] = max(
+                float((o.float() - s.float()).abs().max()) for o, s in zip(out, shipped, strict=True)
+            )
+            run[f"{name}_ms"] = graph_ms(lambda f=fn: f(q, k), reps=15 if on_gpu else 1)
             run[f"{name}_tb_per_s"] = moved / (run[f"{name}_ms"] * 1e-3) / 1e12
-        run["triton_vs_inductor_max_abs"] = float(
-            (ways["triton_w4"](x).float() - ways["inductor"](x).float()).abs().max()
-        )
     return run
 
 

@@ -39,6 +39,22 @@ def median_ms(fn: Callable[[], object], reps: int = 15, warmup: int = 3) -> floa
     return sorted(times)[len(times) // 2]
 
 
+def graph_ms(fn: Callable[[], object], calls: int = 20, reps: int = 15) -> float:
+    """Device time of one call of `fn`, for kernels shorter than their launch from Python: `calls` calls
+    captured in one CUDA graph (after warm-up calls that compile), the median replay over `calls`. On a
+    CPU, `median_ms`."""
+    if not torch.cuda.is_available():
+        return median_ms(fn, reps=reps)
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(calls):
+            fn()
+    return median_ms(graph.replay, reps=reps) / calls
+
+
 def random_vae(dtype: torch.dtype, seed: int = 1) -> WanVAEDecoder:
     """The full-size VAE decoder on the GPU with seeded random weights."""
     with torch.device("meta"):

@@ -145,14 +145,39 @@ class AttentionProjections(nn.Module):
         self.norm_k = RMSNorm(config.dim, config.eps)
 
 
+class FusedNormRope(Protocol):
+    """q's and k's RMSNorms and RoPE in one call (qk_norm_rope.py): (q, k, q's and k's norm weights,
+    the tables' cos and sin, eps) -> q, k, each (B, L, C) as `SelfAttention.qkv` computes them."""
+
+    def __call__(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        q_weight: torch.Tensor,
+        k_weight: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        eps: float,
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
 class SelfAttention(AttentionProjections):
     """Projections only: the block calls the KV source and attention itself (see `DiTBlock.forward`)."""
+
+    def __init__(self, config: DiTConfig):
+        super().__init__(config)
+        self.fused_norm_rope: FusedNormRope | None = None  # a GPU kernel for both, set by speed.accelerate
 
     def qkv(self, x: torch.Tensor, rope: RotaryTables) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         B, L, C = x.shape  # batch, tokens, channels
         nh, hd = self.num_heads, C // self.num_heads
-        q = apply_rotary(self.norm_q(self.q(x)).view(B, L, nh, hd), rope)  # (B, L, nh, hd)
-        k = apply_rotary(self.norm_k(self.k(x)).view(B, L, nh, hd), rope)  # (B, L, nh, hd)
+        if self.fused_norm_rope is None:
+            q = apply_rotary(self.norm_q(self.q(x)).view(B, L, nh, hd), rope)  # (B, L, nh, hd)
+            k = apply_rotary(self.norm_k(self.k(x)).view(B, L, nh, hd), rope)  # (B, L, nh, hd)
+        else:
+            weights = self.norm_q.weight, self.norm_k.weight
+            q, k = self.fused_norm_rope(self.q(x), self.k(x), *weights, *rope, self.norm_q.eps)
+            q, k = q.view(B, L, nh, hd), k.view(B, L, nh, hd)
         v = self.v(x).view(B, L, nh, hd)  # (B, L, nh, hd)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, nh, L, hd)
         return q, k, v
@@ -206,6 +231,44 @@ class FeedForward(nn.Sequential):
 # Transformer block
 
 
+def residual_norm(
+    x: torch.Tensor,
+    residual: torch.Tensor | None,
+    gate: torch.Tensor | None,
+    norm: nn.LayerNorm,
+    shift: torch.Tensor | None = None,
+    scale: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where a branch joins the residual stream and the next branch's input is made: x + residual * gate
+    (+ residual without a gate, x alone without a residual), and its LayerNorm times (1 + scale) plus
+    shift. x, residual (B, L, C); gate, shift, scale (B, F, 1, C), one row per frame of L / F tokens."""
+    frames = next((t.shape[1] for t in (gate, scale) if t is not None), 1)
+
+    def per_frame(t: torch.Tensor) -> torch.Tensor:
+        return t.unflatten(1, (frames, -1))  # (B, F, tokens_per_frame, C)
+
+    if residual is not None:
+        x = x + (residual if gate is None else (per_frame(residual) * gate).flatten(1, 2))
+    h = norm(x)
+    if scale is not None and shift is not None:
+        h = (per_frame(h) * (1 + scale) + shift).flatten(1, 2)
+    return x, h
+
+
+class ResidualNorm(Protocol):
+    """`residual_norm`, or a GPU kernel doing the same in one pass (residual_norm.py)."""
+
+    def __call__(
+        self,
+        x: torch.Tensor,
+        residual: torch.Tensor | None,
+        gate: torch.Tensor | None,
+        norm: nn.LayerNorm,
+        shift: torch.Tensor | None = None,
+        scale: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
 class DiTBlock(nn.Module):
     def __init__(self, config: DiTConfig):
         super().__init__()
@@ -220,6 +283,7 @@ class DiTBlock(nn.Module):
         self.ffn = FeedForward(config.dim, config.ffn_dim)
         # shift/scale/gate for self-attention then for the FFN, added to the timestep projection
         self.modulation = nn.Parameter(torch.randn(1, 6, config.dim) / config.dim**0.5)
+        self.residual_norm: ResidualNorm = residual_norm  # or one GPU kernel, set by speed.accelerate
 
     def forward(
         self,
@@ -240,17 +304,16 @@ class DiTBlock(nn.Module):
 
         # 1. Self-attention. The eager cache lookup is called here, not inside a submodule: a graph
         # break in a nested call compiles that submodule as a frame of its own.
-        h = (per_frame(self.norm1(x)) * (1 + scale_sa) + shift_sa).flatten(1, 2)
+        _, h = self.residual_norm(x, None, None, self.norm1, shift_sa, scale_sa)
         q, k, v = self.self_attn.qkv(h, rope)  # (B, nh, L, hd)
         y, lse = attend_with_cache(kv_cursor, q, k, v, attn_mask)  # (B, nh, L, hd) or split partials
         if lse is not None:
             y = merge_key_splits(y, lse)  # (B, nh, L, hd)
         y = self.self_attn.o(y.transpose(1, 2).reshape(B, L, C))
-        x = x + (per_frame(y) * gate_sa).flatten(1, 2)
-        # 2. Cross-attention
-        x = x + self.cross_attn(self.norm3(x), text_kv)
+        # 2. Cross-attention (affine norm, no modulation)
+        x, h = self.residual_norm(x, y, gate_sa, self.norm3)
         # 3. Feed-forward
-        h = (per_frame(self.norm2(x)) * (1 + scale_ffn) + shift_ffn).flatten(1, 2)
+        x, h = self.residual_norm(x, self.cross_attn(h, text_kv), None, self.norm2, shift_ffn, scale_ffn)
         y = self.ffn(h)
         return x + (per_frame(y) * gate_ffn).flatten(1, 2)
 

@@ -9,10 +9,8 @@ One full-size block (random weights, bf16) on 4680 tokens a clip (one chunk), 1 
   against one 1536 -> 4608 GEMM of the three weights concatenated;
 - `block`: the whole compiled block with cuDNN attention over 16 cached frames + the chunk, shipped,
   for the share each part has;
-- `norms`: the block's three residual sums + LayerNorms + modulations, compiled as shipped;
 - on GPUs, the qkv part and the block with q's and k's norms and RoPE in one Triton kernel
-  (`qk_norm_rope.py`, `*_fused_norm_rope*`), the norms part and the block with each residual sum +
-  norm + modulation in one (`residual_norm.py`, `*_fused_norms*`), and the block with both;
+  (`qk_norm_rope.py`, `*_fused_norm_rope*`);
 - `--inductor-option NAME=VALUE` (repeatable, e.g. `coordinate_descent_tuning=1`): the qkv part and the
   whole block compiled once more with those inductor options (`*_tuned_ms`), against the shipped
   compile; inductor's reductions for the norms and their launch sizes are what such options change.
@@ -60,33 +58,13 @@ def qkv_shipped(block: DiTBlock) -> Callable[[torch.Tensor, RotaryTables], tuple
     return block.self_attn.qkv
 
 
-def with_kernels(block: DiTBlock, norm_rope: bool, residual_norms: bool) -> DiTBlock:
-    """A copy of `block` with q's and k's norms and RoPE in one Triton kernel (qk_norm_rope.py) and/or its
-    residual sums, LayerNorms and modulations in one each (residual_norm.py); GPU only."""
+def with_fused_norm_rope(block: DiTBlock) -> DiTBlock:
+    """A copy of `block` whose q's and k's norms and RoPE run as one Triton kernel (qk_norm_rope.py; GPUs)."""
     from pipeline.model.qk_norm_rope import qk_norm_rope
-    from pipeline.model.residual_norm import fused_residual_norm
 
     fused = copy.deepcopy(block)
-    if norm_rope:
-        fused.self_attn.fused_norm_rope = qk_norm_rope
-    if residual_norms:
-        fused.residual_norm = fused_residual_norm
+    fused.self_attn.fused_norm_rope = qk_norm_rope
     return fused
-
-
-def residual_norms(block: DiTBlock) -> Callable[..., tuple[torch.Tensor, ...]]:
-    """The block's three places where a branch joins the stream and the next branch's input is made."""
-
-    def run(x: torch.Tensor, y: torch.Tensor, cross: torch.Tensor, time_mod: torch.Tensor):
-        shift_sa, scale_sa, gate_sa, shift_ffn, scale_ffn, _ = (
-            block.modulation.unsqueeze(1) + time_mod
-        ).chunk(6, dim=2)
-        _, h_sa = block.residual_norm(x, None, None, block.norm1, shift_sa, scale_sa)
-        x, h_cross = block.residual_norm(x, y, gate_sa, block.norm3)
-        x, h_ffn = block.residual_norm(x, cross, None, block.norm2, shift_ffn, scale_ffn)
-        return h_sa, h_cross, x, h_ffn
-
-    return run
 
 
 def qkv_one_gemm(block: DiTBlock) -> Callable[[torch.Tensor, RotaryTables], tuple[torch.Tensor, ...]]:
@@ -171,16 +149,8 @@ def measure_block(
     run |= measure(ffns, (x,), block32.ffn(x32), on_gpu)
     qkvs = {"qkv_shipped": qkv_shipped(block), "qkv_one_gemm": qkv_one_gemm(block)}
     if on_gpu:
-        qkvs["qkv_fused_norm_rope"] = qkv_shipped(with_kernels(block, norm_rope=True, residual_norms=False))
+        qkvs["qkv_fused_norm_rope"] = qkv_shipped(with_fused_norm_rope(block))
     run |= measure(qkvs, (x, tables), block32.self_attn.qkv(x32, tables), on_gpu)
-    time_mod32 = torch.randn(clips, geometry.chunk_frames, 6, config.dim, device=device)
-    time_mod = time_mod32.to(dtype)
-    branches32 = [torch.randn_like(x32) for _ in range(2)]  # the attention's and cross-attention's outputs
-    norms = {"norms_shipped": residual_norms(block)}
-    if on_gpu:
-        norms["norms_fused"] = residual_norms(with_kernels(block, norm_rope=False, residual_norms=True))
-    norm_inputs = (x, *(b.to(dtype) for b in branches32), time_mod)
-    run |= measure(norms, norm_inputs, residual_norms(block32)(x32, *branches32, time_mod32), on_gpu)
     if options:
         tuned = {"qkv_tuned": qkv_shipped(block)}
         run |= measure(tuned, (x, tables), block32.self_attn.qkv(x32, tables), on_gpu, options)
@@ -193,15 +163,14 @@ def measure_block(
     for name, gemm in gemms.items():
         run[name] = median_ms(gemm, reps=reps, warmup=5)
     # the whole compiled block with attention over the cache, for the share each part has
+    time_mod = torch.randn(clips, geometry.chunk_frames, 6, config.dim, device=device, dtype=dtype)
     text = torch.randn(clips, config.text_len, config.dim, device=device, dtype=dtype)
     text_kv = block.cross_attn.project_text(text)
     cache = PrefixCache(preset, clips, x)
     backends = [SDPBackend.CUDNN_ATTENTION] if on_gpu else [SDPBackend.MATH]
     blocks = {"block_shipped_ms": (block, {})} | ({"block_tuned_ms": (block, options)} if options else {})
     if on_gpu:
-        blocks["block_fused_norm_rope_ms"] = (with_kernels(block, norm_rope=True, residual_norms=False), {})
-        blocks["block_fused_norms_ms"] = (with_kernels(block, norm_rope=False, residual_norms=True), {})
-        blocks["block_fused_both_ms"] = (with_kernels(block, norm_rope=True, residual_norms=True), {})
+        blocks["block_fused_norm_rope_ms"] = (with_fused_norm_rope(block), {})
     for name, (variant, compile_options) in blocks.items():
         # a copy per compile, so options never reuse another's graphs (the fused variant is a copy already)
         own = copy.deepcopy(variant) if variant is block else variant

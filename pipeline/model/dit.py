@@ -231,44 +231,6 @@ class FeedForward(nn.Sequential):
 # Transformer block
 
 
-def residual_norm(
-    x: torch.Tensor,
-    residual: torch.Tensor | None,
-    gate: torch.Tensor | None,
-    norm: nn.LayerNorm,
-    shift: torch.Tensor | None = None,
-    scale: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Where a branch joins the residual stream and the next branch's input is made: x + residual * gate
-    (+ residual without a gate, x alone without a residual), and its LayerNorm times (1 + scale) plus
-    shift. x, residual (B, L, C); gate, shift, scale (B, F, 1, C), one row per frame of L / F tokens."""
-    frames = next((t.shape[1] for t in (gate, scale) if t is not None), 1)
-
-    def per_frame(t: torch.Tensor) -> torch.Tensor:
-        return t.unflatten(1, (frames, -1))  # (B, F, tokens_per_frame, C)
-
-    if residual is not None:
-        x = x + (residual if gate is None else (per_frame(residual) * gate).flatten(1, 2))
-    h = norm(x)
-    if scale is not None and shift is not None:
-        h = (per_frame(h) * (1 + scale) + shift).flatten(1, 2)
-    return x, h
-
-
-class ResidualNorm(Protocol):
-    """`residual_norm`, or a GPU kernel doing the same in one pass (residual_norm.py)."""
-
-    def __call__(
-        self,
-        x: torch.Tensor,
-        residual: torch.Tensor | None,
-        gate: torch.Tensor | None,
-        norm: nn.LayerNorm,
-        shift: torch.Tensor | None = None,
-        scale: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]: ...
-
-
 class DiTBlock(nn.Module):
     def __init__(self, config: DiTConfig):
         super().__init__()
@@ -283,7 +245,6 @@ class DiTBlock(nn.Module):
         self.ffn = FeedForward(config.dim, config.ffn_dim)
         # shift/scale/gate for self-attention then for the FFN, added to the timestep projection
         self.modulation = nn.Parameter(torch.randn(1, 6, config.dim) / config.dim**0.5)
-        self.residual_norm: ResidualNorm = residual_norm  # or one GPU kernel, set by speed.accelerate
 
     def forward(
         self,
@@ -304,16 +265,17 @@ class DiTBlock(nn.Module):
 
         # 1. Self-attention. The eager cache lookup is called here, not inside a submodule: a graph
         # break in a nested call compiles that submodule as a frame of its own.
-        _, h = self.residual_norm(x, None, None, self.norm1, shift_sa, scale_sa)
+        h = (per_frame(self.norm1(x)) * (1 + scale_sa) + shift_sa).flatten(1, 2)
         q, k, v = self.self_attn.qkv(h, rope)  # (B, nh, L, hd)
         y, lse = attend_with_cache(kv_cursor, q, k, v, attn_mask)  # (B, nh, L, hd) or split partials
         if lse is not None:
             y = merge_key_splits(y, lse)  # (B, nh, L, hd)
         y = self.self_attn.o(y.transpose(1, 2).reshape(B, L, C))
-        # 2. Cross-attention (affine norm, no modulation)
-        x, h = self.residual_norm(x, y, gate_sa, self.norm3)
+        x = x + (per_frame(y) * gate_sa).flatten(1, 2)
+        # 2. Cross-attention
+        x = x + self.cross_attn(self.norm3(x), text_kv)
         # 3. Feed-forward
-        x, h = self.residual_norm(x, self.cross_attn(h, text_kv), None, self.norm2, shift_ffn, scale_ffn)
+        h = (per_frame(self.norm2(x)) * (1 + scale_ffn) + shift_ffn).flatten(1, 2)
         y = self.ffn(h)
         return x + (per_frame(y) * gate_ffn).flatten(1, 2)
 

@@ -7,6 +7,7 @@ benchmarks/README.md and benchmarks/results/; docs/gpu_ceilings.md has the kerne
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,7 @@ from pipeline.model.attention import (
     check_against_sdpa,
     sdpa,
 )
+from pipeline.model.dit import CausalWanDiT, FusedNormRope
 from pipeline.model.vae import CausalConv3d, Elementwise, Resample, WanVAEDecoder
 from pipeline.spec.model import ModelPreset
 
@@ -51,6 +53,9 @@ class SpeedConfig:
     # The FFN's GELU inside its up projection's GEMM on a GPU (dit.FeedForward): -9 to -16% of the FFN at
     # two clips a forward on H200s, -7 to +3% at one (benchmarks/README.md)
     ffn_gelu_in_epilogue: bool = True
+    # q's and k's RMSNorms and RoPE in one Triton kernel on a GPU (qk_norm_rope.py), checked against the
+    # PyTorch ops at start-up: the q/k/v part 0.330 -> 0.265 ms at two clips a forward on an H200
+    fused_qk_norm_rope: bool = True
     vae_channels_last: bool = True  # VAE activations channels-last end to end (cuDNN's fast layout)
     compile_vae: bool = True  # torch.compile the VAE's ops between convs (bias + norm + SiLU + padding fused)
     cudnn_benchmark: bool = True  # let cuDNN time its conv algorithms once per shape ...
@@ -90,8 +95,10 @@ def accelerate(bundle: ModelBundle, config: SpeedConfig = SpeedConfig()) -> Mode
     on_cuda = device.type == "cuda"
     bundle.dit.sdpa_backends = ATTENTION_ORDERS[config.attention] if on_cuda else None
     bundle.dit.self_attention = self_attention_kernel(config, device, bundle.preset)
+    norm_rope = fused_norm_rope(bundle.dit, bundle.preset) if config.fused_qk_norm_rope and on_cuda else None
     for block in bundle.dit.block_list:
         block.ffn.gelu_in_epilogue = config.ffn_gelu_in_epilogue and on_cuda
+        block.self_attn.fused_norm_rope = norm_rope
         if config.compile_blocks:
             # Regional compilation: the 30 blocks share one compiled graph (parameters are inputs).
             block.compile(dynamic=False, backend=config.compile_backend)
@@ -150,6 +157,39 @@ def flash3_key_splits(
         logger.info("FlashAttention-3 over %d key splits not used (%r)", splits, exc)
         return {}
     return {f"flash3-split{splits}": split}
+
+
+# Relative difference the fused kernel may have from the PyTorch ops (bf16 roundings apart: ~1e-3)
+FUSED_NORM_ROPE_TOLERANCE = 1e-2
+
+
+def fused_norm_rope(dit: CausalWanDiT, preset: ModelPreset) -> FusedNormRope | None:
+    """The Triton kernel for q's and k's norms and RoPE, once the first block's q/k/v computed with it
+    match the PyTorch ops within bf16 rounding on one frame of the preset's grid; None (and a log line)
+    where Triton is missing or the check fails, and the block keeps the PyTorch ops."""
+    attention = dit.block_list[0].self_attn
+    weight = attention.q.weight
+    _, ph, pw = preset.dit.patch_size
+    grid = (preset.latent_height // ph, preset.latent_width // pw)
+    tables = dit.rope(torch.arange(1, device=weight.device), *grid).to(torch.float32)
+    x = torch.randn(2, math.prod(grid), preset.dit.dim, device=weight.device, dtype=weight.dtype)
+    try:
+        from pipeline.model.qk_norm_rope import qk_norm_rope
+
+        with torch.inference_mode():
+            expected = attention.qkv(x, tables)
+            attention.fused_norm_rope = qk_norm_rope
+            fused = attention.qkv(x, tables)
+        for name, got, want in zip("qkv", fused, expected, strict=True):
+            error = float((got.float() - want.float()).norm() / want.float().norm())
+            if not error < FUSED_NORM_ROPE_TOLERANCE:
+                raise ValueError(f"{name} differs from the PyTorch ops by {error:.2e}")
+    except Exception as exc:  # an optional kernel: the PyTorch ops stay, as on a CPU
+        logger.info("q/k norms and RoPE in one Triton kernel not used (%r)", exc)
+        return None
+    finally:
+        attention.fused_norm_rope = None
+    return qk_norm_rope
 
 
 # Nearest upsampling is all index arithmetic, which for symbolic sizes divides at run time: 33 ms of a

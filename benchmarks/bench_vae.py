@@ -1,13 +1,16 @@
 """The VAE decode of a steady chunk (3 latents -> 12 frames at 480x832): whole decoder, then every conv.
 
 1. The whole streaming decoder per speed setting (plain NCDHW, channels-last, channels-last with
-   the ops between convs compiled, for dynamic shapes as shipped or static ones): ms per steady
-   chunk, median over several chunks of one video; `--profile` adds its kernels by CUDA time.
+   the ops between convs compiled, for dynamic shapes or static ones, and with each upsample's conv
+   as four phases of a conv on its input, as shipped): ms per steady chunk, median over several
+   chunks of one video; `--profile` adds its kernels by CUDA time.
 2. Every conv of the chunk, per way of running it. The decoder's 3-tap causal convs can run as one
    Conv3d (NCDHW, or NDHWC), as three Conv2d over frame-shifted views of a frames-as-batch NHWC
    tensor summed, or as one Conv2d over the three views stacked along channels (one accumulation,
    like Conv3d). A conv with few output channels (the 3-channel head) is also timed with zero
-   filters padded up to 8, 16 and 32 outputs, then sliced. Prints ms and TFLOP/s per conv and method,
+   filters padded up to 8, 16 and 32 outputs, then sliced; an upsample's conv also as the 2x2 conv of
+   its half-size input to four phases (`conv2d_nhwc_phases`, without the interleaving). Prints ms and
+   TFLOP/s (of the 3x3 conv's work, so the phases' rate reads as an effective one) per conv and method,
    and the chunk's conv time per method weighted by how often each conv occurs.
 
     python benchmarks/bench_vae.py --out $OUT/vae.json
@@ -29,15 +32,17 @@ import torch.nn.functional as F
 
 from benchmarks.gpu import median_ms, random_vae
 from pipeline.model.speed import SpeedConfig, accelerate_vae, compiled_vae_ops
-from pipeline.model.vae import Elementwise, WanVAEDecoder
+from pipeline.model.vae import Elementwise, WanVAEDecoder, phase_weights
 from pipeline.spec.model import SELF_FORCING_1_3B as PRESET
 
 DECODER_SETTINGS = {
     "plain": SpeedConfig(vae_channels_last=False, compile_vae=False),
     "channels-last": SpeedConfig(compile_vae=False),
-    "channels-last + compiled": SpeedConfig(),
+    "channels-last + compiled": SpeedConfig(vae_phase_convs=False),
     # the ops between convs compiled for static shapes: a graph per shape, not per width
-    "channels-last + compiled static": SpeedConfig(compile_vae=False),
+    "channels-last + compiled static": SpeedConfig(compile_vae=False, vae_phase_convs=False),
+    # each upsample's conv on its input, as four phases (vae.UpsampleConv; shipped)
+    "channels-last + compiled + phase convs": SpeedConfig(),
 }
 PROFILED_KERNELS = 25  # --profile: the kernels with the most CUDA time in a steady chunk
 
@@ -95,10 +100,15 @@ def methods(
 
     if kt == 1:
         frames_nchw, tap_nchw = video[0].transpose(0, 1).contiguous(), taps[0].contiguous()
-        return {
+        ways = {
             "conv2d_nchw": lambda: F.conv2d(frames_nchw, tap_nchw, bias, padding=pad),
             "conv2d_nhwc": lambda: F.conv2d(frames_nhwc, taps[0], bias, padding=pad),
         }
+        if ks == 3:  # an upsample's conv: the same on the half-size input, as four 2x2 phases
+            low_res = frames_nhwc[:, :, ::2, ::2].contiguous(memory_format=torch.channels_last)
+            phase_weight = phase_weights(taps[0])
+            ways["conv2d_nhwc_phases"] = lambda: F.conv2d(low_res, phase_weight, padding=1)
+        return ways
     ways = {
         "conv3d_ncdhw": conv3d,
         "conv3d_ndhwc": conv3d_ndhwc,

@@ -57,6 +57,9 @@ class SpeedConfig:
     # PyTorch ops at start-up: the q/k/v part 0.330 -> 0.265 ms at two clips a forward on an H200
     fused_qk_norm_rope: bool = True
     vae_channels_last: bool = True  # VAE activations channels-last end to end (cuDNN's fast layout)
+    # Each upsample's 3x3 conv as one 2x2 conv of its input to the four output phases (vae.UpsampleConv):
+    # the same function in 16 multiply-adds where the upsampled image takes 36
+    vae_phase_convs: bool = True
     compile_vae: bool = True  # torch.compile the VAE's ops between convs (bias + norm + SiLU + padding fused)
     cudnn_benchmark: bool = True  # let cuDNN time its conv algorithms once per shape ...
     # ... all of them for the VAE's full-resolution residual convs, not PyTorch's default first 10: the
@@ -194,8 +197,9 @@ def fused_norm_rope(dit: CausalWanDiT, preset: ModelPreset) -> FusedNormRope | N
 
 # Nearest upsampling is all index arithmetic, which for symbolic sizes divides at run time: 33 ms of a
 # steady chunk against 1.1 ms with kernels of fixed shapes (H200, benchmarks/README.md). It compiles
-# per shape instead: 6 graphs, a first and a steady chunk's at each of the 3 upsampling stages.
-STATIC_SHAPE_VAE_OPS = frozenset({"upsample_nearest"})
+# per shape instead: 6 graphs, a first and a steady chunk's at each of the 3 upsampling stages; the
+# phases' interleaving, its replacement, is index arithmetic too.
+STATIC_SHAPE_VAE_OPS = frozenset({"upsample_nearest", "interleave_phases"})
 
 
 def compiled_vae_ops(
@@ -219,6 +223,8 @@ def accelerate_vae(vae: WanVAEDecoder, config: SpeedConfig) -> WanVAEDecoder:
     decoder = vae.decoder
     if config.vae_channels_last:
         vae.use_channels_last()
+    if config.vae_phase_convs:
+        vae.use_phase_weights()
     if config.compile_vae:
         vae.elementwise = compiled_vae_ops(vae.elementwise, config.compile_backend)
     if config.vae_search_all_conv_algorithms:

@@ -136,9 +136,11 @@ def cudnn_benchmark_limit(limit: int | None) -> Iterator[None]:
 
 
 def layout_of(x: torch.Tensor) -> torch.memory_format:
-    """channels_last_3d for a video tensor stored channels-last, else contiguous (new tensors follow x)."""
-    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last_3d):
-        return torch.channels_last_3d
+    """channels_last_3d (videos) or channels_last (frames) for a tensor stored channels-last, else
+    contiguous: new tensors follow x."""
+    channels_last = torch.channels_last_3d if x.ndim == 5 else torch.channels_last
+    if not x.is_contiguous() and x.is_contiguous(memory_format=channels_last):
+        return channels_last
     return torch.contiguous_format
 
 
@@ -203,6 +205,18 @@ def upsample_nearest(frames: torch.Tensor) -> torch.Tensor:
     return F.interpolate(frames, scale_factor=2.0, mode="nearest")
 
 
+def interleave_phases(phases: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """The four phase outputs of `UpsampleConv`'s sub-pixel conv, (N, 4C, H + 1, W + 1) in phase order
+    (row, column) = (0, 0), (0, 1), (1, 0), (1, 1), into (N, C, 2H, 2W) plus the conv's bias: output
+    pixel (2i + a, 2j + b) is phase (a, b) at (i + a, j + b). In the phases' layout."""
+    N, _, H, W = phases.shape
+    H, W = H - 1, W - 1
+    by_phase = phases.unflatten(1, (2, 2, -1))  # (N, a, b, C, H + 1, W + 1)
+    rows = [torch.stack([by_phase[:, a, b, :, a : a + H, b : b + W] for b in (0, 1)], -1) for a in (0, 1)]
+    out = torch.stack(rows, dim=3).flatten(4, 5).flatten(2, 3)  # (N, C, H, 2, W, 2) -> (N, C, 2H, 2W)
+    return add_bias(out, bias).contiguous(memory_format=layout_of(phases))
+
+
 @dataclass(frozen=True)
 class Elementwise:
     """The decoder's ops between convs; speed.py swaps in compiled ones (`WanVAEDecoder.elementwise`)."""
@@ -215,6 +229,7 @@ class Elementwise:
     projected_residual_sum: Callable[..., torch.Tensor] = projected_residual_sum
     upsample_nearest: Callable[[torch.Tensor], torch.Tensor] = upsample_nearest
     add_bias: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = add_bias
+    interleave_phases: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = interleave_phases
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -278,18 +293,49 @@ class AttentionBlock(nn.Module):
 # 4. Upsampling
 
 
+# Which of a 3x3 kernel's rows (or columns) land on each low-resolution row for the two output phases of a
+# 2x nearest upsample: phase 0 (output row 2i) sees input rows i-1, i, i; phase 1 (2i + 1) rows i, i, i+1.
+# (phase, tap of the 2-tap kernel over rows i-1+phase and i+phase, row of the 3x3 kernel)
+PHASE_TAPS = ((1, 0, 0), (0, 1, 1)), ((1, 1, 0), (0, 0, 1))
+
+
+def phase_weights(weight: torch.Tensor) -> torch.Tensor:
+    """A 3x3 conv's weight (C_out, C_in, 3, 3) after a 2x nearest upsample, as the (4 C_out, C_in, 2, 2)
+    weight of the equivalent conv on the input: each phase's taps summed in float32, rounded once."""
+    taps = torch.tensor(PHASE_TAPS, dtype=torch.float32, device=weight.device)  # (phase, tap, row)
+    folded = torch.einsum("atr,ocrs,bus->aboctu", taps, weight.float(), taps)  # (2, 2, C_out, C_in, 2, 2)
+    return folded.flatten(0, 2).to(weight.dtype).contiguous(memory_format=layout_of(weight))
+
+
 class UpsampleConv(nn.Sequential):
-    """2x nearest upsample of frames (B*T, C, H, W), then a 3x3 conv to C/2 (official names resample.1.*)."""
+    """2x nearest upsample of frames (B*T, C, H, W), then a 3x3 conv to C/2 (official names resample.1.*).
+
+    After `use_phase_weights` the same function runs as a conv on the input itself: the four output
+    phases of the upsampled image each see a 2x2 window of the input, whose taps are sums of the 3x3
+    kernel's, so one 2x2 conv to 4 x C/2 channels makes all of them (16 multiply-adds per output pixel
+    and channel pair instead of 36), and `ops.interleave_phases` puts them in place with the bias.
+    """
 
     def __init__(self, dim: int):
         super().__init__(
             nn.Upsample(scale_factor=2.0, mode="nearest"), nn.Conv2d(dim, dim // 2, 3, padding=1)
         )
+        self.phase_weight: torch.Tensor | None
+        self.register_buffer("phase_weight", None, persistent=False)  # not in the official files
+
+    def use_phase_weights(self) -> None:
+        """Run as the sub-pixel conv from now on (after the weights are loaded and laid out)."""
+        _, conv = self
+        assert isinstance(conv, nn.Conv2d)
+        self.phase_weight = phase_weights(conv.weight.detach())
 
     def forward(self, frames: torch.Tensor, ops: Elementwise) -> torch.Tensor:  # type: ignore[override]
-        """Slot 0's upsampling and the conv's bias run in `ops` (compiled where the decoder is)."""
+        """The upsampling (or the phases' interleaving) and the conv's bias run in `ops` (compiled where
+        the decoder is)."""
         _, conv = self
         assert isinstance(conv, nn.Conv2d) and conv.bias is not None
+        if self.phase_weight is not None:
+            return ops.interleave_phases(F.conv2d(frames, self.phase_weight, padding=1), conv.bias)
         return ops.add_bias(
             F.conv2d(ops.upsample_nearest(frames), conv.weight, padding=conv.padding), conv.bias
         )
@@ -414,6 +460,13 @@ class WanVAEDecoder(nn.Module):
                 layout = torch.channels_last_3d if module.weight.ndim == 5 else torch.channels_last
                 module.weight.data = module.weight.data.contiguous(memory_format=layout)
         self.channels_last = True
+
+    def use_phase_weights(self) -> None:
+        """Every upsample's conv runs on its input, as four phases (`UpsampleConv`); after loading and
+        `use_channels_last`, whose layout the phase weights take."""
+        for module in self.modules():
+            if isinstance(module, UpsampleConv):
+                module.use_phase_weights()
 
     def start_stream(self) -> DecodeStream:
         """A fresh, empty feature cache for a new video, on the decoder's current device and dtype.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from safetensors.torch import save_file
 
 from pipeline.model.checkpoint import CheckpointError, load_strict, read_state_dict
 from pipeline.model.random_init import randomize_
-from pipeline.model.vae import VAE_IGNORED_PREFIXES, WanVAEDecoder
+from pipeline.model.vae import VAE_IGNORED_PREFIXES, Elementwise, UpsampleConv, WanVAEDecoder
 from pipeline.spec.model import VAEConfig
 
 TINY = VAEConfig(dim=8)  # the `tiny` preset's VAE: widths 32, 32, 32, 16, 8
@@ -215,3 +216,28 @@ def test_cpu_decodes_run_every_conv_through_onednn_not_the_im2col_kernel(
     ops = {event.key for event in profiled.key_averages()}
     assert "aten::mkldnn_convolution" in ops
     assert not {op for op in ops if op.startswith("aten::slow_conv")}
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_an_upsample_conv_as_four_phases_of_its_input_is_the_same_conv(layout: torch.memory_format) -> None:
+    # odd sizes: the phases' windows run over the input's zero padding on every side
+    conv = randomize_(UpsampleConv(6), seed=1)
+    conv[1].weight.data = conv[1].weight.data.contiguous(memory_format=layout)
+    frames = torch.randn(3, 6, 5, 7).contiguous(memory_format=layout)
+    upsampled = conv(frames, Elementwise())
+    conv.use_phase_weights()
+    phases = conv(frames, Elementwise())
+    torch.testing.assert_close(phases, upsampled, rtol=1e-5, atol=1e-5)
+    assert phases.shape == (3, 3, 10, 14) and phases.is_contiguous(memory_format=layout)
+    assert "phase_weight" not in conv.state_dict()  # derived, never saved or loaded
+    assert conv.to(torch.float64).phase_weight.dtype == torch.float64  # moves with the module
+
+
+def test_a_decoder_with_phase_convs_decodes_the_same_video(
+    decoder: WanVAEDecoder, latents: torch.Tensor, whole_video: torch.Tensor
+) -> None:
+    phased = copy.deepcopy(decoder)
+    phased.use_phase_weights()
+    torch.testing.assert_close(
+        phased.decode(latents, phased.start_stream()), whole_video, rtol=1e-5, atol=1e-5
+    )

@@ -2,11 +2,12 @@
 
 After a block's q and k projections, each token's 1536 channels are normalised together (RMSNorm over
 all heads, float32) and every (2i, 2i+1) channel pair of a head is rotated by the token's angle i
-(dit.SelfAttention.qkv, rope.apply_rotary). Compiled, inductor fuses both into one kernel that ran at
-~0.9 TB/s on an H200: a looped reduction whose pair rotation loads each element's partner apart.
-Here each program loads a few whole rows once as (pair, real/imag) tiles, so every load is contiguous
-and the rotation is a split of the loaded tile; q and k share one launch. Everything between the load
-and the store runs in float32 and is rounded once, as inductor's fused kernel does.
+(dit.SelfAttention.qkv, rope.apply_rotary). Compiled, inductor fuses both into one looped reduction
+that ran at ~0.9 TB/s on an H200, where its plain RMSNorms run at ~3: the pairs, taken apart and
+stacked back, are what it loads poorly. Here each program loads whole rows once as (pair, real/imag)
+tiles, so every load is contiguous and the rotation is a split of the loaded tile; q and k share one
+launch. Everything between the load and the store runs in float32 and is rounded once, as inductor's
+fused kernel does (docs/gpu_ceilings.md §2.6: 22 against 67 us a block at one clip a forward).
 """
 
 from __future__ import annotations

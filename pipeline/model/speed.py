@@ -58,7 +58,7 @@ class SpeedConfig:
     fused_qk_norm_rope: bool = True
     vae_channels_last: bool = True  # VAE activations channels-last end to end (cuDNN's fast layout)
     # Each upsample's 3x3 conv as one 2x2 conv of its input to the four output phases (vae.UpsampleConv):
-    # the same function in 16 multiply-adds where the upsampled image takes 36
+    # the same function, 4/9 of the work; a steady chunk's decode 95.5 -> 89.9 ms on an H200
     vae_phase_convs: bool = True
     compile_vae: bool = True  # torch.compile the VAE's ops between convs (bias + norm + SiLU + padding fused)
     cudnn_benchmark: bool = True  # let cuDNN time its conv algorithms once per shape ...
@@ -175,7 +175,9 @@ def fused_norm_rope(dit: CausalWanDiT, preset: ModelPreset) -> FusedNormRope | N
     _, ph, pw = preset.dit.patch_size
     grid = (preset.latent_height // ph, preset.latent_width // pw)
     tables = dit.rope(torch.arange(1, device=weight.device), *grid).to(torch.float32)
-    x = torch.randn(2, math.prod(grid), preset.dit.dim, device=weight.device, dtype=weight.dtype)
+    generator = torch.Generator(weight.device).manual_seed(0)  # leaves the global RNG as it was
+    x = torch.randn(2, math.prod(grid), preset.dit.dim, device=weight.device, generator=generator)
+    x = x.to(weight.dtype)
     try:
         from pipeline.model.qk_norm_rope import qk_norm_rope
 

@@ -312,8 +312,8 @@ class UpsampleConv(nn.Sequential):
 
     After `use_phase_weights` the same function runs as a conv on the input itself: the four output
     phases of the upsampled image each see a 2x2 window of the input, whose taps are sums of the 3x3
-    kernel's, so one 2x2 conv to 4 x C/2 channels makes all of them (16 multiply-adds per output pixel
-    and channel pair instead of 36), and `ops.interleave_phases` puts them in place with the bias.
+    kernel's, so one 2x2 conv to 4 x C/2 channels makes all of them (4 multiply-adds per output pixel
+    and channel pair instead of 9), and `ops.interleave_phases` puts them in place with the bias.
     """
 
     def __init__(self, dim: int):

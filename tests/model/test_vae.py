@@ -222,7 +222,9 @@ def test_cpu_decodes_run_every_conv_through_onednn_not_the_im2col_kernel(
 def test_an_upsample_conv_as_four_phases_of_its_input_is_the_same_conv(layout: torch.memory_format) -> None:
     # odd sizes: the phases' windows run over the input's zero padding on every side
     conv = randomize_(UpsampleConv(6), seed=1)
-    conv[1].weight.data = conv[1].weight.data.contiguous(memory_format=layout)
+    conv2d = conv[1]
+    assert isinstance(conv2d, torch.nn.Conv2d)
+    conv2d.weight.data = conv2d.weight.data.contiguous(memory_format=layout)
     frames = torch.randn(3, 6, 5, 7).contiguous(memory_format=layout)
     upsampled = conv(frames, Elementwise())
     conv.use_phase_weights()
@@ -230,7 +232,8 @@ def test_an_upsample_conv_as_four_phases_of_its_input_is_the_same_conv(layout: t
     torch.testing.assert_close(phases, upsampled, rtol=1e-5, atol=1e-5)
     assert phases.shape == (3, 3, 10, 14) and phases.is_contiguous(memory_format=layout)
     assert "phase_weight" not in conv.state_dict()  # derived, never saved or loaded
-    assert conv.to(torch.float64).phase_weight.dtype == torch.float64  # moves with the module
+    moved = conv.to(torch.float64).phase_weight  # a buffer: it moves with the module
+    assert moved is not None and moved.dtype == torch.float64
 
 
 def test_a_decoder_with_phase_convs_decodes_the_same_video(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -48,7 +49,7 @@ def main() -> None:
                 ctx = sdpa_kernel([backend]) if backend is not None else torch.autograd.no_grad()
                 try:
                     with ctx:
-                        ms = median_ms(lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v), reps=20)
+                        ms = median_ms(partial(F.scaled_dot_product_attention, q, k, v), reps=20)
                     rows.append(
                         {
                             "frames": frames,

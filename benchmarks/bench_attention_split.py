@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -62,7 +63,7 @@ def main() -> None:
     for Lq in (3840, 4224, 4608, 4680, 4736, 5120, 5376, 6336, 9360):
         q = torch.randn(1, Lq, H, D, device="cuda", dtype=torch.bfloat16).transpose(1, 2)
         with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
-            ms = median_ms(lambda q=q: F.scaled_dot_product_attention(q, k, v), reps=20)
+            ms = median_ms(partial(F.scaled_dot_product_attention, q, k, v), reps=20)
         tflops = 4 * H * Lq * Lk * D / ms / 1e9
         by_length.append({"q_tokens": Lq, "ms": ms, "tflops": tflops})
         print(f"Lq={Lq}: {ms:.3f} ms, {tflops:.0f} TFLOP/s", flush=True)
@@ -76,7 +77,7 @@ def main() -> None:
         k, v = buf_k[:, :, :Lk], buf_v[:, :, :Lk]
         with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
             plain = F.scaled_dot_product_attention(q, k, v)
-            plain_ms = median_ms(lambda k=k, v=v: F.scaled_dot_product_attention(q, k, v), reps=20)
+            plain_ms = median_ms(partial(F.scaled_dot_product_attention, q, k, v), reps=20)
         exact = F.scaled_dot_product_attention(q.float(), k.float(), v.float())
         row: dict[str, object] = {
             "kv_frames": frames,
@@ -88,9 +89,7 @@ def main() -> None:
                 name = f"split{splits}_{'expand' if expand else 'repeat'}"
                 try:
                     out = split_attention(q, k, v, splits, expand)
-                    row[f"{name}_ms"] = median_ms(
-                        lambda k=k, v=v, s=splits, e=expand: split_attention(q, k, v, s, e)
-                    )
+                    row[f"{name}_ms"] = median_ms(partial(split_attention, q, k, v, splits, expand))
                     kernel = lambda k=k, v=v, s=splits, e=expand: cudnn_with_lse(  # noqa: E731
                         q.expand(s, -1, -1, -1) if e else q.repeat(s, 1, 1, 1),
                         k.unflatten(2, (s, -1)).squeeze(0).transpose(0, 1),

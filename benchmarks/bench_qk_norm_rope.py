@@ -28,6 +28,7 @@ import argparse
 import json
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -97,7 +98,7 @@ def measure(preset: ModelPreset, device: torch.device, clips: int) -> dict[str, 
             run[f"{name}_vs_inductor_max_abs"] = max(
                 float((o.float() - s.float()).abs().max()) for o, s in zip(out, shipped, strict=True)
             )
-            run[f"{name}_ms"] = graph_ms(lambda f=fn: f(q, k), reps=15 if on_gpu else 1)
+            run[f"{name}_ms"] = graph_ms(partial(fn, q, k), reps=15 if on_gpu else 1)
             run[f"{name}_tb_per_s"] = moved / (run[f"{name}_ms"] * 1e-3) / 1e12
     return run
 

@@ -70,7 +70,7 @@ def methods(
     """The ways to compute one conv; every input already holds the kt - 1 frames of history.
 
     With `autotune`, also inductor's max-autotune choice between cuDNN and its Triton conv templates."""
-    bf16 = {"device": "cuda", "dtype": torch.bfloat16}
+    bf16: dict[str, Any] = {"device": "cuda", "dtype": torch.bfloat16}
     pad = ks // 2
     weight = torch.randn(cout, cin, kt, ks, ks, **bf16) / (cin * kt * ks * ks) ** 0.5
     bias = torch.randn(cout, **bf16)

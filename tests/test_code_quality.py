@@ -15,7 +15,7 @@ CODE = ["pipeline", "jobs", "tests", "benchmarks"]
     [
         ["ruff", "check", *CODE],
         ["ruff", "format", "--check", *CODE],
-        pytest.param(["mypy", "pipeline", "jobs", "tests"], marks=pytest.mark.slow),
+        pytest.param(["mypy", *CODE], marks=pytest.mark.slow),
     ],
     ids=["ruff-check", "ruff-format", "mypy"],
 )

@@ -322,12 +322,18 @@ class UpsampleConv(nn.Sequential):
         )
         self.phase_weight: torch.Tensor | None
         self.register_buffer("phase_weight", None, persistent=False)  # not in the official files
+        # weights loaded later (into this module or a parent) are folded again, never left stale
+        self.register_load_state_dict_post_hook(refold_after_load)
 
     def use_phase_weights(self) -> None:
-        """Run as the sub-pixel conv from now on (after the weights are loaded and laid out)."""
+        """Run as the sub-pixel conv from now on (after the weights are laid out: the fold takes theirs)."""
         _, conv = self
         assert isinstance(conv, nn.Conv2d)
         self.phase_weight = phase_weights(conv.weight.detach())
+
+    def refold_phase_weights(self) -> None:
+        if self.phase_weight is not None:
+            self.use_phase_weights()
 
     def forward(self, frames: torch.Tensor, ops: Elementwise) -> torch.Tensor:  # type: ignore[override]
         """The upsampling (or the phases' interleaving) and the conv's bias run in `ops` (compiled where
@@ -339,6 +345,12 @@ class UpsampleConv(nn.Sequential):
         return ops.add_bias(
             F.conv2d(ops.upsample_nearest(frames), conv.weight, padding=conv.padding), conv.bias
         )
+
+
+def refold_after_load(module: nn.Module, incompatible_keys: object) -> None:
+    """`UpsampleConv`'s load hook (a module-level function: modules with it still pickle)."""
+    assert isinstance(module, UpsampleConv)
+    module.refold_phase_weights()
 
 
 class Resample(nn.Module):

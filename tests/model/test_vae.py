@@ -244,3 +244,17 @@ def test_a_decoder_with_phase_convs_decodes_the_same_video(
     torch.testing.assert_close(
         phased.decode(latents, phased.start_stream()), whole_video, rtol=1e-5, atol=1e-5
     )
+
+
+def test_phase_convs_fold_weights_loaded_after_them_again() -> None:
+    decoder, other = random_decoder(), randomize_(WanVAEDecoder(TINY), seed=SEED + 1)
+    decoder.use_phase_weights()
+    decoder.load_state_dict(other.state_dict())  # into a parent of the upsample convs
+    upsamples = [
+        (m, t) for m, t in zip(decoder.modules(), other.modules(), strict=True) if isinstance(m, UpsampleConv)
+    ]
+    assert upsamples
+    for mine, theirs in upsamples:
+        assert isinstance(mine[1], torch.nn.Conv2d) and isinstance(theirs, UpsampleConv)
+        frames = torch.randn(2, mine[1].in_channels, 3, 5)
+        torch.testing.assert_close(mine(frames, Elementwise()), theirs(frames, Elementwise()))

@@ -26,7 +26,12 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from benchmarks.gpu import median_ms
-from pipeline.model.attention import FlashAttention4, attention_over_key_splits, merge_key_splits
+from pipeline.model.attention import (
+    FlashAttention4,
+    attention_over_key_splits,
+    merge_key_splits,
+    relative_error,
+)
 from pipeline.spec.model import SELF_FORCING_1_3B
 
 H, D = SELF_FORCING_1_3B.dit.num_heads, SELF_FORCING_1_3B.dit.head_dim  # 12 heads of 128
@@ -82,7 +87,7 @@ def main() -> None:
                 torch.cuda.synchronize()
                 first_s = time.perf_counter() - start
                 ms = median_ms(partial(kernel, q, k, v), reps=30)
-                err = ((out.float() - exact).norm() / exact.norm()).item()
+                err = relative_error(out, exact)
                 row[name] = {"ms": ms, "tflops": flop / ms / 1e9, "rel_err_vs_fp32": err, "first_s": first_s}
             except Exception as exc:
                 row[name] = {"error": repr(exc)[:300]}

@@ -37,7 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from benchmarks.gpu import graph_ms, median_ms, relative_error
+from benchmarks.gpu import graph_ms, median_ms
+from pipeline.model.attention import relative_error
 from pipeline.model.dit import DiTBlock, LayerCursor, RotaryTables
 from pipeline.model.random_init import randomize_
 from pipeline.model.rope import RotaryEmbedding3D, apply_rotary

@@ -34,7 +34,8 @@ from pathlib import Path
 import torch
 import triton
 
-from benchmarks.gpu import graph_ms, relative_error
+from benchmarks.gpu import graph_ms
+from pipeline.model.attention import relative_error
 from pipeline.model.dit import RMSNorm
 from pipeline.model.qk_norm_rope import launch
 from pipeline.model.random_init import randomize_

@@ -28,12 +28,12 @@ from pathlib import Path
 import torch
 from torch._dynamo.eval_frame import _debug_get_cache_entry_list
 
-from benchmarks.gpu import random_vae, relative_error
+from benchmarks.gpu import random_vae
 from pipeline.cache import make_cache
 from pipeline.cache.base import ForwardKind
 from pipeline.cache.fifo import FifoCache
 from pipeline.model import vae as vae_module
-from pipeline.model.attention import FlashAttention4, KeySplitAttention
+from pipeline.model.attention import FlashAttention4, KeySplitAttention, relative_error
 from pipeline.model.dit import CausalWanDiT
 from pipeline.model.random_init import randomize_
 from pipeline.model.speed import ATTENTION_ORDERS, SpeedConfig, accelerate_vae, self_attention_kernel

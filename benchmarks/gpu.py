@@ -1,4 +1,5 @@
-"""What the GPU benchmarks share: CUDA-event timing, relative error, a full-size VAE with random weights."""
+"""What the GPU benchmarks share: CUDA-event and CUDA-graph timing, a full-size VAE with random weights
+(relative errors: `pipeline.model.attention.relative_error`, as the start-up checks measure them)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,6 @@ import torch
 from pipeline.model.random_init import randomize_
 from pipeline.model.vae import WanVAEDecoder
 from pipeline.spec.model import SELF_FORCING_1_3B
-
-
-def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
-    """||out - ref|| / ||ref||, both in float32."""
-    return float((out.float() - ref.float()).norm() / ref.float().norm())
 
 
 def median_ms(fn: Callable[[], object], reps: int = 15, warmup: int = 3) -> float:

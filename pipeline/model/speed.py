@@ -22,6 +22,7 @@ from pipeline.model.attention import (
     OptionalKernel,
     SelfAttentionKernel,
     check_against_sdpa,
+    relative_error,
     sdpa,
 )
 from pipeline.model.dit import CausalWanDiT, FusedNormRope
@@ -186,7 +187,7 @@ def fused_norm_rope(dit: CausalWanDiT, preset: ModelPreset) -> FusedNormRope | N
             attention.fused_norm_rope = qk_norm_rope
             fused = attention.qkv(x, tables)
         for name, got, want in zip("qkv", fused, expected, strict=True):
-            error = float((got.float() - want.float()).norm() / want.float().norm())
+            error = relative_error(got, want)
             if not error < FUSED_NORM_ROPE_TOLERANCE:
                 raise ValueError(f"{name} differs from the PyTorch ops by {error:.2e}")
     except Exception as exc:  # an optional kernel: the PyTorch ops stay, as on a CPU

@@ -24,27 +24,23 @@ anywhere with `--device cpu --preset tiny` to check the script:
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import time
 from collections.abc import Callable, Mapping
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from benchmarks.gpu import graph_ms, median_ms
+from benchmarks.gpu import CACHED_FRAMES, block_parser, clip_counts, graph_ms, median_ms, steady_chunk_rope
 from pipeline.model.attention import relative_error
 from pipeline.model.dit import DiTBlock, LayerCursor, RotaryTables
 from pipeline.model.random_init import randomize_
-from pipeline.model.rope import RotaryEmbedding3D, apply_rotary
+from pipeline.model.rope import apply_rotary
 from pipeline.spec.model import ModelPreset, get_preset
-
-CACHED_FRAMES = 16
 
 
 def ffn_shipped(block: DiTBlock) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -190,11 +186,7 @@ def measure_block(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--clips", default="1,2")
-    parser.add_argument("--preset", default="self-forcing-1.3b")
-    parser.add_argument("--device", default="cuda")
+    parser = block_parser(__doc__.splitlines()[0])
     parser.add_argument(
         "--inductor-option", action="append", default=[], metavar="NAME=VALUE", help="also compile with it"
     )
@@ -208,14 +200,10 @@ def main() -> None:
         block32 = DiTBlock(config)
     block32 = randomize_(block32.to_empty(device=device), seed=1).eval()
     block = copy.deepcopy(block32).to(torch.bfloat16 if on_gpu else torch.float32)
-    _, ph, pw = config.patch_size
-    grid = (preset.latent_height // ph, preset.latent_width // pw)
-    rope = RotaryEmbedding3D(config.head_dim, config.rope_theta)
-    positions = torch.arange(CACHED_FRAMES, CACHED_FRAMES + geometry.chunk_frames, device=device)
-    tables = rope(positions, *grid).to(torch.float32)
+    tables = steady_chunk_rope(preset, device)
     runs = []
     with torch.inference_mode():
-        for clips in [int(c) for c in args.clips.split(",")]:
+        for clips in clip_counts(args):
             runs.append(measure_block(block, block32, preset, tables, clips, options))
             print(json.dumps(runs[-1], indent=1), flush=True)
     results = {

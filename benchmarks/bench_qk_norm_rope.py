@@ -24,25 +24,22 @@ or on a CPU with Triton's interpreter, in float32 (pip install triton):
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from collections.abc import Callable
 from functools import partial
-from pathlib import Path
 
 import torch
 import triton
 
-from benchmarks.gpu import graph_ms
+from benchmarks.gpu import block_parser, clip_counts, graph_ms, steady_chunk_rope
 from pipeline.model.attention import relative_error
 from pipeline.model.dit import RMSNorm
 from pipeline.model.qk_norm_rope import launch
 from pipeline.model.random_init import randomize_
-from pipeline.model.rope import RotaryEmbedding3D, RotaryTables, apply_rotary
+from pipeline.model.rope import RotaryTables, apply_rotary
 from pipeline.spec.model import ModelPreset, get_preset
 
-CACHED_FRAMES = 16  # the chunk's frames sit after a full cache, as in a steady chunk
 LAUNCH_SIZES = [(1, 2), (1, 4), (1, 8), (2, 4), (4, 8)]  # (rows, warps) a program
 
 Pair = tuple[torch.Tensor, torch.Tensor]
@@ -79,10 +76,7 @@ def measure(preset: ModelPreset, device: torch.device, clips: int) -> dict[str, 
     norms = tuple(RMSNorm(config.dim, config.eps).to(device=device, dtype=dtype) for _ in norms32)
     for norm, norm32 in zip(norms, norms32, strict=True):
         norm.load_state_dict(norm32.state_dict())
-    _, ph, pw = config.patch_size
-    grid = (preset.latent_height // ph, preset.latent_width // pw)
-    positions = torch.arange(CACHED_FRAMES, CACHED_FRAMES + geometry.chunk_frames, device=device)
-    tables = RotaryEmbedding3D(config.head_dim, config.rope_theta)(positions, *grid).to(torch.float32)
+    tables = steady_chunk_rope(preset, device)
     q32, k32 = (torch.randn(clips, geometry.chunk_tokens, config.dim, device=device) for _ in range(2))
     q, k = q32.to(dtype), k32.to(dtype)
     reference = inductor_norm_rope(norms32, tables, config.num_heads, on_gpu=False)(q32, k32)  # type: ignore[arg-type]
@@ -105,15 +99,10 @@ def measure(preset: ModelPreset, device: torch.device, clips: int) -> dict[str, 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--clips", default="1,2")
-    parser.add_argument("--preset", default="self-forcing-1.3b")
-    parser.add_argument("--device", default="cuda")
-    args = parser.parse_args()
+    args = block_parser(__doc__.splitlines()[0]).parse_args()
     preset, device = get_preset(args.preset), torch.device(args.device)
     runs = []
-    for clips in [int(c) for c in args.clips.split(",")]:
+    for clips in clip_counts(args):
         runs.append(measure(preset, device, clips))
         print(json.dumps(runs[-1], indent=1), flush=True)
     results = {

@@ -1,16 +1,46 @@
-"""What the GPU benchmarks share: CUDA-event and CUDA-graph timing, a full-size VAE with random weights
-(relative errors: `pipeline.model.attention.relative_error`, as the start-up checks measure them)."""
+"""What the GPU benchmarks share: CUDA-event and CUDA-graph timing, a full-size VAE with random weights,
+and the block benchmarks' arguments and steady-chunk RoPE tables (relative errors:
+`pipeline.model.attention.relative_error`, as the start-up checks measure them)."""
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
 from pipeline.model.random_init import randomize_
+from pipeline.model.rope import RotaryEmbedding3D, RotaryTables
 from pipeline.model.vae import WanVAEDecoder
-from pipeline.spec.model import SELF_FORCING_1_3B
+from pipeline.spec.model import SELF_FORCING_1_3B, ModelPreset
+
+CACHED_FRAMES = 16  # a steady chunk's frames sit after a full cache (the block benchmarks' RoPE and keys)
+
+
+def block_parser(description: str) -> argparse.ArgumentParser:
+    """The arguments of the benchmarks of one DiT block's parts; `clip_counts` reads `--clips`."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--clips", default="1,2", help="clips a forward, comma-separated")
+    parser.add_argument("--preset", default="self-forcing-1.3b")
+    parser.add_argument("--device", default="cuda")
+    return parser
+
+
+def clip_counts(args: argparse.Namespace) -> list[int]:
+    return [int(c) for c in args.clips.split(",")]
+
+
+def steady_chunk_rope(preset: ModelPreset, device: torch.device) -> RotaryTables:
+    """float32 RoPE tables of a chunk after `CACHED_FRAMES` frames, as its block applies them."""
+    config = preset.dit
+    _, ph, pw = config.patch_size
+    grid = (preset.latent_height // ph, preset.latent_width // pw)
+    chunk = preset.cache_geometry().chunk_frames
+    positions = torch.arange(CACHED_FRAMES, CACHED_FRAMES + chunk, device=device)
+    return RotaryEmbedding3D(config.head_dim, config.rope_theta)(positions, *grid).to(torch.float32)
 
 
 def median_ms(fn: Callable[[], object], reps: int = 15, warmup: int = 3) -> float:

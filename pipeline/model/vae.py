@@ -206,7 +206,7 @@ def upsample_nearest(frames: torch.Tensor) -> torch.Tensor:
 
 
 def interleave_phases(phases: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """The four phase outputs of `UpsampleConv`'s sub-pixel conv, (N, 4C, H + 1, W + 1) in phase order
+    """The four phase outputs of `UpsampleConv`'s phase conv, (N, 4C, H + 1, W + 1) in phase order
     (row, column) = (0, 0), (0, 1), (1, 0), (1, 1), into (N, C, 2H, 2W) plus the conv's bias: output
     pixel (2i + a, 2j + b) is phase (a, b) at (i + a, j + b). In the phases' layout."""
     N, _, H, W = phases.shape
@@ -326,14 +326,10 @@ class UpsampleConv(nn.Sequential):
         self.register_load_state_dict_post_hook(refold_after_load)
 
     def use_phase_weights(self) -> None:
-        """Run as the sub-pixel conv from now on (after the weights are laid out: the fold takes theirs)."""
+        """Run as the phase conv from now on (after the weights are laid out: the fold takes theirs)."""
         _, conv = self
         assert isinstance(conv, nn.Conv2d)
         self.phase_weight = phase_weights(conv.weight.detach())
-
-    def refold_phase_weights(self) -> None:
-        if self.phase_weight is not None:
-            self.use_phase_weights()
 
     def forward(self, frames: torch.Tensor, ops: Elementwise) -> torch.Tensor:  # type: ignore[override]
         """The upsampling (or the phases' interleaving) and the conv's bias run in `ops` (compiled where
@@ -350,7 +346,8 @@ class UpsampleConv(nn.Sequential):
 def refold_after_load(module: nn.Module, incompatible_keys: object) -> None:
     """`UpsampleConv`'s load hook (a module-level function: modules with it still pickle)."""
     assert isinstance(module, UpsampleConv)
-    module.refold_phase_weights()
+    if module.phase_weight is not None:
+        module.use_phase_weights()
 
 
 class Resample(nn.Module):

@@ -2,7 +2,7 @@
 
 q is 4680 tokens x 12 heads x 128; keys/values hold 16, 19 or 21 frames of 1560 tokens. Layouts:
 `contiguous` (B, H, L, D) tensors, and `ours`: q as the DiT makes it (a transposed view of
-(B, L, H, D)) and keys/values as prefix slices of the cache's (B, H, capacity, D) buffers.
+(B, L, H, D)) and keys/values as prefix slices of the cache's buffers (`gpu.cache_buffers`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from benchmarks.gpu import median_ms
+from benchmarks.gpu import cache_buffers, median_ms
 from pipeline.spec.model import SELF_FORCING_1_3B
 
 BACKENDS = {
@@ -37,8 +37,7 @@ def main() -> None:
     for frames in (16, 19, 21):
         Lk = frames * tpf
         q_ours = torch.randn(B, Lq, H, D, device="cuda", dtype=torch.bfloat16).transpose(1, 2)
-        buf_k = torch.randn(B, H, 21 * tpf, D, device="cuda", dtype=torch.bfloat16)
-        buf_v = torch.randn_like(buf_k)
+        buf_k, buf_v = cache_buffers(preset, B, 21, "cuda", torch.bfloat16)
         layouts = {
             "contiguous": (q_ours.contiguous(), buf_k[:, :, :Lk].contiguous(), buf_v[:, :, :Lk].contiguous()),
             "ours": (q_ours, buf_k[:, :, :Lk], buf_v[:, :, :Lk]),

@@ -3,7 +3,7 @@
 cuDNN (whole, and over 2 key runs) against FlashAttention-4's CuTe DSL kernel as the DiT calls it
 (`pipeline.model.attention.FlashAttention4`, pip package `flash-attn-4`) at our shapes: 4680 queries
 (3 frames x 1560 tokens), 16-21 frames of keys, 12 heads of 128, bf16. Keys and values are prefix
-slices of a cache buffer laid out (B, heads, tokens, head_dim), as the KV cache keeps them;
+slices of cache buffers laid out as the KV cache keeps them (`gpu.cache_buffers`);
 FlashAttention reads them as (B, tokens, heads, head_dim) views of the same memory. Error is
 ||out - fp32 attention|| / ||fp32 attention||. (FA4's split-KV mode, tried once, is not supported on
 sm_90: results/2026-11-21_h100_attention_kernels.json.)
@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from benchmarks.gpu import median_ms
+from benchmarks.gpu import cache_buffers, median_ms
 from pipeline.model.attention import (
     FlashAttention4,
     attention_over_key_splits,
@@ -68,9 +68,7 @@ def main() -> None:
         results["flash_attn_4_unavailable"] = reason
         print("FlashAttention-4 not measured:", reason, flush=True)
 
-    capacity = 24 * TOKENS_PER_FRAME
-    buf_k = torch.randn(1, H, capacity, D, device="cuda", dtype=torch.bfloat16)
-    buf_v = torch.randn_like(buf_k)
+    buf_k, buf_v = cache_buffers(SELF_FORCING_1_3B, 1, 24, "cuda", torch.bfloat16)
     # Queries as the DiT makes them: (B, tokens, heads, hd) transposed to (B, heads, tokens, hd).
     q = torch.randn(1, CHUNK_TOKENS, H, D, device="cuda", dtype=torch.bfloat16).transpose(1, 2)
     rows = []

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from benchmarks.gpu import median_ms
+from benchmarks.gpu import cache_buffers, median_ms
 from pipeline.model.attention import merge_key_splits, relative_error
 from pipeline.spec.model import SELF_FORCING_1_3B
 
@@ -52,9 +52,7 @@ def main() -> None:
     torch.manual_seed(0)
     results: dict[str, object] = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__}
     kv_frames = 21
-    capacity = 24 * TOKENS_PER_FRAME
-    buf_k = torch.randn(1, H, capacity, D, device="cuda", dtype=torch.bfloat16)
-    buf_v = torch.randn_like(buf_k)
+    buf_k, buf_v = cache_buffers(SELF_FORCING_1_3B, 1, 24, "cuda", torch.bfloat16)
 
     # 1. Rate against query length (keys: 21 frames as prefix slices of a cache buffer, like the DiT's)
     by_length = []

@@ -35,7 +35,15 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from benchmarks.gpu import CACHED_FRAMES, block_parser, clip_counts, graph_ms, median_ms, steady_chunk_rope
+from benchmarks.gpu import (
+    CACHED_FRAMES,
+    block_parser,
+    cache_buffers,
+    clip_counts,
+    graph_ms,
+    median_ms,
+    steady_chunk_rope,
+)
 from pipeline.model.attention import relative_error
 from pipeline.model.dit import DiTBlock, LayerCursor, RotaryTables
 from pipeline.model.random_init import randomize_
@@ -87,9 +95,8 @@ class PrefixCache:
 
     def __init__(self, preset: ModelPreset, clips: int, like: torch.Tensor):
         g = preset.cache_geometry()
-        shape = (clips, g.num_heads, (CACHED_FRAMES + g.chunk_frames) * g.tokens_per_frame, g.head_dim)
-        self.keys = torch.randn(shape, device=like.device, dtype=like.dtype)
-        self.values = torch.randn(shape, device=like.device, dtype=like.dtype)
+        frames = CACHED_FRAMES + g.chunk_frames
+        self.keys, self.values = cache_buffers(preset, clips, frames, like.device, like.dtype)
         self.start = CACHED_FRAMES * g.tokens_per_frame
 
     def keys_values(

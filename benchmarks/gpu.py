@@ -1,16 +1,19 @@
 """What the GPU benchmarks share: CUDA-event and CUDA-graph timing, a full-size VAE with random weights,
-and the block benchmarks' arguments and steady-chunk RoPE tables (relative errors:
+KV-cache buffers as the cache lays them out, and the block benchmarks' arguments and steady-chunk RoPE
+tables (relative errors:
 `pipeline.model.attention.relative_error`, as the start-up checks measure them)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from pipeline.cache.base import FrameBuffers
 from pipeline.model.random_init import randomize_
 from pipeline.model.rope import RotaryEmbedding3D, RotaryTables
 from pipeline.model.vae import WanVAEDecoder
@@ -41,6 +44,19 @@ def steady_chunk_rope(preset: ModelPreset, device: torch.device) -> RotaryTables
     chunk = preset.cache_geometry().chunk_frames
     positions = torch.arange(CACHED_FRAMES, CACHED_FRAMES + chunk, device=device)
     return RotaryEmbedding3D(config.head_dim, config.rope_theta)(positions, *grid).to(torch.float32)
+
+
+def cache_buffers(
+    preset: ModelPreset, clips: int, frames: int, device: torch.device | str, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One layer's key and value buffers of `frames` frames, (clips, heads, tokens, head_dim) views laid
+    out as the KV cache keeps them (`FrameBuffers`), filled with noise."""
+    geometry = dataclasses.replace(preset.cache_geometry(), num_layers=1)
+    buffers = FrameBuffers(geometry, frames)
+    buffers.ensure(torch.empty(clips, 0, device=device, dtype=dtype))
+    keys, values = buffers.keys[0], buffers.values[0]
+    keys.normal_(), values.normal_()
+    return keys, values
 
 
 def median_ms(fn: Callable[[], object], reps: int = 15, warmup: int = 3) -> float:

@@ -134,7 +134,10 @@ class KVCache(ABC):
 class FrameBuffers:
     """Per-layer key/value buffers of a fixed number of frames, allocated on first use.
 
-    Layout (B, heads, frames*tokens_per_frame, head_dim), so a prefix slice goes to SDPA without a copy.
+    Each buffer is a (B, heads, frames*tokens_per_frame, head_dim) view of memory laid out token by
+    token, (B, tokens, heads, head_dim): the layout the DiT's projections make and FlashAttention reads.
+    So a chunk's write is one run of memory per clip (a transposing copy took twice as long, measured in
+    benchmarks/README.md), and a prefix slice goes to SDPA and FlashAttention without a copy.
     """
 
     def __init__(self, geometry: CacheGeometry, capacity_frames: int):
@@ -153,9 +156,13 @@ class FrameBuffers:
         ):
             return
         g = self.geometry
-        shape = (B, g.num_heads, self.capacity_frames * g.tokens_per_frame, g.head_dim)
-        self.keys = [torch.empty(shape, device=like.device, dtype=like.dtype) for _ in range(g.num_layers)]
-        self.values = [torch.empty(shape, device=like.device, dtype=like.dtype) for _ in range(g.num_layers)]
+        shape = (B, self.capacity_frames * g.tokens_per_frame, g.num_heads, g.head_dim)
+
+        def buffer() -> torch.Tensor:  # (B, H, L, D) view
+            return torch.empty(shape, device=like.device, dtype=like.dtype).transpose(1, 2)
+
+        self.keys = [buffer() for _ in range(g.num_layers)]
+        self.values = [buffer() for _ in range(g.num_layers)]
 
     def tokens(self, frames: int) -> int:
         return frames * self.geometry.tokens_per_frame

@@ -135,3 +135,21 @@ def test_memory_and_telemetry_stay_the_same_size_from_300_to_2400_frames(name, p
 def test_a_cache_refuses_a_window_its_geometry_cannot_take(name, params):
     with pytest.raises(ValueError, match="window_frames=2 is out of range: valid is >= "):
         make_cache(POLICY_PARAMS[name](**params, window_frames=2), GEOMETRY, SyntheticModel().rope)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(("name", "params"), POLICY_CONFIGS, ids=POLICY_IDS)
+def test_keys_and_values_lie_token_by_token_as_flash_attention_reads_them(name, params):
+    """(B, H, L, D) views of (B, L, H, D) memory: a chunk's write is one run of memory per clip, not a
+    transposing copy, and FlashAttention reads the buffers in its own layout."""
+    g = GEOMETRY
+    model = SyntheticModel(batch=2)
+    cache = build_cache(name, g, model.rope, **params)
+    seen = []
+
+    def observe(chunk, step, layer, keys, values):
+        seen.append(chunk)
+        for tensor in (keys, values):
+            assert tensor.stride()[1:] == (g.head_dim, g.num_heads * g.head_dim, 1)
+
+    stream(cache, model, 45, observe)
+    assert seen

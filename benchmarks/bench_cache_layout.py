@@ -1,0 +1,117 @@
+"""The KV cache's memory layout at our shapes: heads-major (B, H, L, D) against token by token (B, L, H, D).
+
+The DiT's projections make a chunk's keys and values token by token, (B, L, H, D), and every forward
+`keys_values` copies them into their slot of the layer's buffers. Per clips a forward and frames of
+keys (16, 19, 21: a steady chunk's range under `deep-forcing`), for buffers of either layout:
+
+- `write_ms`: that copy of a chunk's keys and values (inside a CUDA graph: the copies are about as short
+  as their launch from Python);
+- `<kernel>_ms`: each self-attention kernel the shipped `attention="auto"` times at start-up
+  (`speed.self_attention_kernel`), over prefix views of the buffers, as the cache returns them; the
+  relative error of each against float32 attention for the token-by-token buffers.
+
+The token-by-token buffers are the cache's own (`gpu.cache_buffers`); heads-major is what it kept
+before. Runs on the GPU machine, or anywhere with `--device cpu --preset tiny` to check the script:
+
+    python benchmarks/bench_cache_layout.py --out $OUT/cache_layout.json
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+
+from benchmarks.gpu import block_parser, cache_buffers, clip_counts, graph_ms, median_ms
+from pipeline.model.attention import SelfAttentionKernel, merge_key_splits, relative_error
+from pipeline.model.speed import SpeedConfig, self_attention_kernel
+from pipeline.spec.model import ModelPreset, get_preset
+
+KEY_FRAMES = (16, 19, 21)
+
+
+def heads_major_buffers(
+    preset: ModelPreset, clips: int, frames: int, like: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The layout the cache kept before: (B, H, L, D) contiguous."""
+    g = preset.cache_geometry()
+    shape = (clips, g.num_heads, frames * g.tokens_per_frame, g.head_dim)
+    return tuple(torch.randn(shape, device=like.device, dtype=like.dtype) for _ in range(2))  # type: ignore[return-value]
+
+
+def write(keys: torch.Tensor, values: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: int) -> None:
+    """`keys_values`'s copy of the chunk into its slot."""
+    keys[:, :, start : start + k.shape[2]].copy_(k)
+    values[:, :, start : start + v.shape[2]].copy_(v)
+
+
+def attention(
+    attend: SelfAttentionKernel, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
+) -> torch.Tensor:
+    """A kernel's output as the block uses it (split partials merged)."""
+    out, lse = attend(q, keys, values)
+    return out if lse is None else merge_key_splits(out, lse)
+
+
+def main() -> None:
+    args = block_parser(__doc__.splitlines()[0]).parse_args()
+    preset, device = get_preset(args.preset), torch.device(args.device)
+    on_gpu = device.type == "cuda"
+    dtype = torch.bfloat16 if on_gpu else torch.float32
+    g = preset.cache_geometry()
+    kernel = self_attention_kernel(SpeedConfig(), device, preset)
+    kernels = getattr(kernel, "kernels", {"sdpa": kernel})  # FastestAttention's candidates, or the one
+    torch.manual_seed(0)
+    rows = []
+    for clips in clip_counts(args):
+        # q, k and v of a chunk as the projections make them: (B, H, L, D) views of (B, L, H, D)
+        q, k, v = (
+            torch.randn(clips, g.chunk_tokens, g.num_heads, g.head_dim, device=device, dtype=dtype).transpose(
+                1, 2
+            )
+            for _ in range(3)
+        )
+        for frames in KEY_FRAMES:
+            start = (frames - g.chunk_frames) * g.tokens_per_frame
+            layouts = {
+                "heads_major": heads_major_buffers(preset, clips, frames, q),
+                "token_by_token": cache_buffers(preset, clips, frames, device, dtype),
+            }
+            row: dict[str, object] = {"clips": clips, "key_frames": frames}
+            for layout, (keys, values) in layouts.items():
+                row[f"{layout}_write_ms"] = graph_ms(partial(write, keys, values, k, v, start))
+                exact = F.scaled_dot_product_attention(q.float(), keys.float(), values.float())
+                for name, attend in kernels.items():
+                    call = partial(attention, attend, q, keys, values)
+                    row[f"{layout}_{name}_ms"] = median_ms(call, reps=20)
+                    if layout == "token_by_token":
+                        row[f"{name}_error"] = relative_error(call(), exact)
+            print(
+                json.dumps({key: round(v, 4) if isinstance(v, float) else v for key, v in row.items()}),
+                flush=True,
+            )
+            rows.append(row)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps(
+            {
+                "benchmark": "bench_cache_layout",
+                "date": time.strftime("%Y-%m-%d"),
+                "gpu": torch.cuda.get_device_name() if on_gpu else "cpu",
+                "torch": torch.__version__,
+                "preset": args.preset,
+                "kernels": {
+                    name: getattr(attend, "__name__", repr(attend)) for name, attend in kernels.items()
+                },
+                "rows": rows,
+            },
+            indent=1,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

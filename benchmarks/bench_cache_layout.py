@@ -4,8 +4,10 @@ The DiT's projections make a chunk's keys and values token by token, (B, L, H, D
 `keys_values` copies them into their slot of the layer's buffers. Per clips a forward and frames of
 keys (16, 19, 21: a steady chunk's range under `deep-forcing`), for buffers of either layout:
 
-- `write_ms`: that copy of a chunk's keys and values (inside a CUDA graph: the copies are about as short
-  as their launch from Python);
+- `write_ms`: that copy of a chunk's keys and values, all clips in one copy, and for token-by-token
+  buffers also clip by clip (`clipwise_write_ms`, `FrameBuffers.write`, shipped: each clip's run is
+  one stretch of memory, a device memcpy), inside a CUDA graph (the copies are about as short as their
+  launch from Python);
 - `<kernel>_ms`: each self-attention kernel the shipped `attention="auto"` times at start-up
   (`speed.self_attention_kernel`), over prefix views of the buffers, as the cache returns them; the
   relative error of each against float32 attention for the token-by-token buffers.
@@ -25,7 +27,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from benchmarks.gpu import block_parser, cache_buffers, clip_counts, graph_ms, median_ms
+from benchmarks.gpu import block_parser, clip_counts, frame_buffers, graph_ms, median_ms
 from pipeline.model.attention import SelfAttentionKernel, merge_key_splits, relative_error
 from pipeline.model.speed import SpeedConfig, self_attention_kernel
 from pipeline.spec.model import ModelPreset, get_preset
@@ -43,7 +45,7 @@ def heads_major_buffers(
 
 
 def write(keys: torch.Tensor, values: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: int) -> None:
-    """`keys_values`'s copy of the chunk into its slot."""
+    """The chunk's copy into its slot, all clips in one copy (the cache's write before FrameBuffers.write)."""
     keys[:, :, start : start + k.shape[2]].copy_(k)
     values[:, :, start : start + v.shape[2]].copy_(v)
 
@@ -76,11 +78,13 @@ def main() -> None:
         )
         for frames in KEY_FRAMES:
             start = (frames - g.chunk_frames) * g.tokens_per_frame
+            buffers = frame_buffers(preset, clips, frames, device, dtype)
             layouts = {
                 "heads_major": heads_major_buffers(preset, clips, frames, q),
-                "token_by_token": cache_buffers(preset, clips, frames, device, dtype),
+                "token_by_token": (buffers.keys[0], buffers.values[0]),
             }
             row: dict[str, object] = {"clips": clips, "key_frames": frames}
+            row["token_by_token_clipwise_write_ms"] = graph_ms(partial(buffers.write, 0, start, k, v))
             for layout, (keys, values) in layouts.items():
                 row[f"{layout}_write_ms"] = graph_ms(partial(write, keys, values, k, v, start))
                 exact = F.scaled_dot_product_attention(q.float(), keys.float(), values.float())

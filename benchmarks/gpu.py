@@ -46,17 +46,24 @@ def steady_chunk_rope(preset: ModelPreset, device: torch.device) -> RotaryTables
     return RotaryEmbedding3D(config.head_dim, config.rope_theta)(positions, *grid).to(torch.float32)
 
 
-def cache_buffers(
+def frame_buffers(
     preset: ModelPreset, clips: int, frames: int, device: torch.device | str, dtype: torch.dtype
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One layer's key and value buffers of `frames` frames, (clips, heads, tokens, head_dim) views laid
-    out as the KV cache keeps them (`FrameBuffers`), filled with noise."""
+) -> FrameBuffers:
+    """The KV cache's buffers for one layer (layer 0) of `frames` frames, filled with noise."""
     geometry = dataclasses.replace(preset.cache_geometry(), num_layers=1)
     buffers = FrameBuffers(geometry, frames)
     buffers.ensure(torch.empty(clips, 0, device=device, dtype=dtype))
-    keys, values = buffers.keys[0], buffers.values[0]
-    keys.normal_(), values.normal_()
-    return keys, values
+    buffers.keys[0].normal_(), buffers.values[0].normal_()
+    return buffers
+
+
+def cache_buffers(
+    preset: ModelPreset, clips: int, frames: int, device: torch.device | str, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One layer's key and value buffers, (clips, heads, tokens, head_dim) views laid out as the KV cache
+    keeps them, filled with noise."""
+    buffers = frame_buffers(preset, clips, frames, device, dtype)
+    return buffers.keys[0], buffers.values[0]
 
 
 def median_ms(fn: Callable[[], object], reps: int = 15, warmup: int = 3) -> float:

@@ -167,6 +167,16 @@ class FrameBuffers:
     def tokens(self, frames: int) -> int:
         return frames * self.geometry.tokens_per_frame
 
+    def write(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Copy a run of tokens' keys and values (B, H, n, D) into `layer`'s buffers from token `start`.
+
+        Clip by clip: each clip's run is one stretch of memory in both, so each copy is a device memcpy;
+        one copy of several clips is a strided copy at under half the rate (benchmarks/README.md)."""
+        end = start + k.shape[2]
+        for buffer, run in ((self.keys[layer], k), (self.values[layer], v)):
+            for item in range(buffer.shape[0]):
+                buffer[item, :, start:end].copy_(run[item])
+
     def prefix(self, layer: int, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
         end = self.tokens(frames)
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]

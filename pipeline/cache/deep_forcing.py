@@ -189,9 +189,7 @@ class DeepForcingCache(KVCache):
             self.sink_shift.move_to(layer, keys, self.sink_start)
         if self.kind is ForwardKind.CONTEXT and self.recent_context_frames:
             self._remember_clean_queries(layer, q, self.chunk_index)
-        start = self.buffers.tokens(self.context_frames)
-        keys[:, :, start : start + k.shape[2]].copy_(k)
-        values[:, :, start : start + v.shape[2]].copy_(v)
+        self.buffers.write(layer, self.buffers.tokens(self.context_frames), k, v)
         return self.buffers.prefix(layer, self.context_frames + self.geometry.chunk_frames)
 
     def _remember_clean_queries(self, layer: int, q: torch.Tensor, chunk: int) -> None:

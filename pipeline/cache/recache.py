@@ -108,8 +108,7 @@ class Recache:
         first = self.group.chunk * g.chunk_frames
         for cached in self.writes.get(self.group.chunk, ()):
             src, dst = (cached.frame - first) * tpf, cached.slot * tpf
-            keys[:, :, dst : dst + tpf].copy_(k[:, :, src : src + tpf])
-            values[:, :, dst : dst + tpf].copy_(v[:, :, src : src + tpf])
+            self.buffers.write(layer, dst, k[:, :, src : src + tpf], v[:, :, src : src + tpf])
         self._write_tokens(layer, q, k, v)
         used = self.slots * tpf
         visible = self._visible_tokens(layer, self._group_visible(k.device))  # (1 or B, used)

@@ -91,13 +91,11 @@ class SinkWindowCache(KVCache):
         self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         self.buffers.ensure(k)
-        keys, values = self.buffers.keys[layer], self.buffers.values[layer]  # (B, H, window*tpf, D)
         if self.layer_chunk[layer] != self.chunk_index:  # first forward of the chunk for this layer
             self.layer_chunk[layer] = self.chunk_index
-            self.sink_shift.move_to(layer, keys, self.sink_start)
+            self.sink_shift.move_to(layer, self.buffers.keys[layer], self.sink_start)
         for src, dst, n in self.chunk_runs:
-            keys[:, :, dst : dst + n].copy_(k[:, :, src : src + n])
-            values[:, :, dst : dst + n].copy_(v[:, :, src : src + n])
+            self.buffers.write(layer, dst, k[:, :, src : src + n], v[:, :, src : src + n])
         return self.buffers.prefix(layer, self.filled_frames)
 
     def cached_frames(self) -> list[CachedFrame]:

@@ -16,7 +16,7 @@ from cache_driver import (
 )
 
 from pipeline.cache import POLICIES, make_cache
-from pipeline.cache.base import KVCache
+from pipeline.cache.base import FrameBuffers, KVCache
 from pipeline.spec.cache import POLICY_PARAMS, CacheGeometry
 
 
@@ -153,3 +153,19 @@ def test_keys_and_values_lie_token_by_token_as_flash_attention_reads_them(name, 
 
     stream(cache, model, 45, observe)
     assert seen
+
+
+def test_a_write_puts_each_clips_run_in_place_and_nothing_else():
+    g = GEOMETRY
+    buffers = FrameBuffers(g, capacity_frames=5)
+    buffers.ensure(torch.empty(2, 0))
+    for buffer in (*buffers.keys, *buffers.values):
+        buffer.fill_(-1.0)
+    k, v = (
+        torch.randn(2, 7, g.num_heads, g.head_dim).transpose(1, 2) for _ in range(2)
+    )  # as the DiT makes them
+    buffers.write(1, 5, k, v)
+    for written, run in ((buffers.keys[1], k), (buffers.values[1], v)):
+        assert torch.equal(written[:, :, 5:12], run)
+        assert (written[:, :, :5] == -1).all() and (written[:, :, 12:] == -1).all()
+    assert all((buffer == -1).all() for buffer in (buffers.keys[0], buffers.values[0]))

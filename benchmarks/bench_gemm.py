@@ -6,17 +6,14 @@ and v as one 1536 -> 4608 GEMM), `ffn_up` (1536 -> 8960, the tanh GELU in cuBLAS
 shipped) and `ffn_down` (8960 -> 1536). Each is timed inside a CUDA graph (`gpu.graph_ms`) as cuBLAS
 called eagerly and compiled with `mode="max-autotune-no-cudagraphs"` (inductor times its Triton GEMM
 templates against cuBLAS and keeps the fastest; its choices go to the log), with TFLOP/s and the
-relative error against float32 (`--no-autotune`: cuBLAS alone). Then, at several clips a forward, the
-block's whole FFN (`dit.FeedForward`, compiled as the blocks are, GELU in the epilogue on GPUs) with
-its GEMMs over all clips' rows against clip by clip (`ffn_clip_by_clip`, shipped). Runs on the GPU
-machine, or anywhere with `--device cpu --preset tiny`:
+relative error against float32 (`--no-autotune`: cuBLAS alone). Runs on the GPU machine, or anywhere
+with `--device cpu --preset tiny`:
 
     python benchmarks/bench_gemm.py --out $OUT/gemm.json
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 from collections.abc import Callable
@@ -27,9 +24,7 @@ import torch.nn.functional as F
 
 from benchmarks.gpu import block_parser, clip_counts, graph_ms
 from pipeline.model.attention import relative_error
-from pipeline.model.dit import FeedForward
-from pipeline.model.random_init import randomize_
-from pipeline.spec.model import ModelPreset, get_preset
+from pipeline.spec.model import get_preset
 
 Gemm = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -45,26 +40,6 @@ def linear_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> to
 
 def linear_gelu_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     return F.gelu(F.linear(x, weight, bias), approximate="tanh")
-
-
-def ffn_ways(preset: ModelPreset, clips: int, device: torch.device, dtype: torch.dtype) -> dict[str, object]:
-    """The compiled FFN of `clips` clips' tokens: GEMMs over all rows, and clip by clip."""
-    on_gpu = device.type == "cuda"
-    with torch.device("meta"):
-        ffn32 = FeedForward(preset.dit.dim, preset.dit.ffn_dim)
-    ffn32 = randomize_(ffn32.to_empty(device=device), seed=1)
-    x32 = torch.randn(clips, preset.cache_geometry().chunk_tokens, preset.dit.dim, device=device)
-    exact = ffn32(x32)
-    ffn = copy.deepcopy(ffn32).to(dtype)
-    ffn.gelu_in_epilogue = on_gpu
-    x = x32.to(dtype)
-    row: dict[str, object] = {"clips": clips, "gemm": "ffn"}
-    for way, clip_by_clip in (("whole", False), ("clip_by_clip", True)):
-        ffn.clip_by_clip = clip_by_clip
-        compiled = torch.compile(copy.deepcopy(ffn), dynamic=False)
-        row[f"{way}_error"] = relative_error(compiled(x), exact)
-        row[f"{way}_ms"] = graph_ms(partial(compiled, x))
-    return row
 
 
 def main() -> None:
@@ -124,9 +99,6 @@ def main() -> None:
                     flush=True,
                 )
                 rows.append(row)
-            if clips > 1:
-                rows.append(ffn_ways(preset, clips, device, dtype))
-                print(json.dumps(rows[-1]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps(

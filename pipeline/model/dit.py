@@ -212,29 +212,19 @@ class FeedForward(nn.Sequential):
     With `gelu_in_epilogue` (CUDA only: on CPUs PyTorch's fused op computes the erf GELU) the up
     projection's GEMM applies the GELU before it writes its ffn_dim-wide output (cuBLASLt's epilogue), so
     the largest activation of the block is written once and never re-read by a separate GELU pass.
-
-    With `clip_by_clip`, a forward of several clips (B > 1) runs its GEMMs one clip at a time: the same
-    function (each token's row is its own), in the GEMM shape cuBLAS picks its better kernels for at our
-    sizes (benchmarks/README.md).
     """
 
     def __init__(self, dim: int, ffn_dim: int):
         super().__init__(nn.Linear(dim, ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(ffn_dim, dim))
         self.gelu_in_epilogue = False
-        self.clip_by_clip = False
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, L, C)
-        if self.clip_by_clip and x.shape[0] > 1:
-            return torch.stack([self.tokens(clip) for clip in x])  # (B, L, C)
-        return self.tokens(x.flatten(0, -2)).unflatten(0, x.shape[:-1])
-
-    def tokens(self, x: torch.Tensor) -> torch.Tensor:
-        """The FFN of (N, C) token rows."""
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         up, gelu, down = cast(nn.Linear, self[0]), self[1], cast(nn.Linear, self[2])
         if not self.gelu_in_epilogue:
             return down(gelu(up(x)))
         # inductor calls this op as is (no decomposition), so the fusion survives torch.compile
-        return down(torch._addmm_activation(up.bias, x, up.weight.t(), use_gelu=True))
+        hidden = torch._addmm_activation(up.bias, x.flatten(0, -2), up.weight.t(), use_gelu=True)
+        return down(hidden.unflatten(0, x.shape[:-1]))
 
 
 # ---------------------------------------------------------------------------------------------------

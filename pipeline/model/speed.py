@@ -54,9 +54,6 @@ class SpeedConfig:
     # The FFN's GELU inside its up projection's GEMM on a GPU (dit.FeedForward): -9 to -16% of the FFN at
     # two clips a forward on H200s, -7 to +3% at one (benchmarks/README.md)
     ffn_gelu_in_epilogue: bool = True
-    # A forward of several clips runs the FFN's GEMMs clip by clip on a GPU (dit.FeedForward): cuBLAS's
-    # kernels for one clip's 4680 rows beat those it picks for 9360 on H200s (benchmarks/README.md)
-    ffn_clip_by_clip: bool = True
     # q's and k's RMSNorms and RoPE in one Triton kernel on a GPU (qk_norm_rope.py), checked against the
     # PyTorch ops at start-up: the q/k/v part 0.330 -> 0.265 ms at two clips a forward on an H200
     fused_qk_norm_rope: bool = True
@@ -105,7 +102,6 @@ def accelerate(bundle: ModelBundle, config: SpeedConfig = SpeedConfig()) -> Mode
     norm_rope = fused_norm_rope(bundle.dit, bundle.preset) if config.fused_qk_norm_rope and on_cuda else None
     for block in bundle.dit.block_list:
         block.ffn.gelu_in_epilogue = config.ffn_gelu_in_epilogue and on_cuda
-        block.ffn.clip_by_clip = config.ffn_clip_by_clip and on_cuda
         block.self_attn.fused_norm_rope = norm_rope
         if config.compile_blocks:
             # Regional compilation: the 30 blocks share one compiled graph (parameters are inputs).

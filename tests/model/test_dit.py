@@ -221,17 +221,6 @@ def test_feed_forward_with_the_gelu_in_the_gemm_computes_the_same_function():
     assert [name for name, _ in ffn.named_parameters()] == ["0.weight", "0.bias", "2.weight", "2.bias"]
 
 
-@pytest.mark.parametrize("gelu_in_epilogue", [False, True])
-def test_feed_forward_clip_by_clip_computes_the_same_function(gelu_in_epilogue):
-    ffn = feed_forward("cpu", torch.float32)
-    ffn.gelu_in_epilogue = gelu_in_epilogue
-    x = torch.randn(3, 7, TINY.dit.dim)
-    whole = ffn(x)
-    ffn.clip_by_clip = True
-    torch.testing.assert_close(ffn(x), whole, rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(ffn(x[:1]), whole[:1], rtol=1e-6, atol=1e-6)
-
-
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_feed_forward_gelu_epilogue_stays_within_bf16_rounding_on_a_gpu():

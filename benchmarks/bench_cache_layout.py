@@ -9,7 +9,9 @@ keys (16, 19, 21: a steady chunk's range under `deep-forcing`), for buffers of e
   one stretch of memory, a device memcpy), inside a CUDA graph (the copies are about as short as their
   launch from Python);
 - `<kernel>_ms`: each self-attention kernel the shipped `attention="auto"` times at start-up
-  (`speed.self_attention_kernel`), over prefix views of the buffers, as the cache returns them; the
+  (`speed.self_attention_kernel`), over prefix views of the buffers, as the cache returns them: the
+  median of `--passes` passes (each a median of 20 calls; `passes` keeps them) with the layouts' order
+  alternating, since single passes on two H200s disagreed by more than the layouts differ; and the
   relative error of each against float32 attention for the token-by-token buffers.
 
 The token-by-token buffers are the cache's own (`gpu.cache_buffers`); heads-major is what it kept
@@ -21,6 +23,7 @@ before. Runs on the GPU machine, or anywhere with `--device cpu --preset tiny` t
 from __future__ import annotations
 
 import json
+import statistics
 import time
 from functools import partial
 
@@ -59,7 +62,9 @@ def attention(
 
 
 def main() -> None:
-    args = block_parser(__doc__.splitlines()[0]).parse_args()
+    parser = block_parser(__doc__.splitlines()[0])
+    parser.add_argument("--passes", type=int, default=5, help="attention timing passes, layouts alternating")
+    args = parser.parse_args()
     preset, device = get_preset(args.preset), torch.device(args.device)
     on_gpu = device.type == "cuda"
     dtype = torch.bfloat16 if on_gpu else torch.float32
@@ -89,12 +94,27 @@ def main() -> None:
                 row[f"{layout}_write_ms"] = graph_ms(partial(write, keys, values, k, v, start))
                 exact = F.scaled_dot_product_attention(q.float(), keys.float(), values.float())
                 for name, attend in kernels.items():
-                    call = partial(attention, attend, q, keys, values)
-                    row[f"{layout}_{name}_ms"] = median_ms(call, reps=20)
                     if layout == "token_by_token":
-                        row[f"{name}_error"] = relative_error(call(), exact)
+                        row[f"{name}_error"] = relative_error(attention(attend, q, keys, values), exact)
+            # Attention in `--passes` passes, the layouts' order alternating, so drift of the clocks
+            # between them cancels: each kernel's median of 20 calls per pass, then the median pass.
+            passes: dict[str, list[float]] = {}
+            for index in range(args.passes):
+                order = list(layouts.items())[:: 1 if index % 2 == 0 else -1]
+                for layout, (keys, values) in order:
+                    for name, attend in kernels.items():
+                        call = partial(attention, attend, q, keys, values)
+                        passes.setdefault(f"{layout}_{name}_ms", []).append(median_ms(call, reps=20))
+            row |= {key: statistics.median(times) for key, times in passes.items()}
+            row["passes"] = passes
             print(
-                json.dumps({key: round(v, 4) if isinstance(v, float) else v for key, v in row.items()}),
+                json.dumps(
+                    {
+                        key: round(v, 4) if isinstance(v, float) else v
+                        for key, v in row.items()
+                        if key != "passes"
+                    }
+                ),
                 flush=True,
             )
             rows.append(row)

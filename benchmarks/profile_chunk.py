@@ -1,4 +1,4 @@
-"""Where one steady chunk's time goes: torch.profiler over a few chunks of a warmed-up clip.
+"""Where steady chunks' time goes: torch.profiler over a few chunks of a warmed-up clip (or group).
 
 Prints the operators and kernels with the most device time, the kernel time per kind (attention,
 GEMM, conv, fused Triton, copies, other elementwise) and how busy the device was, then does the same
@@ -22,7 +22,7 @@ import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
-from pipeline.generate import ClipGenerator
+from pipeline.generate import ClipGenerator, ClipRequest
 from pipeline.model.bundle import ModelBundle
 from pipeline.model.speed import SpeedConfig, accelerate
 from pipeline.spec.cache import POLICY_PARAMS
@@ -99,6 +99,7 @@ def main() -> None:
     parser.add_argument("--policy", default="deep-forcing")
     parser.add_argument("--warmup-frames", type=int, default=27, help="latent frames before profiling")
     parser.add_argument("--profiled-frames", type=int, default=6, help="latent frames profiled (2 chunks)")
+    parser.add_argument("--clips", type=int, default=1, help="clips a forward (a group rendered in lockstep)")
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--rows", type=int, default=30)
     parser.add_argument("--stacks", action="store_true", help="also group the chunks' ops by call site")
@@ -113,14 +114,20 @@ def main() -> None:
         accelerate(bundle, SpeedConfig(compile_backend="inductor" if on_gpu else "aot_eager"))
     generator = ClipGenerator(bundle)
     cache = POLICY_PARAMS[args.policy]()
-    chunks = generator.stream(PROMPT, 0, args.warmup_frames + args.profiled_frames, cache)
+    # Chunks go out one behind, so reading one runs the next: the profile's chunks are those after the
+    # warm-up's, and two chunks more keep the last one (which has no context pass) out of it.
+    num_frames = args.warmup_frames + args.profiled_frames + 2 * preset.chunk_frames
+    requests = [ClipRequest(PROMPT, seed) for seed in range(args.clips)]
+    chunks = generator.stream_group(requests, num_frames, cache)
     warmup_chunks = args.warmup_frames // preset.chunk_frames
     for _ in range(warmup_chunks):  # compile, cuDNN plans, allocator pools, a compression or two
         next(chunks)
     profiled_chunks = args.profiled_frames // preset.chunk_frames
-    # the profiled chunks (one extra decode may land here: chunks go out one behind)
-    print(f"== {profiled_chunks} steady chunks, DiT and VAE", flush=True)
-    chunk_profile = profile_region(lambda: sum(1 for _ in chunks), on_gpu, args.rows, args.stacks)
+    print(f"== {profiled_chunks} steady chunks of {args.clips} clip(s), DiT and VAE", flush=True)
+    chunk_profile = profile_region(
+        lambda: [next(chunks) for _ in range(profiled_chunks)], on_gpu, args.rows, args.stacks
+    )
+    chunks.close()
 
     vae = bundle.vae
     latent_shape = (1, preset.dit.in_dim, preset.chunk_frames, preset.latent_height, preset.latent_width)
@@ -139,6 +146,7 @@ def main() -> None:
                 "device": torch.cuda.get_device_name() if on_gpu else "cpu",
                 "torch": torch.__version__,
                 "policy": args.policy,
+                "clips": args.clips,
                 "compiled": not args.no_compile,
                 "profiled_chunks": profiled_chunks,
                 "chunks": chunk_profile,

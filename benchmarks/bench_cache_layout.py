@@ -22,15 +22,21 @@ before. Runs on the GPU machine, or anywhere with `--device cpu --preset tiny` t
 
 from __future__ import annotations
 
-import json
 import statistics
-import time
 from functools import partial
 
 import torch
 import torch.nn.functional as F
 
-from benchmarks.gpu import block_parser, clip_counts, frame_buffers, graph_ms, median_ms
+from benchmarks.gpu import (
+    block_parser,
+    clip_counts,
+    frame_buffers,
+    graph_ms,
+    median_ms,
+    print_row,
+    write_results,
+)
 from pipeline.model.attention import SelfAttentionKernel, merge_key_splits, relative_error
 from pipeline.model.speed import SpeedConfig, self_attention_kernel
 from pipeline.spec.model import ModelPreset, get_preset
@@ -107,33 +113,17 @@ def main() -> None:
                         passes.setdefault(f"{layout}_{name}_ms", []).append(median_ms(call, reps=20))
             row |= {key: statistics.median(times) for key, times in passes.items()}
             row["passes"] = passes
-            print(
-                json.dumps(
-                    {
-                        key: round(v, 4) if isinstance(v, float) else v
-                        for key, v in row.items()
-                        if key != "passes"
-                    }
-                ),
-                flush=True,
-            )
+            print_row(row, leave_out=("passes",))
             rows.append(row)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps(
-            {
-                "benchmark": "bench_cache_layout",
-                "date": time.strftime("%Y-%m-%d"),
-                "gpu": torch.cuda.get_device_name() if on_gpu else "cpu",
-                "torch": torch.__version__,
-                "preset": args.preset,
-                "kernels": {
-                    name: getattr(attend, "__name__", repr(attend)) for name, attend in kernels.items()
-                },
-                "rows": rows,
-            },
-            indent=1,
-        )
+    write_results(
+        args.out,
+        "bench_cache_layout",
+        device,
+        {
+            "preset": args.preset,
+            "kernels": {name: getattr(attend, "__name__", repr(attend)) for name, attend in kernels.items()},
+            "rows": rows,
+        },
     )
 
 

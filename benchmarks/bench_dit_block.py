@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
@@ -43,6 +42,7 @@ from benchmarks.gpu import (
     graph_ms,
     median_ms,
     steady_chunk_rope,
+    write_results,
 )
 from pipeline.model.attention import relative_error
 from pipeline.model.dit import DiTBlock, LayerCursor, RotaryTables
@@ -213,19 +213,18 @@ def main() -> None:
         for clips in clip_counts(args):
             runs.append(measure_block(block, block32, preset, tables, clips, options))
             print(json.dumps(runs[-1], indent=1), flush=True)
-    results = {
-        "benchmark": "bench_dit_block",
-        "date": time.strftime("%Y-%m-%d"),
-        "gpu": torch.cuda.get_device_name() if on_gpu else "cpu",
-        "torch": torch.__version__,
-        "preset": preset.name,
-        "tokens_per_clip": geometry.chunk_tokens,
-        "cached_frames": CACHED_FRAMES,
-        "inductor_options": options,
-        "runs": runs,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    write_results(
+        args.out,
+        "bench_dit_block",
+        device,
+        {
+            "preset": preset.name,
+            "tokens_per_clip": geometry.chunk_tokens,
+            "cached_frames": CACHED_FRAMES,
+            "inductor_options": options,
+            "runs": runs,
+        },
+    )
 
 
 if __name__ == "__main__":

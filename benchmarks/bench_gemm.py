@@ -14,15 +14,13 @@ with `--device cpu --preset tiny`:
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Callable
 from functools import partial
 
 import torch
 import torch.nn.functional as F
 
-from benchmarks.gpu import block_parser, clip_counts, graph_ms
+from benchmarks.gpu import block_parser, clip_counts, graph_ms, print_row, write_results
 from pipeline.model.attention import relative_error
 from pipeline.spec.model import get_preset
 
@@ -94,26 +92,9 @@ def main() -> None:
                         f"{way}_tflops": flop / ms / 1e9,
                         f"{way}_error": relative_error(out, exact),
                     }
-                print(
-                    json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}),
-                    flush=True,
-                )
+                print_row(row)
                 rows.append(row)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps(
-            {
-                "benchmark": "bench_gemm",
-                "date": time.strftime("%Y-%m-%d"),
-                "gpu": torch.cuda.get_device_name() if on_gpu else "cpu",
-                "torch": torch.__version__,
-                "preset": args.preset,
-                "rows": rows,
-            },
-            indent=1,
-        )
-        + "\n"
-    )
+    write_results(args.out, "bench_gemm", device, {"preset": args.preset, "rows": rows})
 
 
 if __name__ == "__main__":

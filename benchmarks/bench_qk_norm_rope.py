@@ -25,14 +25,13 @@ or on a CPU with Triton's interpreter, in float32 (pip install triton):
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from functools import partial
 
 import torch
 import triton
 
-from benchmarks.gpu import block_parser, clip_counts, graph_ms, steady_chunk_rope
+from benchmarks.gpu import block_parser, clip_counts, graph_ms, steady_chunk_rope, write_results
 from pipeline.model.attention import relative_error
 from pipeline.model.dit import RMSNorm
 from pipeline.model.qk_norm_rope import launch
@@ -105,17 +104,16 @@ def main() -> None:
     for clips in clip_counts(args):
         runs.append(measure(preset, device, clips))
         print(json.dumps(runs[-1], indent=1), flush=True)
-    results = {
-        "benchmark": "bench_qk_norm_rope",
-        "date": time.strftime("%Y-%m-%d"),
-        "gpu": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-        "torch": torch.__version__,
-        "triton": triton.__version__,
-        "preset": preset.name,
-        "runs": runs,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    write_results(
+        args.out,
+        "bench_qk_norm_rope",
+        device,
+        {
+            "triton": triton.__version__,
+            "preset": preset.name,
+            "runs": runs,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -102,6 +104,26 @@ def graph_ms(fn: Callable[[], object], calls: int = 20, reps: int = 15) -> float
         for _ in range(calls):
             fn()
     return median_ms(graph.replay, reps=reps) / calls
+
+
+def write_results(out: Path, benchmark: str, device: torch.device, fields: dict[str, Any]) -> None:
+    """A benchmark's JSON: its name, the date, the GPU it ran on (or "cpu") and torch, then `fields`."""
+    results = {
+        "benchmark": benchmark,
+        "date": time.strftime("%Y-%m-%d"),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results | fields, indent=1) + "\n")
+
+
+def print_row(row: dict[str, Any], leave_out: tuple[str, ...] = ()) -> None:
+    """One measured row as a JSON line, floats to 4 decimals."""
+    shown = {
+        key: round(v, 4) if isinstance(v, float) else v for key, v in row.items() if key not in leave_out
+    }
+    print(json.dumps(shown), flush=True)
 
 
 def random_vae(dtype: torch.dtype, seed: int = 1) -> WanVAEDecoder:

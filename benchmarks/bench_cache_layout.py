@@ -50,7 +50,8 @@ def heads_major_buffers(
     """The layout the cache kept before: (B, H, L, D) contiguous."""
     g = preset.cache_geometry()
     shape = (clips, g.num_heads, frames * g.tokens_per_frame, g.head_dim)
-    return tuple(torch.randn(shape, device=like.device, dtype=like.dtype) for _ in range(2))  # type: ignore[return-value]
+    keys = torch.randn(shape, device=like.device, dtype=like.dtype)
+    return keys, torch.randn_like(keys)
 
 
 def write(keys: torch.Tensor, values: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: int) -> None:

@@ -56,7 +56,8 @@ _END = None  # queue sentinel: no more chunks
 class VideoEncoder:
     """Streams RGB frame chunks into ffmpeg and yields a verified mp4.
 
-    Call from one thread: `write` chunks, then `close()` for the `EncodedVideo`, or `abort()`. The encoder
+    Call from one thread: `write` chunks, then `close()` for the `EncodedVideo`, or `abort()`; `end_input()`
+    before `close()` lets ffmpeg finish its buffered frames while the caller does other work. The encoder
     keeps a reference to each written array until the writer thread has piped it, so do not modify an
     array after passing it to `write`. As a context manager, an exception inside the block aborts; leaving
     the block normally without `close()` aborts too and raises, since the clip would otherwise be lost
@@ -97,6 +98,7 @@ class VideoEncoder:
         self._command = tuple(encode_command(self.binary, self._partial, width, height, fps, settings))
         self._frames_sent = 0
         self._state = "open"  # open -> closed | failed | aborted
+        self._input_ended = False  # end_input() was called: the end marker is queued
         self._failure: EncodeError | None = None
         self._result: EncodedVideo | None = None
         self._write_error: BaseException | None = None  # set by the writer thread
@@ -134,6 +136,8 @@ class VideoEncoder:
     def write(self, frames: np.ndarray) -> None:
         """Queue one (T, H, W, 3) uint8 RGB chunk; blocks only while the queue is full (backpressure)."""
         self._require_open("write()")
+        if self._input_ended:
+            raise RuntimeError(f"write() on the encoder for {self.path.name} after end_input()")
         self._check_chunk(frames)
         if frames.shape[0] == 0:
             return
@@ -199,6 +203,15 @@ class VideoEncoder:
 
     # -- finishing ------------------------------------------------------------------------------------
 
+    def end_input(self, timeout_s: float = 120.0) -> None:
+        """No more frames: ffmpeg's input is closed once the queue is piped, so it encodes what it holds
+        (its lookahead, about a second of work at the end of a clip) without waiting for `close()`.
+        Blocks only while the queue is full; idempotent."""
+        self._require_open("end_input()")
+        if not self._input_ended:
+            self._put_end(time.monotonic() + timeout_s)
+            self._input_ended = True
+
     def close(self, timeout_s: float = 120.0) -> EncodedVideo:
         """End of stream: drain the queue, wait for ffmpeg, verify and hash the file, rename it into place.
 
@@ -217,7 +230,8 @@ class VideoEncoder:
             raise ValueError(f"close() on {self.path.name} with no frames written; write at least one chunk")
 
         deadline = time.monotonic() + timeout_s
-        self._put_end(deadline)
+        if not self._input_ended:
+            self._put_end(deadline)
         self._writer.join(max(0.0, deadline - time.monotonic()))
         try:
             returncode = self._proc.wait(max(0.0, deadline - time.monotonic()))

@@ -217,6 +217,8 @@ class RenderWorker:
             for job in jobs:
                 if job.error is None and not job.skipped and job.recorded is None:
                     job.fail(exc)
+        for job in jobs:  # every ffmpeg drains its last frames while the clips before it are stored
+            job.end_input(self.config.encode_timeout_s)
         return [self._finish(job) for job in jobs]
 
     def _begin_and_generate(self, jobs: list[_Job]) -> None:
@@ -476,6 +478,14 @@ class _Job:
     def fail(self, exc: Exception) -> None:
         if self.error is None:
             self.error = exc
+
+    def end_input(self, timeout_s: float) -> None:
+        """A generated clip's encoder gets no more frames (an encoder that fails here fails the clip)."""
+        if self.generated and self.error is None and self.encoder is not None:
+            try:
+                self.encoder.end_input(timeout_s)
+            except Exception as exc:
+                self.fail(exc)
 
     def close_outputs(self) -> None:
         """Throw away what the encoder and meter got (the clip renders again from its first chunk)."""

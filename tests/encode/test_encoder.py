@@ -312,3 +312,18 @@ def test_leaving_the_with_block_without_close_aborts_and_says_so(tmp_path: Path,
         "Call close() inside the block to get the EncodedVideo"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_end_input_lets_ffmpeg_finish_before_close_is_called(tmp_path: Path, ffmpeg_bin: str) -> None:
+    """A group's clips end their input together, so each ffmpeg drains while the others are stored."""
+    out = tmp_path / "clip.mp4"
+    encoder = VideoEncoder(out, W, H, FPS, binary=ffmpeg_bin)
+    encoder.write(moving_gradient(24))
+    encoder.end_input()
+    encoder.end_input()  # idempotent
+    wait_until(lambda: encoder._proc.poll() is not None)  # ffmpeg saw the end of its input and exited
+    with pytest.raises(RuntimeError) as caught:
+        encoder.write(moving_gradient(1))
+    assert str(caught.value) == "write() on the encoder for clip.mp4 after end_input()"
+    result = encoder.close()
+    assert result.frames == 24 and probe_video(out, ffmpeg_bin).frames == 24

@@ -27,13 +27,14 @@ frames of the batches after the first to return, over the time from its return t
 the run's start and its last batch's tail, paid once per run, are left out), `dit_chunk_s` (median DiT
 seconds per clip per chunk once the cache is full, the clip's share of the group's forwards; CUDA
 events), `dit_group_chunk_s` (the group's), `vae_chunk_s` (median decode per clip per chunk after the
-first), `first_frames_s` (median over the steady clips), `peak_mem_gb` (GiB, max allocated while
-generating), `warmup_s` (the warm-up batch's wall time over what its frames take at the steady rate).
-Top level: `warmup_cold_s` (the first
-process's warm-up at group size 1, compile caches empty), `warmup_warm_s` (the second process's),
-`load_cold_s`, `load_warm_s`, `attention_choices` (the self-attention kernel timed fastest per call
-shape, clips x queries x keys, with every candidate's time). The JSON is rewritten after every phase, so
-a call cut short still returns what it measured.
+first), `first_frames_s` (median over the steady clips), `text_s` (a clip's share of its group's prompt
+encoding, median), `text_placement` (where UMT5 lives: `device` where the group fits beside it, else
+`offload`), `peak_mem_gb` (GiB, max allocated while generating, UMT5 included when resident),
+`warmup_s` (the warm-up batch's wall time over what its frames take at the steady rate). Top level:
+`warmup_cold_s` (the first process's warm-up at group size 1, compile caches empty), `warmup_warm_s`
+(the second process's), `load_cold_s`, `load_warm_s`, `attention_choices` (the self-attention kernel
+timed fastest per call shape, clips x queries x keys, with every candidate's time). The JSON is
+rewritten after every phase, so a call cut short still returns what it measured.
 
 Checked on a CPU with the tiny preset:
 
@@ -271,6 +272,8 @@ def measure_size(bench: Bench, size: int) -> dict[str, Any]:
         "dit_group_chunk_s": statistics.median(dit_share) * size if dit_share else None,
         "vae_chunk_s": statistics.median(vae) if vae else None,
         "first_frames_s": statistics.median(first_frames),
+        "text_s": statistics.median(stats.text_s for stats in clip_stats),  # each clip's share
+        "text_placement": bench.worker.bundle.text_placement,
         "peak_mem_gb": max(peaks) * 1e9 / 2**30 if peaks else None,
         "warmup_wall_s": warm_wall_s,
         "warmup_s": warm_wall_s - warm_frames / fps,

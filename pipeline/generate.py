@@ -202,9 +202,10 @@ class ClipGenerator:
         self.timesteps = warped_denoising_timesteps(config.denoising_steps, config.timestep_shift)
         self.device = bundle.device
 
-    def clips_that_fit(self, window_frames: int, limit: int) -> int:
-        """How many clips of a `window_frames` cache may share forwards in the device memory free now
-        (1..limit; always 1 on CPUs, where batching gains nothing)."""
+    def clips_that_fit(self, window_frames: int, limit: int, beside_bytes: int = 0) -> int:
+        """How many clips of a `window_frames` cache may share forwards in the device memory free now,
+        with `beside_bytes` of it kept for something else (0..limit, 0 if not even one fits; always 1 on
+        CPUs, where batching gains nothing)."""
         if self.device.type != "cuda":
             return 1
         free, _ = torch.cuda.mem_get_info(self.device)
@@ -216,8 +217,22 @@ class ClipGenerator:
         )
         activation_bytes = geometry.chunk_tokens * (preset.dit.ffn_dim + 8 * preset.dit.dim) * item_bytes
         first = CLIP_WORKSPACE_PER_CACHE_BYTE * cache_bytes
-        more = (free * FREE_MEMORY_USABLE - first) // (cache_bytes + activation_bytes)
-        return int(max(1, min(limit, 1 + more)))
+        usable = free * FREE_MEMORY_USABLE - beside_bytes
+        if usable < first:
+            return 0
+        return int(min(limit, 1 + (usable - first) // (cache_bytes + activation_bytes)))
+
+    def keep_text_encoder_resident(self, window_frames: int, clips: int) -> bool:
+        """Move an offloaded text encoder onto the GPU for good if a group of `clips` still fits beside it;
+        True if it moved. Offloaded, its weights cross PCIe before every group (9.3 GB: ~0.4 s of an idle
+        GPU a group on an H200, benchmarks/README.md); a 24 GB card has no room for them."""
+        bundle = self.bundle
+        if bundle.text_placement != "offload" or self.device.type != "cuda":
+            return False
+        if self.clips_that_fit(window_frames, clips, beside_bytes=bundle.text_encoder_bytes) < clips:
+            return False
+        bundle.place_text_encoder("device")
+        return True
 
     def stream(
         self, prompt: str | Storyboard, seed: int, num_latent_frames: int, cache: PolicyParams

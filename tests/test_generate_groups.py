@@ -143,9 +143,19 @@ def test_a_storyboard_is_refused_in_a_group_before_any_work(generator: ClipGener
         generator.stream_group([ClipRequest(story, 1), GROUP[0]], 6, FifoParams())
 
 
+def full_size_generator(monkeypatch: pytest.MonkeyPatch, free_gb: float) -> ClipGenerator:
+    """The sizing arithmetic of the 1.3B model on a GPU with `free_gb` GB free (nothing runs on it)."""
+    full_size = SimpleNamespace(
+        preset=SELF_FORCING_1_3B, dit=SimpleNamespace(dtype=torch.bfloat16), device=None
+    )
+    full_size.device = torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (int(free_gb * 10**9), 141 * 10**9))
+    return ClipGenerator(cast(ModelBundle, full_size))
+
+
 @pytest.mark.parametrize(
     ("free_gb", "limit", "clips"),
-    [(20, 2, 1), (76, 2, 2), (76, 8, 8), (130, 16, 16), (0, 2, 1)],
+    [(20, 2, 1), (76, 2, 2), (76, 8, 8), (130, 16, 16), (0, 2, 0)],
     ids=["24GB-card", "80GB-card", "80GB-card-limit-8", "H200-limit-16", "nothing-free"],
 )
 def test_a_group_is_as_large_as_the_free_device_memory_holds_at_full_size(
@@ -153,15 +163,29 @@ def test_a_group_is_as_large_as_the_free_device_memory_holds_at_full_size(
 ) -> None:
     """A 60 s clip of the 1.3B model: a 6 GB cache (21 frames), ~12 GB for the first clip, ~6.2 GB for each
     further one (benchmarks/README.md measured 15.9 GiB for one clip and 23.4 GiB for two)."""
-    full_size = SimpleNamespace(
-        preset=SELF_FORCING_1_3B, dit=SimpleNamespace(dtype=torch.bfloat16), device=None
-    )
-    full_size.device = torch.device("cuda")
-    generator = ClipGenerator(cast(ModelBundle, full_size))
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (free_gb * 10**9, 141 * 10**9))
+    generator = full_size_generator(monkeypatch, free_gb)
     assert generator.clips_that_fit(WINDOW_FRAMES, limit) == clips
     if free_gb > 60:  # 30 clips' caches would not fit in 76 GB
         assert generator.clips_that_fit(WINDOW_FRAMES, 30) < 30
+
+
+UMT5_XXL_BYTES = 11_361_820_672  # 5,680,910,336 bf16 parameters (docs/model.md)
+
+
+@pytest.mark.parametrize(
+    ("free_gb", "clips", "fits_beside"),
+    [(20, 1, 0), (29, 2, 1), (76, 2, 2), (136, 2, 2)],
+    ids=["24GB-card", "32GB-card", "80GB-card", "H200"],
+)
+def test_the_text_encoder_stays_on_the_gpu_only_where_the_group_still_fits_beside_it(
+    monkeypatch: pytest.MonkeyPatch, free_gb: float, clips: int, fits_beside: int
+) -> None:
+    """The 11.4 GB encoder stays resident where the group the free memory sized still fits beside it: not
+    on a 24 GB card (one clip needs ~12 GB of its ~20 GB free), nor on a 32 GB one (two clips, or one
+    beside the encoder), but on 80 GB cards and H200s."""
+    generator = full_size_generator(monkeypatch, free_gb)
+    assert generator.clips_that_fit(WINDOW_FRAMES, 2) == clips
+    assert generator.clips_that_fit(WINDOW_FRAMES, clips, beside_bytes=UMT5_XXL_BYTES) == fits_beside
 
 
 def test_a_cpu_renders_one_clip_per_forward(generator: ClipGenerator) -> None:

@@ -210,7 +210,8 @@ class ModelBundle:
         folder, or with weights drawn from `seed` when `model_dir` is None.
 
         On a GPU: bf16, UMT5 offloaded to pinned host memory (it keeps generation, decode and cache
-        within 20 GB) and the speed settings (`speed.py`; `search_all_conv_algorithms`: see SpeedConfig).
+        within 20 GB; `ClipGenerator.keep_text_encoder_resident` moves it back where there is room) and
+        the speed settings (`speed.py`; `search_all_conv_algorithms`: see SpeedConfig).
         On a CPU: float32, UMT5 beside the DiT.
         """
         device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -225,6 +226,11 @@ class ModelBundle:
         if on_gpu:
             accelerate(bundle, SpeedConfig(vae_search_all_conv_algorithms=search_all_conv_algorithms))
         return bundle
+
+    @property
+    def text_encoder_bytes(self) -> int:
+        """What the text encoder's weights take wherever they are (11.4 GB for UMT5-XXL in bf16)."""
+        return sum(p.numel() * p.element_size() for p in self.text_encoder.parameters())
 
     @property
     def device_name(self) -> str | None:

@@ -116,9 +116,10 @@ class RenderWorker:
             self._kernels.prime()
         # Sized once, with the model loaded and before any clip: a group whose policy keeps a longer
         # window than the default and does not fit falls back to rendering its clips alone.
-        self.clips_per_forward = config.clips_per_forward or self.generator.clips_that_fit(
-            WINDOW_FRAMES, MAX_AUTO_CLIPS_PER_FORWARD
+        self.clips_per_forward = config.clips_per_forward or max(
+            1, self.generator.clips_that_fit(WINDOW_FRAMES, MAX_AUTO_CLIPS_PER_FORWARD)
         )
+        self.generator.keep_text_encoder_resident(WINDOW_FRAMES, self.clips_per_forward)
         self.tmp = make_scratch_dir(config.tmp_dir)
         atexit.register(shutil.rmtree, self.tmp, ignore_errors=True)  # Ray ends a finished actor's process
         self.node = socket.gethostname()

@@ -8,7 +8,7 @@ from model_folder import write_official_folder
 from pipeline.generate import ClipGenerator
 from pipeline.model.bundle import ModelBundle, find_weights, folder_problems, weights_digest
 from pipeline.model.checkpoint import CheckpointError
-from pipeline.spec.cache import DeepForcingParams
+from pipeline.spec.cache import WINDOW_FRAMES, DeepForcingParams
 from pipeline.spec.model import DIT_FILE, TEXT_ENCODER_FILE, TINY, TOKENIZER_DIR, VAE_FILE, WEIGHTS_FILES
 from pipeline.storage.fetch import model_folder
 
@@ -128,3 +128,16 @@ def test_a_folder_that_loads_has_no_problems_and_each_broken_part_is_named(sourc
         f"{folder / TOKENIZER_DIR} has no tokenizer.json; expected the google/umt5-xxl tokenizer folder "
         "holding tokenizer.json (in the Wan2.1-T2V-1.3B model folder it is google/umt5-xxl/)",
     ]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_an_offloaded_text_encoder_moves_onto_a_gpu_with_room_and_encodes_the_same():
+    bundle = ModelBundle.random(TINY, "cuda", torch.bfloat16, seed=2, text_placement="offload")
+    offloaded = bundle.encode_prompt("a paper boat")
+    generator = ClipGenerator(bundle)
+    assert generator.keep_text_encoder_resident(WINDOW_FRAMES, 2)
+    assert bundle.text_placement == "device"
+    assert {p.device.type for p in bundle.text_encoder.parameters()} == {"cuda"}
+    torch.testing.assert_close(bundle.encode_prompt("a paper boat"), offloaded, rtol=0, atol=0)
+    assert not generator.keep_text_encoder_resident(WINDOW_FRAMES, 2)  # resident already

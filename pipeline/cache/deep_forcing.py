@@ -57,6 +57,7 @@ import torch
 from pipeline.cache.base import CachedFrame, ForwardKind, FrameBuffers, KVCache
 from pipeline.cache.phase import PristineShift, shift_tokens_in_time, temporal_frequencies
 from pipeline.cache.recache import Recache
+from pipeline.cache.scores import candidate_scores
 from pipeline.model.rope import RotaryEmbedding3D
 from pipeline.spec.cache import CacheGeometry, DeepForcingParams
 
@@ -206,7 +207,7 @@ class DeepForcingCache(KVCache):
             return
         dtype = torch.promote_types(q.dtype, torch.float32)
         sums = q[:, :, (g.chunk_frames - n) * g.tokens_per_frame :].unflatten(2, (n, g.tokens_per_frame))
-        sums = sums.to(dtype).sum(3)  # (B, H, n, D): one sum per frame
+        sums = sums.sum(3, dtype=dtype)  # (B, H, n, D): one sum per frame
         ring = self.clean_queries[layer]
         if ring is None or ring.shape != (B, H, m, D) or ring.device != q.device or ring.dtype != dtype:
             ring = self.clean_queries[layer] = torch.zeros(B, H, m, D, device=q.device, dtype=dtype)
@@ -229,11 +230,11 @@ class DeepForcingCache(KVCache):
 
         # 1. Score: φ_j = <Σ_r q_r, k_j> over the recent queries and all heads (paper Eq. 7)
         dtype = torch.promote_types(keys.dtype, torch.float32)
-        query = q.to(dtype).sum(2)  # (B, H, D): this chunk's t=1000 queries
+        query = q.sum(2, dtype=dtype)  # (B, H, D): this chunk's t=1000 queries
         ring = self.clean_queries[layer]
         if self.recent_context_frames and ring is not None:
             query = query + ring.sum(2)  # + the clean-pass queries of the previous frames
-        scores = torch.einsum("bhd,bhld->bl", query, candidates.to(dtype))  # (B, Lc)
+        scores = candidate_scores(query, candidates)  # (B, Lc)
 
         # 2. Candidate bookkeeping: source frame and times picked (fresh frames: never picked)
         fresh = torch.arange(Lc - old, device=keys.device)

@@ -1,34 +1,18 @@
 """The Triton kernel for q's and k's norms and RoPE computes what the block's PyTorch ops compute.
 
-On CPUs the kernel runs in Triton's interpreter (the kernel's own source, executed with NumPy), which
-reads TRITON_INTERPRET when a kernel is defined, so those checks run in a fresh interpreter."""
+On CPUs the kernel runs in Triton's interpreter (tests/triton_interpreter.py)."""
 
-import importlib.util
 import logging
-import os
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
+from triton_interpreter import needs_triton, run_interpreted
 
 from pipeline.model.bundle import ModelBundle
 from pipeline.model.dit import SelfAttention
 from pipeline.model.random_init import randomize_
 from pipeline.model.speed import fused_norm_rope
 from pipeline.spec.model import SELF_FORCING_1_3B, TINY
-
-needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton")
-
-
-def run_interpreted(script: str) -> str:
-    env = os.environ | {"TRITON_INTERPRET": "1"}
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script)], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
 
 
 @needs_triton

@@ -54,7 +54,7 @@ def profile_region(
 ) -> dict[str, Any]:
     """Profile `run`; the top operators and kernels, device time per kernel kind, and busy fraction.
 
-    With `stacks`, also the top operators grouped by the Python lines that called them (`call_sites`)."""
+    With `stacks`, also the top operators grouped by the Python lines that called them."""
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
     if on_gpu:
         torch.cuda.synchronize()
@@ -67,7 +67,9 @@ def profile_region(
     events = prof.key_averages()
     sort_by = "self_cuda_time_total" if on_gpu else "self_cpu_time_total"
     print(events.table(sort_by=sort_by, row_limit=rows), flush=True)
-    sites = call_sites(prof, on_gpu, 4 * rows) if stacks else None
+    if stacks:
+        by_stack = prof.key_averages(group_by_stack_n=6)
+        print(by_stack.table(sort_by=sort_by, row_limit=rows, max_name_column_width=60), flush=True)
     by_kind: dict[str, float] = {}
     for event in events:
         if event.device_type == DeviceType.CUDA:
@@ -86,37 +88,7 @@ def profile_region(
         for event in events
     ]
     table.sort(key=lambda r: r["self_device_ms"] if on_gpu else r["self_cpu_ms"], reverse=True)
-    region = {"wall_ms": wall_ms, "kernel_ms": kernel_ms, "kernel_ms_by_kind": by_kind, "rows": table[:rows]}
-    return region | ({"call_sites": sites} if sites is not None else {})
-
-
-OUR_CODE = ("pipeline/", "benchmarks/")
-
-
-def call_sites(prof: profile, on_gpu: bool, count: int) -> list[dict[str, Any]]:
-    """The outermost operators (those not called by another operator), grouped by the innermost line of
-    this project's code that called them, with their device time (their kernels') and calls: where the
-    kernels of each kind come from."""
-    sites: dict[tuple[str, str], dict[str, Any]] = {}
-    for event in prof.events():
-        parent = event.cpu_parent
-        if parent is not None and parent.name.startswith("aten::"):
-            continue  # inside another operator: counted with it
-        if not (event.name.startswith("aten::") or event.name.startswith("triton") or "::" in event.name):
-            continue
-        site = "?"
-        while parent is not None:
-            if any(part in parent.name for part in OUR_CODE):
-                site = parent.name
-                break
-            parent = parent.cpu_parent
-        row = sites.setdefault((event.name, site), {"name": event.name, "site": site, "calls": 0, "ms": 0.0})
-        row["calls"] += 1
-        row["ms"] += (event.device_time_total if on_gpu else event.cpu_time_total) / 1000
-    ranked = sorted(sites.values(), key=lambda row: row["ms"], reverse=True)[:count]
-    for row in ranked:
-        print(f"{row['ms']:9.2f} ms {row['calls']:6d}x  {row['name'][:50]:50s} {row['site']}")
-    return ranked
+    return {"wall_ms": wall_ms, "kernel_ms": kernel_ms, "kernel_ms_by_kind": by_kind, "rows": table[:rows]}
 
 
 @torch.inference_mode()  # as generation runs: compiled graphs guard on it, and grad mode would recompile

@@ -28,14 +28,13 @@ def _row_dots(
     BLOCK_WIDTH: tl.constexpr,  # WIDTH rounded up to a power of two
 ):
     clip = tl.program_id(1)
-    row = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)[:, None]  # (R, 1)
+    row = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)  # (R,)
     column = tl.arange(0, BLOCK_WIDTH)[None, :]  # (1, W)
     query = tl.load(query_ptr + clip * WIDTH + column, mask=column < WIDTH, other=0.0)
-    mask = (row < rows) & (column < WIDTH)
-    keys = tl.load(keys_ptr + clip * clip_stride + row * row_stride + column, mask=mask, other=0.0)
+    mask = (row[:, None] < rows) & (column < WIDTH)
+    keys = tl.load(keys_ptr + clip * clip_stride + row[:, None] * row_stride + column, mask=mask, other=0.0)
     dots = tl.sum(keys.to(tl.float32) * query, axis=1)  # (R,)
-    row_index = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
-    tl.store(out_ptr + clip * rows + row_index, dots, mask=row_index < rows)
+    tl.store(out_ptr + clip * rows + row, dots, mask=row < rows)
 
 
 def fused_candidate_scores(query: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
